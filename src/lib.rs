@@ -1,0 +1,3 @@
+//! atpred: backup, retention, health and log-rotation daemon.
+
+pub mod scheduler;
