@@ -1,8 +1,11 @@
 //! Scheduling: when each job runs.
 //!
-//! [`Schedule`] parses a job's schedule text and lists its fire times in the job's time zone.
-//! Nothing here reads a clock.
+//! [`Schedule`] parses a job's schedule text and lists its fire times in the job's time zone;
+//! [`JobTimer`] decides, from the time it is given, whether a job fires now, is recorded as
+//! missed, or waits. Both are pure: nothing here reads a clock.
 
 mod schedule;
+mod timer;
 
 pub use schedule::{Schedule, ScheduleError};
+pub use timer::{GRACE, JobTimer, Tick};
