@@ -1,3 +1,45 @@
-//! atpred: backup, retention, health and log-rotation daemon.
+//! atpred: a systemd-supervised daemon that keeps a PostgreSQL + Redis application server safe.
+//!
+//! # Architecture
+//! One process, a few tasks, channels between them:
+//!
+//! ```text
+//!   supervisor (daemon::run): signals, control commands, watchdog, STATUS=
+//!      owns the root CancellationToken and the current Arc<Config>
+//!        |                    |                        |
+//!   scheduler --start-->    runner    <--start--   control server <-- atprectl
+//!   (JobTimer per job,      (limits, timeouts,      (Unix socket, peer creds,
+//!    catch-up, skip)         retries, history)       NDJSON protocol)
+//! ```
+//!
+//! - [`config`]: the TOML file and environment overrides, validated into typed values.
+//! - [`scheduler`]: cron and interval schedules in a time zone, and the task that fires them.
+//! - [`runner`]: runs jobs: concurrency, no overlap, timeouts, retries, cancellation, history.
+//! - [`jobs`]: the job kinds behind one contract.
+//! - [`process`]: child processes in their own process groups.
+//! - [`control`] and [`protocol`]: the control socket and its wire format; [`client`] and
+//!   [`ctl`] are the other end.
+//! - [`notify`] and [`logging`]: systemd integration.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod control;
+pub mod ctl;
+pub mod daemon;
+pub mod ids;
+pub mod jobs;
+pub mod logging;
+pub mod notify;
+pub mod process;
+pub mod protocol;
+pub mod publish;
+pub mod runner;
 pub mod scheduler;
+pub mod secret;
+pub mod timefmt;
+
+/// The daemon's and client's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

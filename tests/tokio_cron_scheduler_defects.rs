@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Why tokio-cron-scheduler (0.15) does not decide when our jobs run.
 //!
 //! Each test asserts a defect of the crate as it is, so it fails once the crate is fixed: when

@@ -9,3 +9,8 @@ mod timer;
 
 pub use schedule::{Schedule, ScheduleError};
 pub use timer::{GRACE, JobTimer, Tick};
+mod describe;
+mod task;
+
+pub use describe::describe_jobs;
+pub use task::Scheduler;

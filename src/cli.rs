@@ -1,0 +1,78 @@
+//! Command-line definitions of both binaries; man pages and completions are generated from
+//! these.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// atpred: backups that are proven restorable, retention, health and log rotation for a
+/// PostgreSQL + Redis application server.
+#[derive(Debug, Parser)]
+#[command(name = "atpred", version)]
+pub struct DaemonArgs {
+    /// The configuration file.
+    #[arg(long, short, value_name = "PATH", default_value = crate::config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Validate the configuration, print each job's next three runs, and exit (0 valid, 78 not).
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// atprectl: control a running atpred over its socket.
+#[derive(Debug, Parser)]
+#[command(name = "atprectl", version)]
+pub struct CtlArgs {
+    /// The daemon's control socket.
+    #[arg(
+        long,
+        global = true,
+        env = "ATPRED_SOCKET",
+        default_value = "/run/atpred/atpred.sock"
+    )]
+    pub socket: PathBuf,
+    /// Print JSON (the protocol's own messages) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The daemon's state: version, jobs, running runs, last reload.
+    Status,
+    /// Every job with its schedule, next run and last run.
+    Jobs,
+    /// Run a job now.
+    Run {
+        job: String,
+        /// Follow the run and exit with its outcome (0 succeeded, 1 otherwise).
+        #[arg(long)]
+        wait: bool,
+        /// Show what the run would do without doing it.
+        #[arg(long)]
+        dry_run: bool,
+        /// Act even where the job's own triggers say there is nothing to do.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Cancel a job's running run (its processes are ended as a group).
+    Cancel { job: String },
+    /// Recent runs, newest first.
+    History {
+        job: Option<String>,
+        /// How many runs.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Re-read the daemon's configuration (like `systemctl reload atpred`).
+    Reload,
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+    /// Print a man page (roff) for atprectl, or for atpred with --daemon.
+    #[command(hide = true)]
+    Man {
+        #[arg(long)]
+        daemon: bool,
+    },
+}

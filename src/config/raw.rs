@@ -1,0 +1,92 @@
+//! The serde mirror of the TOML file: kebab-case keys, unknown keys rejected.
+//!
+//! Nothing here is validated beyond its type; [`super::validate`] turns these into the typed
+//! [`super::Config`]. Every job key of every kind lives in the one flat [`RawJob`] so that
+//! deserialization is never buffered (buffering would lose the file positions and the typed
+//! handling of environment overrides); which keys a kind accepts is checked during validation.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawConfig {
+    #[serde(default)]
+    pub daemon: RawDaemon,
+    #[serde(default)]
+    pub postgres: RawPostgres,
+    #[serde(default)]
+    pub redis: RawRedis,
+    #[serde(default)]
+    pub jobs: BTreeMap<String, RawJob>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawDaemon {
+    pub state_dir: Option<PathBuf>,
+    pub backup_dir: Option<PathBuf>,
+    pub socket: Option<PathBuf>,
+    pub socket_group: Option<String>,
+    pub timezone: Option<String>,
+    pub stop_timeout: Option<String>,
+    pub max_concurrent_jobs: Option<u32>,
+    pub log: Option<String>,
+    pub log_level: Option<String>,
+    pub history_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawPostgres {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub dbname: Option<String>,
+    pub passfile: Option<PathBuf>,
+    pub bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawRedis {
+    pub url: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// One `[jobs.NAME]` table. `Serialize` lists the keys that were set (see `set_keys`).
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawJob {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<bool>,
+    // kind = "command"
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+}
+
+impl RawJob {
+    /// The kebab-case names of the keys present in this table.
+    pub fn set_keys(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Case tables for configuration loading: each bad file must name its key and position.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use super::*;
+
+const BASE: &str = r#"
+[daemon]
+state-dir = "/tmp/atpred-test/state"
+socket = "/tmp/atpred-test/atpred.sock"
+
+[jobs.vacuum]
+kind = "command"
+schedule = "0 5 * * 0"
+command = ["vacuumdb", "--all"]
+"#;
+
+fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+    let path = dir.path().join("atpred.toml");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, text);
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
+    Config::load_with_env(&path, &env)
+}
+
+#[test]
+fn the_base_config_loads_with_defaults() {
+    let c = load(BASE, &[]).unwrap();
+    assert_eq!(c.daemon.stop_timeout, Duration::from_secs(30));
+    assert_eq!(c.daemon.max_concurrent_jobs, 2);
+    assert_eq!(c.daemon.timezone, chrono_tz::UTC);
+    assert_eq!(c.postgres.dbname, "atp_re");
+    let job = &c.jobs[&"vacuum".parse().unwrap()];
+    assert_eq!(job.timeout, Duration::from_secs(3600));
+    assert!(matches!(&job.spec, JobSpec::Command(c) if c.argv == ["vacuumdb", "--all"]));
+}
+
+#[test]
+fn the_reference_config_loads() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("etc/atpred.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let c = load(&text, &[]).unwrap();
+    assert_eq!(c.daemon.socket_group.as_deref(), Some("atpre"));
+    assert!(c.jobs.contains_key(&"vacuum".parse().unwrap()));
+}
+
+/// (what is wrong, file text appended to or replacing BASE, the key the error must name,
+/// the line it must point at (0: no position expected))
+const BAD: &[(&str, &str, &str, usize)] = &[
+    ("unknown section", "[deamon]\nx = 1\n", "deamon", 0),
+    (
+        "typo in a daemon key",
+        "[daemon]\nstop-timout = \"5s\"\n",
+        "daemon",
+        0,
+    ),
+    (
+        "duration in parsecs",
+        "[daemon]\nstop-timeout = \"30 parsecs\"\n",
+        "daemon.stop-timeout",
+        2,
+    ),
+    (
+        "zero duration",
+        "[daemon]\nstop-timeout = \"0s\"\n",
+        "daemon.stop-timeout",
+        2,
+    ),
+    (
+        "unknown time zone",
+        "[daemon]\ntimezone = \"Mars/Olympus\"\n",
+        "daemon.timezone",
+        2,
+    ),
+    (
+        "no concurrency",
+        "[daemon]\nmax-concurrent-jobs = 0\n",
+        "daemon.max-concurrent-jobs",
+        2,
+    ),
+    (
+        "concurrency as text",
+        "[daemon]\nmax-concurrent-jobs = \"two\"\n",
+        "daemon.max-concurrent-jobs",
+        2,
+    ),
+    (
+        "relative state dir",
+        "[daemon]\nstate-dir = \"state\"\n",
+        "daemon.state-dir",
+        2,
+    ),
+    (
+        "unknown log target",
+        "[daemon]\nlog = \"syslog\"\n",
+        "daemon.log",
+        2,
+    ),
+    (
+        "port out of range",
+        "[postgres]\nport = 70000\n",
+        "postgres.port",
+        2,
+    ),
+    (
+        "redis over http",
+        "[redis]\nurl = \"http://cache:6379\"\n",
+        "redis.url",
+        2,
+    ),
+    (
+        "job without kind",
+        "[jobs.a]\ncommand = [\"true\"]\n",
+        "jobs.a.kind",
+        1,
+    ),
+    (
+        "unknown kind",
+        "[jobs.a]\nkind = \"backupp\"\n",
+        "jobs.a.kind",
+        2,
+    ),
+    (
+        "bad cron minute",
+        "[jobs.a]\nkind = \"command\"\ncommand = [\"true\"]\nschedule = \"61 * * * *\"\n",
+        "jobs.a.schedule",
+        4,
+    ),
+    (
+        "cron with a year",
+        "[jobs.a]\nkind = \"command\"\ncommand = [\"true\"]\nschedule = \"0 0 0 1 1 * 2030\"\n",
+        "jobs.a.schedule",
+        4,
+    ),
+    (
+        "interval of zero",
+        "[jobs.a]\nkind = \"command\"\ncommand = [\"true\"]\nschedule = \"every 0s\"\n",
+        "jobs.a.schedule",
+        4,
+    ),
+    (
+        "empty command",
+        "[jobs.a]\nkind = \"command\"\ncommand = []\n",
+        "jobs.a.command",
+        3,
+    ),
+    (
+        "command as a string",
+        "[jobs.a]\nkind = \"command\"\ncommand = \"vacuumdb --all\"\n",
+        "jobs.a.command",
+        3,
+    ),
+    (
+        "typo in a job key",
+        "[jobs.a]\nkind = \"command\"\ncommand = [\"true\"]\ntimout = \"1h\"\n",
+        "jobs.a",
+        0,
+    ),
+    (
+        "catch-up without schedule",
+        "[jobs.a]\nkind = \"command\"\ncommand = [\"true\"]\ncatch-up = true\n",
+        "jobs.a.catch-up",
+        4,
+    ),
+    (
+        "too many retries",
+        "[jobs.a]\nkind = \"command\"\ncommand = [\"true\"]\nretries = 99\n",
+        "jobs.a.retries",
+        4,
+    ),
+    (
+        "upper-case job name",
+        "[jobs.Nightly]\nkind = \"command\"\ncommand = [\"true\"]\n",
+        "jobs.Nightly",
+        1,
+    ),
+    (
+        "relative working dir",
+        "[jobs.a]\nkind = \"command\"\ncommand = [\"true\"]\nworking-dir = \"tmp\"\n",
+        "jobs.a.working-dir",
+        4,
+    ),
+    (
+        "bad timeout",
+        "[jobs.a]\nkind = \"command\"\ncommand = [\"true\"]\ntimeout = \"forever\"\n",
+        "jobs.a.timeout",
+        4,
+    ),
+];
+
+#[test]
+fn bad_configs_name_their_key_and_line() {
+    for (what, text, key, line) in BAD {
+        let err = load(text, &[]).expect_err(what);
+        let shown = err.to_string();
+        assert!(shown.contains(key), "{what}: {shown:?} does not name {key}");
+        assert_eq!(
+            err.key().map(|k| k.starts_with(key)),
+            Some(true),
+            "{what}: {shown}"
+        );
+        if *line > 0 {
+            let ConfigError::Invalid(inv) = &err else {
+                panic!("{what}: {err:?}")
+            };
+            assert_eq!(inv.position.map(|p| p.0), Some(*line), "{what}: {shown}");
+            assert!(
+                shown.contains(&format!("atpred.toml:{line}:")),
+                "{what}: {shown}"
+            );
+        }
+    }
+}
+
+#[test]
+fn syntax_errors_point_at_the_line() {
+    let err = load("[daemon]\nstop-timeout = \n", &[]).unwrap_err();
+    assert!(err.to_string().contains("atpred.toml:2:"), "{err}");
+}
+
+#[test]
+fn environment_overrides_are_typed_by_the_target_and_named_in_errors() {
+    let env = [
+        ("ATPRED__DAEMON__STOP_TIMEOUT", "10s"),
+        ("ATPRED__DAEMON__MAX_CONCURRENT_JOBS", "5"),
+        ("ATPRED__POSTGRES__USER", "0123"),
+        ("ATPRED__JOBS__VACUUM__TIMEOUT", "2h"),
+        ("UNRELATED", "x"),
+    ];
+    let c = load(BASE, &env).unwrap();
+    assert_eq!(c.daemon.stop_timeout, Duration::from_secs(10));
+    assert_eq!(c.daemon.max_concurrent_jobs, 5);
+    assert_eq!(
+        c.postgres.user, "0123",
+        "a numeric-looking string stays a string"
+    );
+    assert_eq!(
+        c.jobs[&"vacuum".parse().unwrap()].timeout,
+        Duration::from_secs(7200)
+    );
+
+    let err = load(BASE, &[("ATPRED__DAEMON__MAX_CONCURRENT_JOBS", "many")]).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("daemon.max-concurrent-jobs"), "{shown}");
+    assert!(
+        shown.contains("ATPRED__DAEMON__MAX_CONCURRENT_JOBS"),
+        "{shown}"
+    );
+
+    let err = load(BASE, &[("ATPRED__DAEMON__TYPO", "1")]).unwrap_err();
+    assert!(err.to_string().contains("typo"), "{err}");
+}
+
+#[test]
+fn world_writable_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(&dir, BASE);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = Config::load_with_env(&path, &[]).unwrap_err();
+    assert!(matches!(err, ConfigError::WorldWritable { .. }), "{err}");
+    assert!(err.to_string().contains("chmod o-w"), "{err}");
+}
+
+#[test]
+fn secrets_stay_out_of_debug_and_errors() {
+    let text = format!("{BASE}\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\n");
+    let c = load(&text, &[]).unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert_eq!(c.redis.url.expose(), "redis://:hunter2@127.0.0.1:6379/0");
+    let err = load("[redis]\nurl = \"http://:hunter2@cache\"\n", &[]).unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

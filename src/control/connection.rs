@@ -1,0 +1,269 @@
+//! One control connection: credentials, handshake, then one handler per request.
+
+use std::sync::Arc;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::UnixStream;
+use tokio::sync::{broadcast, oneshot};
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+use super::ControlContext;
+use super::peer::{self, PeerCred};
+use crate::daemon::state::Command;
+use crate::ids::RunId;
+use crate::protocol::{
+    Codec, ErrorCode, FrameError, IDLE_TIMEOUT, PROTOCOL_VERSION, Request, Response, Trigger,
+    decode_request,
+};
+use crate::runner::{RunEvent, RunOptions, StartError};
+
+type Conn = Framed<UnixStream, Codec>;
+
+/// Longest history a client may ask for in one request.
+const MAX_HISTORY: u32 = 10_000;
+
+/// The connection ends: the client went away, idled out, or broke the framing.
+struct Closed;
+
+pub async fn serve(stream: UnixStream, ctx: Arc<ControlContext>, stop: CancellationToken) {
+    let cred = stream.peer_cred().ok().map(|c| PeerCred {
+        uid: c.uid(),
+        gid: c.gid(),
+        pid: c.pid(),
+    });
+    let mut conn = Framed::new(stream, Codec::default());
+    let access = match cred {
+        Some(cred) => peer::authorize(cred, ctx.daemon_uid, ctx.socket_gid),
+        None => Err("cannot read the peer's credentials".to_owned()),
+    };
+    if let Err(why) = access {
+        tracing::warn!(
+            peer_uid = cred.map(|c| c.uid),
+            peer_pid = cred.and_then(|c| c.pid),
+            "control connection refused: {why}"
+        );
+        let _ = send_error(
+            &mut conn,
+            ErrorCode::NotPermitted,
+            format!("not permitted: {why}; ask to be added to the socket group"),
+        )
+        .await;
+        return;
+    }
+    tokio::select! {
+        _ = session(&mut conn, &ctx) => {}
+        () = stop.cancelled() => {
+            let _ = send_error(&mut conn, ErrorCode::ShuttingDown, "the daemon is shutting down".into()).await;
+        }
+    }
+}
+
+async fn session(conn: &mut Conn, ctx: &ControlContext) -> Result<(), Closed> {
+    match read_request(conn).await? {
+        Ok(Request::Hello { protocol, .. }) if protocol == PROTOCOL_VERSION => {
+            send(
+                conn,
+                Response::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    version: crate::VERSION.into(),
+                },
+            )
+            .await?;
+        }
+        Ok(Request::Hello { protocol, .. }) => {
+            let msg = format!(
+                "client speaks protocol {protocol}, daemon speaks {PROTOCOL_VERSION}: upgrade atprectl or atpred"
+            );
+            send_error(conn, ErrorCode::ProtocolMismatch, msg).await?;
+            return Err(Closed);
+        }
+        Ok(_) | Err(_) => {
+            send_error(
+                conn,
+                ErrorCode::HelloFirst,
+                format!("send hello with protocol {PROTOCOL_VERSION} first"),
+            )
+            .await?;
+            return Err(Closed);
+        }
+    }
+    loop {
+        match read_request(conn).await? {
+            Ok(request) => handle(conn, ctx, request).await?,
+            Err(message) => send_error(conn, ErrorCode::BadRequest, message).await?,
+        }
+    }
+}
+
+/// The next request: `Ok(Err(_))` is a line that is not a valid request (answerable),
+/// `Err(Closed)` ends the connection (after answering framing errors).
+async fn read_request(conn: &mut Conn) -> Result<Result<Request, String>, Closed> {
+    let line = match tokio::time::timeout(IDLE_TIMEOUT, conn.next()).await {
+        Err(_) | Ok(None) => return Err(Closed),
+        Ok(Some(Ok(line))) => line,
+        Ok(Some(Err(FrameError::TooLong))) => {
+            let _ = send_error(conn, ErrorCode::BadFrame, "line too long".into()).await;
+            return Err(Closed);
+        }
+        Ok(Some(Err(FrameError::Io(e)))) => {
+            if e.kind() == std::io::ErrorKind::InvalidData {
+                let _ = send_error(conn, ErrorCode::BadFrame, "not UTF-8".into()).await;
+            }
+            return Err(Closed);
+        }
+    };
+    Ok(decode_request(&line))
+}
+
+async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Result<(), Closed> {
+    let shared = &ctx.shared;
+    match request {
+        Request::Hello { .. } => {
+            send(
+                conn,
+                Response::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    version: crate::VERSION.into(),
+                },
+            )
+            .await
+        }
+        Request::Status => send(conn, Response::Status(shared.status())).await,
+        Request::Jobs => {
+            send(
+                conn,
+                Response::Jobs {
+                    jobs: shared.jobs(),
+                },
+            )
+            .await
+        }
+        Request::History { job, limit } => {
+            let runs = shared
+                .runner
+                .history()
+                .recent(job.as_ref(), limit.min(MAX_HISTORY) as usize);
+            send(conn, Response::History { runs }).await
+        }
+        Request::Cancel { job } => match shared.runner.cancel(&job) {
+            Some(run_id) => {
+                tracing::info!(job = %job, run_id = %run_id, "cancel requested over the control socket");
+                send(conn, Response::Cancelling { run_id }).await
+            }
+            None => {
+                send_error(
+                    conn,
+                    ErrorCode::NotRunning,
+                    format!("job {job} is not running"),
+                )
+                .await
+            }
+        },
+        Request::Run {
+            job,
+            wait,
+            dry_run,
+            force,
+        } => {
+            let opts = RunOptions { dry_run, force };
+            match shared.runner.start(job.as_str(), Trigger::Manual, opts) {
+                Ok(started) => {
+                    send(
+                        conn,
+                        Response::Accepted {
+                            run_id: started.run_id.clone(),
+                            job,
+                        },
+                    )
+                    .await?;
+                    if wait || dry_run {
+                        follow(conn, started.run_id, started.events).await
+                    } else {
+                        Ok(())
+                    }
+                }
+                Err(e @ StartError::UnknownJob(_)) => {
+                    send_error(conn, ErrorCode::UnknownJob, e.to_string()).await
+                }
+                Err(e @ StartError::AlreadyRunning { .. }) => {
+                    send_error(conn, ErrorCode::AlreadyRunning, e.to_string()).await
+                }
+                Err(e @ StartError::ShuttingDown) => {
+                    send_error(conn, ErrorCode::ShuttingDown, e.to_string()).await
+                }
+            }
+        }
+        Request::Reload => {
+            let (reply, answer) = oneshot::channel();
+            if shared
+                .commands
+                .send(Command::Reload { reply })
+                .await
+                .is_err()
+            {
+                return send_error(
+                    conn,
+                    ErrorCode::ShuttingDown,
+                    "the daemon is shutting down".into(),
+                )
+                .await;
+            }
+            match answer.await {
+                Ok(Ok(jobs)) => send(conn, Response::Reloaded { jobs }).await,
+                Ok(Err(message)) => send_error(conn, ErrorCode::ReloadFailed, message).await,
+                Err(_) => {
+                    send_error(
+                        conn,
+                        ErrorCode::ShuttingDown,
+                        "the daemon is shutting down".into(),
+                    )
+                    .await
+                }
+            }
+        }
+    }
+}
+
+/// Streams a run's progress until it finishes.
+async fn follow(
+    conn: &mut Conn,
+    run_id: RunId,
+    mut events: broadcast::Receiver<RunEvent>,
+) -> Result<(), Closed> {
+    loop {
+        match events.recv().await {
+            Ok(RunEvent::Progress(message)) => {
+                send(
+                    conn,
+                    Response::Progress {
+                        run_id: run_id.clone(),
+                        message,
+                    },
+                )
+                .await?;
+            }
+            Ok(RunEvent::Finished(run)) => {
+                return send(conn, Response::Finished { run: Box::new(run) }).await;
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => {
+                return send_error(
+                    conn,
+                    ErrorCode::Internal,
+                    "the run ended without a record".into(),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+async fn send(conn: &mut Conn, response: Response) -> Result<(), Closed> {
+    let line = serde_json::to_string(&response).map_err(|_| Closed)?;
+    conn.send(line).await.map_err(|_| Closed)
+}
+
+async fn send_error(conn: &mut Conn, code: ErrorCode, message: String) -> Result<(), Closed> {
+    send(conn, Response::Error { code, message }).await
+}

@@ -1,0 +1,154 @@
+//! `atprectl`: one function per command, rendering tables or `--json`, mapping outcomes to
+//! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 76 protocol mismatch, 77 not
+//! permitted).
+
+mod render;
+
+use std::process::ExitCode;
+
+use clap::CommandFactory;
+
+use crate::cli::{CtlArgs, CtlCommand, DaemonArgs};
+use crate::client::{Client, ClientError};
+use crate::protocol::{ErrorCode, Request, Response};
+
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNAVAILABLE: u8 = 69;
+pub const EXIT_PROTOCOL: u8 = 76;
+pub const EXIT_NOPERM: u8 = 77;
+
+pub fn main(args: CtlArgs) -> ExitCode {
+    match &args.command {
+        CtlCommand::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut CtlArgs::command(),
+                "atprectl",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        CtlCommand::Man { daemon } => {
+            let cmd = if *daemon {
+                DaemonArgs::command()
+            } else {
+                CtlArgs::command()
+            };
+            return match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(EXIT_FAILED, &e.to_string()),
+            };
+        }
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILED, &format!("cannot start the runtime: {e}")),
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = match e {
+                ClientError::Unreachable { .. } => EXIT_UNAVAILABLE,
+                ClientError::NotPermitted(_) => EXIT_NOPERM,
+                ClientError::ProtocolMismatch(_) => EXIT_PROTOCOL,
+                ClientError::Protocol(_) | ClientError::Closed => EXIT_FAILED,
+            };
+            fail(code, &e.to_string())
+        }
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("atprectl: {message}");
+    ExitCode::from(code)
+}
+
+async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
+    let mut client = Client::connect(&args.socket).await?;
+    let request = match &args.command {
+        CtlCommand::Status => Request::Status,
+        CtlCommand::Jobs => Request::Jobs,
+        CtlCommand::Run {
+            job,
+            wait,
+            dry_run,
+            force,
+        } => Request::Run {
+            job: match job.parse() {
+                Ok(j) => j,
+                Err(e) => return Ok(usage(&e)),
+            },
+            wait: *wait,
+            dry_run: *dry_run,
+            force: *force,
+        },
+        CtlCommand::Cancel { job } => match job.parse() {
+            Ok(job) => Request::Cancel { job },
+            Err(e) => return Ok(usage(&e)),
+        },
+        CtlCommand::History { job, limit } => Request::History {
+            job: match job.as_deref().map(str::parse).transpose() {
+                Ok(j) => j,
+                Err(e) => return Ok(usage(&e)),
+            },
+            limit: *limit,
+        },
+        CtlCommand::Reload => Request::Reload,
+        CtlCommand::Completions { .. } | CtlCommand::Man { .. } => return Ok(0),
+    };
+    let follow = matches!(
+        request,
+        Request::Run { wait: true, .. } | Request::Run { dry_run: true, .. }
+    );
+    let mut response = client.request(&request).await?;
+    loop {
+        let code = show(&response, args.json);
+        let done = match &response {
+            Response::Accepted { .. } | Response::Progress { .. } => !follow,
+            _ => true,
+        };
+        if done {
+            return Ok(code);
+        }
+        response = client.next().await?;
+    }
+}
+
+fn usage(message: &str) -> u8 {
+    eprintln!("atprectl: {message}");
+    EXIT_USAGE
+}
+
+/// Prints one response; returns the exit code it implies.
+fn show(response: &Response, json: bool) -> u8 {
+    if json {
+        match serde_json::to_string(response) {
+            Ok(line) => println!("{line}"),
+            Err(e) => eprintln!("atprectl: {e}"),
+        }
+    } else {
+        render::print(response);
+    }
+    match response {
+        Response::Finished { run } if !run.outcome.is_success() => EXIT_FAILED,
+        Response::Error { code, message } => {
+            if !json {
+                eprintln!("atprectl: {message}");
+            }
+            match code {
+                ErrorCode::UnknownJob | ErrorCode::BadRequest => EXIT_USAGE,
+                ErrorCode::NotPermitted => EXIT_NOPERM,
+                ErrorCode::ProtocolMismatch | ErrorCode::HelloFirst | ErrorCode::BadFrame => {
+                    EXIT_PROTOCOL
+                }
+                _ => EXIT_FAILED,
+            }
+        }
+        _ => 0,
+    }
+}

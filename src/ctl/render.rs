@@ -1,0 +1,182 @@
+//! Human output of `atprectl`: aligned tables and relative times.
+
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
+
+use crate::protocol::{JobStatus, Response, RunRecord, StatusReport};
+use crate::timefmt;
+
+/// Prints the human form of a response. A closed pipe (`| head`) ends quietly.
+pub fn print(response: &Response) {
+    let now = Utc::now();
+    let text = match response {
+        Response::Hello { version, .. } => format!("atpred {version}\n"),
+        Response::Status(s) => status(s, now),
+        Response::Jobs { jobs } => self::jobs(jobs, now),
+        Response::History { runs } => history(runs, now),
+        Response::Accepted { run_id, job } => format!("{job}: started run {run_id}\n"),
+        Response::Progress { message, .. } => format!("  {message}\n"),
+        Response::Finished { run } => finished(run),
+        Response::Cancelling { run_id } => format!("cancelling run {run_id}\n"),
+        Response::Reloaded { jobs } => format!("configuration reloaded: {jobs} job(s)\n"),
+        Response::Error { .. } => String::new(),
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+fn status(s: &StatusReport, now: DateTime<Utc>) -> String {
+    let mut rows = vec![
+        vec!["atpred".into(), format!("{} (pid {})", s.version, s.pid)],
+        vec![
+            "up".into(),
+            format!(
+                "since {} ({})",
+                local(s.started),
+                timefmt::relative(s.started, now)
+            ),
+        ],
+        vec!["config".into(), s.config.display().to_string()],
+        vec!["time zone".into(), s.timezone.clone()],
+        vec!["jobs".into(), s.jobs.to_string()],
+        vec!["summary".into(), s.summary.clone()],
+    ];
+    for r in &s.running {
+        rows.push(vec![
+            "running".into(),
+            format!(
+                "{} (run {}, {})",
+                r.job,
+                r.run_id,
+                timefmt::relative(r.started, now)
+            ),
+        ]);
+    }
+    if let Some(err) = &s.reload_error {
+        rows.push(vec![
+            "reload".into(),
+            format!("FAILED, previous configuration in force: {err}"),
+        ]);
+    }
+    table(&[], &rows)
+}
+
+fn jobs(jobs: &[JobStatus], now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|j| {
+            let next = j
+                .next_run
+                .map_or_else(|| "-".into(), |t| timefmt::relative(t, now));
+            let last = match (&j.running, &j.last_run) {
+                (Some(r), _) => format!("running since {}", timefmt::relative(r.started, now)),
+                (None, Some(l)) => format!(
+                    "{} {}",
+                    l.outcome.as_str(),
+                    timefmt::relative(l.finished, now)
+                ),
+                (None, None) => "never".into(),
+            };
+            vec![
+                j.name.to_string(),
+                j.kind.to_string(),
+                j.schedule.clone().unwrap_or_else(|| "manual".into()),
+                next,
+                last,
+            ]
+        })
+        .collect();
+    table(&["JOB", "KIND", "SCHEDULE", "NEXT", "LAST"], &rows)
+}
+
+fn history(runs: &[RunRecord], now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|r| {
+            vec![
+                r.run_id.to_string(),
+                r.job.to_string(),
+                r.trigger.as_str().into(),
+                timefmt::relative(r.started, now),
+                timefmt::short_span(r.duration_ms / 1000),
+                r.outcome.as_str().into(),
+                r.message.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "RUN", "JOB", "TRIGGER", "STARTED", "TOOK", "OUTCOME", "MESSAGE",
+        ],
+        &rows,
+    )
+}
+
+fn finished(run: &RunRecord) -> String {
+    let took = format!("{:.1}s", run.duration_ms as f64 / 1000.0);
+    let dry = if run.dry_run { " (dry run)" } else { "" };
+    format!(
+        "{}: run {} {} in {took}{dry}: {}\n",
+        run.job,
+        run.run_id,
+        run.outcome.as_str(),
+        run.message
+    )
+}
+
+fn local(t: DateTime<Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
+}
+
+/// Left-aligned columns separated by two spaces; the last column is not padded.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut all: Vec<Vec<String>> = Vec::new();
+    if !header.is_empty() {
+        all.push(header.iter().map(|h| (*h).to_owned()).collect());
+    }
+    all.extend(rows.iter().cloned());
+    let columns = all.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            all.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &all {
+        let last = row.len().saturating_sub(1);
+        for (i, cell) in row.iter().enumerate() {
+            out.push_str(cell);
+            if i < last {
+                out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn aligns_columns() {
+        let rows = vec![
+            vec!["a".into(), "bb".into(), "c".into()],
+            vec!["dddd".into(), "e".into(), "f".into()],
+        ];
+        assert_eq!(
+            super::table(&["X", "Y", "Z"], &rows),
+            "X     Y   Z\na     bb  c\ndddd  e   f\n"
+        );
+    }
+}

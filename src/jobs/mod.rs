@@ -1,0 +1,107 @@
+//! Jobs: one contract, a closed set of kinds dispatched by a plain `match`.
+//!
+//! A run gets a [`JobContext`] (its ids, a cancellation token, a fixed `now`, the configuration,
+//! a progress channel) and returns a [`JobReport`] or a [`JobError`] that says whether a retry
+//! could help. Jobs never read the clock or the environment themselves.
+
+mod command;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, JobConfig, JobSpec};
+use crate::ids::RunId;
+
+/// What a run is given.
+pub struct JobContext {
+    pub run_id: RunId,
+    pub job: Arc<JobConfig>,
+    pub config: Arc<Config>,
+    pub cancel: CancellationToken,
+    /// The run's start time; jobs use this, never the clock.
+    pub now: DateTime<Utc>,
+    pub dry_run: bool,
+    pub force: bool,
+    progress: mpsc::UnboundedSender<String>,
+}
+
+impl JobContext {
+    pub fn new(
+        run_id: RunId,
+        job: Arc<JobConfig>,
+        config: Arc<Config>,
+        cancel: CancellationToken,
+        now: DateTime<Utc>,
+        progress: mpsc::UnboundedSender<String>,
+    ) -> Self {
+        JobContext {
+            run_id,
+            job,
+            config,
+            cancel,
+            now,
+            dry_run: false,
+            force: false,
+            progress,
+        }
+    }
+
+    /// Reports a step to anyone following the run (`atprectl run --wait`).
+    pub fn progress(&self, message: impl Into<String>) {
+        let _ = self.progress.send(message.into());
+    }
+}
+
+/// A successful run.
+#[derive(Debug, Default)]
+pub struct JobReport {
+    pub message: String,
+    pub details: serde_json::Value,
+}
+
+/// A failed run.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The run's token was cancelled (by `cancel`, the timeout, or shutdown).
+    #[error("cancelled")]
+    Cancelled,
+    /// Worth another attempt (`retries`): a server not reachable, a lock held.
+    #[error("{message}")]
+    Transient {
+        message: String,
+        details: serde_json::Value,
+    },
+    #[error("{message}")]
+    Permanent {
+        message: String,
+        details: serde_json::Value,
+    },
+}
+
+impl JobError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        JobError::Permanent {
+            message: message.into(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    pub fn details(&self) -> serde_json::Value {
+        match self {
+            JobError::Cancelled => serde_json::Value::Null,
+            JobError::Transient { details, .. } | JobError::Permanent { details, .. } => {
+                details.clone()
+            }
+        }
+    }
+}
+
+/// Runs one attempt of the job in `ctx`.
+pub async fn execute(ctx: &JobContext) -> Result<JobReport, JobError> {
+    match &ctx.job.spec {
+        JobSpec::Command(spec) => command::run(ctx, spec).await,
+    }
+}

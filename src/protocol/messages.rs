@@ -1,0 +1,221 @@
+//! The messages: one `Request` enum and one `Response` enum, shared by daemon and client.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Kind;
+use crate::ids::{JobName, RunId};
+
+/// What a client asks. Tagged by `"type"`, e.g. `{"type":"run","job":"nightly","wait":true}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// First message on every connection.
+    Hello { protocol: u32, client: String },
+    /// Daemon summary.
+    Status,
+    /// Every configured job with its schedule and last run.
+    Jobs,
+    /// Start a job now.
+    Run {
+        job: JobName,
+        /// Keep the connection and stream `progress` until `finished`.
+        #[serde(default)]
+        wait: bool,
+        /// Say what the run would do, change nothing.
+        #[serde(default)]
+        dry_run: bool,
+        /// Act even where the job's own triggers say there is nothing to do.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Cancel the job's running run.
+    Cancel { job: JobName },
+    /// Recent runs, newest first.
+    History {
+        #[serde(default)]
+        job: Option<JobName>,
+        #[serde(default = "default_history_limit")]
+        limit: u32,
+    },
+    /// Re-read the configuration file.
+    Reload,
+}
+
+fn default_history_limit() -> u32 {
+    20
+}
+
+/// What the daemon answers. Tagged by `"type"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    Hello {
+        protocol: u32,
+        version: String,
+    },
+    Status(StatusReport),
+    Jobs {
+        jobs: Vec<JobStatus>,
+    },
+    /// The run was started (it may wait for a free slot under `max-concurrent-jobs`).
+    Accepted {
+        run_id: RunId,
+        job: JobName,
+    },
+    /// A step of a running job, streamed with `wait`.
+    Progress {
+        run_id: RunId,
+        message: String,
+    },
+    /// The run ended; with `wait` this is the last message for the request.
+    Finished {
+        run: Box<RunRecord>,
+    },
+    /// Cancellation was requested for this run.
+    Cancelling {
+        run_id: RunId,
+    },
+    History {
+        runs: Vec<RunRecord>,
+    },
+    /// The configuration was re-read and applied.
+    Reloaded {
+        jobs: usize,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Stable error codes; `atprectl` maps them to exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A line too long or not UTF-8; the connection is closed.
+    BadFrame,
+    /// Valid framing, but not a request we know (or a field of the wrong type).
+    BadRequest,
+    /// The first message was not `hello`.
+    HelloFirst,
+    ProtocolMismatch,
+    NotPermitted,
+    UnknownJob,
+    /// The job is already running (a job never overlaps itself).
+    AlreadyRunning,
+    NotRunning,
+    /// The new configuration is invalid; the old one stays in force.
+    ReloadFailed,
+    /// Too many connections.
+    Busy,
+    ShuttingDown,
+    Internal,
+}
+
+/// How a run was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    CatchUp,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::CatchUp => "catch_up",
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    /// Not run: the job was still running from an earlier trigger.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_success(self) -> bool {
+        self == Outcome::Succeeded
+    }
+}
+
+/// One run, as kept in the history and returned by `finished` and `history`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: RunId,
+    pub job: JobName,
+    pub kind: Kind,
+    pub trigger: Trigger,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub outcome: Outcome,
+    pub message: String,
+    /// Attempts made (1 + retries used).
+    pub attempts: u32,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Kind-specific details (a command's exit code, a backup's bytes, ...).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// The answer to `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub version: String,
+    pub pid: u32,
+    pub started: DateTime<Utc>,
+    pub config: PathBuf,
+    pub timezone: String,
+    pub jobs: usize,
+    pub running: Vec<RunningRun>,
+    /// The one-line summary also sent to systemd as STATUS=.
+    pub summary: String,
+    /// Set while the last reload failed and the previous configuration is still in force.
+    pub reload_error: Option<String>,
+}
+
+/// A run in progress.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningRun {
+    pub run_id: RunId,
+    pub job: JobName,
+    pub trigger: Trigger,
+    pub started: DateTime<Utc>,
+}
+
+/// One entry of the answer to `jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub name: JobName,
+    pub kind: Kind,
+    pub description: Option<String>,
+    pub schedule: Option<String>,
+    pub next_run: Option<DateTime<Utc>>,
+    pub running: Option<RunningRun>,
+    pub last_run: Option<RunRecord>,
+}

@@ -1,0 +1,45 @@
+//! The control protocol between `atpred` and `atprectl`: this module is its specification.
+//!
+//! # Framing
+//! A Unix stream socket carrying newline-delimited compact JSON: one message per line, UTF-8,
+//! at most [`MAX_LINE`] bytes. A longer line or invalid UTF-8 is a framing error: the daemon
+//! answers with an [`ErrorCode::BadFrame`] error and closes the connection.
+//!
+//! # Handshake
+//! The client's first message is [`Request::Hello`] with its [`PROTOCOL_VERSION`]. The daemon
+//! answers [`Response::Hello`] with its own version, or [`ErrorCode::ProtocolMismatch`] and
+//! closes. Any other first message gets [`ErrorCode::HelloFirst`] and the connection is closed.
+//! Before the handshake the daemon checks the peer's credentials: root, the daemon's own user
+//! and members of `daemon.socket-group` may use the socket; anyone else gets
+//! [`ErrorCode::NotPermitted`] and is disconnected.
+//!
+//! # Requests and their responses
+//! After the handshake the client sends requests one at a time and reads the responses:
+//!
+//! | request | responses |
+//! | --- | --- |
+//! | `status` | `status` |
+//! | `jobs` | `jobs` |
+//! | `run` (`wait: false`) | `accepted` |
+//! | `run` (`wait: true` or `dry_run: true`) | `accepted`, any number of `progress`, then `finished` |
+//! | `cancel` | `cancelling` |
+//! | `history` | `history` |
+//! | `reload` | `reloaded` |
+//!
+//! Any request may instead get an `error` with a stable [`ErrorCode`]. A line that is JSON but not
+//! a known request gets [`ErrorCode::BadRequest`] and the connection stays open; idle connections
+//! are closed after [`IDLE_TIMEOUT`]. All JSON field names are snake_case and stable: new fields
+//! may be added, existing ones are never renamed or removed within a protocol version.
+
+mod codec;
+mod messages;
+
+pub use codec::{Codec, FrameError, decode_request};
+pub use messages::*;
+
+/// Bumped on any incompatible change to the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The longest line either side accepts (requests are small; replies like `history` are not).
+pub const MAX_LINE: usize = 4 * 1024 * 1024;
+/// A connection that sends nothing for this long is closed.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);

@@ -1,0 +1,34 @@
+//! `atpred --check`: each job with its next three fire times.
+
+use std::fmt::Write;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+
+pub fn describe_jobs(config: &Config, now: DateTime<Utc>) -> String {
+    let tz = config.daemon.timezone;
+    let mut out = format!(
+        "{}: ok, {} job(s), time zone {}\n",
+        config.source.display(),
+        config.jobs.len(),
+        tz.name()
+    );
+    for job in config.jobs.values() {
+        let _ = write!(out, "{} ({})", job.name, job.spec.kind());
+        match &job.schedule {
+            None => out.push_str(": no schedule, runs on demand\n"),
+            Some(schedule) => {
+                let _ = writeln!(out, ": \"{schedule}\"");
+                for at in schedule.upcoming(now, tz, 3) {
+                    let _ = writeln!(
+                        out,
+                        "  {}",
+                        at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z")
+                    );
+                }
+            }
+        }
+    }
+    out
+}
