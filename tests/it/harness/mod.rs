@@ -16,6 +16,7 @@
     reason = "shared by every test module; not every module uses every helper"
 )]
 
+mod notify;
 mod pg_install;
 mod postgres;
 pub mod process;
@@ -25,6 +26,7 @@ mod resp;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub use notify::{NotifySocket, line};
 pub use pg_install::locate_bin_dir;
 pub use postgres::PgServer;
 pub use process::{ProcInfo, proc_children, process_alive, process_group_members};
