@@ -2,6 +2,10 @@
 //!
 //! A background thread receives datagrams (each is newline-separated `KEY=VALUE` lines) into a
 //! shared list and wakes waiters through a condvar, so tests wait for a message, never sleep.
+//!
+//! [`NotifySocket::sync`] makes "everything sent so far has been recorded" exact: a unix datagram
+//! is queued at the receiver when `send` returns, and the queue is FIFO, so once a marker sent by
+//! the test is collected, so is every message sent before it (e.g. by a process that has exited).
 
 use std::net::Shutdown;
 use std::os::unix::net::UnixDatagram;
@@ -14,10 +18,20 @@ use std::time::{Duration, Instant};
 /// Distinguishes several notify sockets bound in one directory.
 static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
 
+/// The prefix of [`NotifySocket::sync`] markers; they are counted, never recorded as messages.
+const SYNC_PREFIX: &str = "X_ATPRED_HARNESS_SYNC=";
+
 #[derive(Default)]
 struct Shared {
-    messages: Mutex<Vec<String>>,
+    log: Mutex<Log>,
     arrived: Condvar,
+}
+
+#[derive(Default)]
+struct Log {
+    messages: Vec<String>,
+    /// The highest sync marker collected.
+    synced: usize,
 }
 
 /// The bound socket and its collector thread; dropping it stops the thread.
@@ -27,6 +41,7 @@ pub struct NotifySocket {
     shared: Arc<Shared>,
     stopping: Arc<AtomicBool>,
     collector: Option<JoinHandle<()>>,
+    syncs: AtomicUsize,
 }
 
 /// A predicate for [`NotifySocket::wait_for`]: the message has exactly this line, e.g.
@@ -55,6 +70,7 @@ impl NotifySocket {
             shared,
             stopping,
             collector: Some(collector),
+            syncs: AtomicUsize::new(0),
         }
     }
 
@@ -65,17 +81,17 @@ impl NotifySocket {
 
     /// Every message received so far, oldest first.
     pub fn messages(&self) -> Vec<String> {
-        self.lock().clone()
+        self.lock().messages.clone()
     }
 
     /// How many messages have arrived; a mark for [`Self::wait_for_since`].
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().messages.len()
     }
 
     /// How many messages satisfy `pred`.
     pub fn count(&self, pred: impl Fn(&str) -> bool) -> usize {
-        self.lock().iter().filter(|m| pred(m)).count()
+        self.lock().messages.iter().filter(|m| pred(m)).count()
     }
 
     /// Waits until some message satisfies `pred`; returns it, or on timeout an error that lists
@@ -97,32 +113,49 @@ impl NotifySocket {
         timeout: Duration,
     ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
-        let mut messages = self.lock();
+        let mut log = self.lock();
         loop {
-            if let Some(found) = messages.iter().skip(since).find(|m| pred(m)) {
+            if let Some(found) = log.messages.iter().skip(since).find(|m| pred(m)) {
                 return Ok(found.clone());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(format!(
                     "no matching notify message within {timeout:?} (from index {since}); received: {:?}",
-                    *messages
+                    log.messages
                 ));
             }
-            messages = self
+            log = self
                 .shared
                 .arrived
-                .wait_timeout(messages, left)
+                .wait_timeout(log, left)
                 .expect("notify lock")
                 .0;
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
-        self.shared
-            .messages
-            .lock()
-            .expect("notify messages lock poisoned")
+    /// Returns once every datagram sent to the socket before this call has been recorded.
+    pub fn sync(&self) {
+        let n = self.syncs.fetch_add(1, Ordering::Relaxed) + 1;
+        let marker = format!("{SYNC_PREFIX}{n}");
+        let sender = UnixDatagram::unbound().expect("datagram socket for a sync marker");
+        sender
+            .send_to(marker.as_bytes(), &self.path)
+            .expect("send a sync marker to the notify socket");
+        let timeout = Duration::from_secs(10);
+        let (log, waited) = self
+            .shared
+            .arrived
+            .wait_timeout_while(self.lock(), timeout, |log| log.synced < n)
+            .expect("notify lock poisoned");
+        assert!(
+            !waited.timed_out() || log.synced >= n,
+            "sync marker {n} not collected within {timeout:?}"
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.shared.log.lock().expect("notify lock poisoned")
     }
 }
 
@@ -134,11 +167,15 @@ fn collect(socket: &UnixDatagram, shared: &Shared, stopping: &AtomicBool) {
             Ok(0) if stopping.load(Ordering::Acquire) => return,
             Ok(n) => {
                 let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-                shared
-                    .messages
-                    .lock()
-                    .expect("notify messages lock poisoned")
-                    .push(message);
+                let mut log = shared.log.lock().expect("notify lock poisoned");
+                match message
+                    .strip_prefix(SYNC_PREFIX)
+                    .and_then(|m| m.parse().ok())
+                {
+                    Some(marker) => log.synced = log.synced.max(marker),
+                    None => log.messages.push(message),
+                }
+                drop(log);
                 shared.arrived.notify_all();
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -78,3 +78,27 @@ fn notify_wait_times_out_with_what_it_saw() {
     drop(notify); // must not hang on the collector thread
     assert!(!path.exists(), "dropping removes the socket file");
 }
+
+#[test]
+fn notify_sync_means_everything_sent_is_recorded() {
+    let dir = harness::tempdir();
+    let notify = NotifySocket::bind(dir.path());
+    let socket = UnixDatagram::unbound().expect("unbound datagram socket");
+    for i in 0..200 {
+        let message = format!("STATUS=message {i}");
+        socket
+            .send_to(message.as_bytes(), notify.path())
+            .expect("send");
+    }
+    notify.sync();
+    assert_eq!(
+        notify.len(),
+        200,
+        "all sent before sync() are recorded, markers are not"
+    );
+    notify.sync();
+    assert_eq!(
+        notify.messages().last().map(String::as_str),
+        Some("STATUS=message 199")
+    );
+}
