@@ -1,6 +1,7 @@
 //! Self-tests of the harness: they need PostgreSQL and Redis but not the daemon, so they prove the
 //! harness before `atpred` exists (the daemon part runs against a stand-in, see `daemon`).
 
+mod daemon;
 mod notify;
 mod postgres;
 mod redis;

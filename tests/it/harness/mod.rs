@@ -16,6 +16,8 @@
     reason = "shared by every test module; not every module uses every helper"
 )]
 
+mod daemon;
+mod daemon_config;
 mod notify;
 mod pg_install;
 mod postgres;
@@ -26,6 +28,8 @@ mod resp;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub use daemon::{CtlOutput, Daemon, SpawnFailure};
+pub use daemon_config::{DaemonBuilder, Launcher, atpred_launcher, toml_path, toml_str};
 pub use notify::{NotifySocket, line};
 pub use pg_install::locate_bin_dir;
 pub use postgres::PgServer;
