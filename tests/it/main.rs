@@ -1,0 +1,8 @@
+//! The one integration-test binary of atpred.
+//!
+//! Every test module shares the harness in `harness/`: throw-away PostgreSQL and Redis servers,
+//! a notify socket that captures sd_notify messages, and a builder that runs the real `atpred`
+//! and `atprectl` binaries against them. Test modules are declared below.
+
+mod harness;
+mod harness_selftest;
