@@ -67,6 +67,11 @@ pub enum CtlCommand {
     },
     /// Re-read the daemon's configuration (like `systemctl reload atpred`).
     Reload,
+    /// The backups in backup-dir; `show ID` prints a manifest, `verify ID` re-verifies.
+    Backups {
+        #[command(subcommand)]
+        action: Option<BackupsCommand>,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Print a man page (roff) for atprectl, or for atpred with --daemon.
@@ -74,5 +79,18 @@ pub enum CtlCommand {
     Man {
         #[arg(long)]
         daemon: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// Print a backup's manifest.
+    Show { id: String },
+    /// Verify a backup again; exits 1 when it fails.
+    Verify {
+        id: String,
+        /// checksum, full (pg_restore reads every byte) or restore (into a scratch database).
+        #[arg(long, default_value = "full", value_parser = ["checksum", "full", "restore"])]
+        level: String,
     },
 }

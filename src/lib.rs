@@ -33,6 +33,7 @@ pub mod ids;
 pub mod jobs;
 pub mod logging;
 pub mod notify;
+pub mod pg;
 pub mod process;
 pub mod protocol;
 pub mod publish;

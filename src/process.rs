@@ -35,6 +35,8 @@ pub struct ProcessSpec {
     /// Added to the minimal environment (PATH, LANG); nothing else is inherited.
     pub env: Vec<(OsString, OsString)>,
     pub cwd: Option<PathBuf>,
+    /// Give the child a pipe on stdin ([`Running::take_stdin`]) instead of /dev/null.
+    pub stdin: bool,
 }
 
 impl ProcessSpec {
@@ -44,6 +46,7 @@ impl ProcessSpec {
             args: Vec::new(),
             env: Vec::new(),
             cwd: None,
+            stdin: false,
         }
     }
 
@@ -113,13 +116,18 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `spec` to completion, calling `on_line` for each output line, until it exits or
-/// `cancel` fires. On cancel the group gets SIGTERM, then SIGKILL after [`KILL_GRACE`].
-pub async fn run(
-    spec: &ProcessSpec,
-    cancel: &CancellationToken,
-    mut on_line: impl FnMut(Stream, &str),
-) -> Result<ProcessOutput, ProcessError> {
+/// A started child: its process group is killed if this is dropped before [`Running::wait`]
+/// has finished.
+pub struct Running {
+    program: String,
+    child: tokio::process::Child,
+    pgid: Option<Pid>,
+    guard: GroupGuard,
+}
+
+/// Starts `spec` in its own process group, stdout and stderr piped. The caller may take stdout
+/// as a byte stream ([`Running::take_stdout`]); otherwise [`Running::wait`] reads it as lines.
+pub fn spawn(spec: &ProcessSpec) -> Result<Running, ProcessError> {
     let program = spec.program.to_string_lossy().into_owned();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -130,7 +138,11 @@ pub async fn run(
         )
         .env("LANG", "C.UTF-8")
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(if spec.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -138,62 +150,115 @@ pub async fn run(
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+    let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
         program: program.clone(),
         source,
     })?;
-    let pgid = child.id().map(|id| Pid::from_raw(id as i32));
-    let mut guard = GroupGuard(pgid);
-    let codec = || AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_LINE);
-    let mut out = child.stdout.take().map(|s| FramedRead::new(s, codec()));
-    let mut err = child.stderr.take().map(|s| FramedRead::new(s, codec()));
-    let (mut out_tail, mut err_tail) = (VecDeque::new(), VecDeque::new());
-    let mut status = None;
-    let mut cancelled = false;
-    let kill_at = tokio::time::sleep(Duration::MAX);
-    tokio::pin!(kill_at);
-
-    while status.is_none() || out.is_some() || err.is_some() {
-        tokio::select! {
-            line = next_line(&mut out), if out.is_some() => match line {
-                Some(l) => { on_line(Stream::Stdout, &l); push_tail(&mut out_tail, l) }
-                None => out = None,
-            },
-            line = next_line(&mut err), if err.is_some() => match line {
-                Some(l) => { on_line(Stream::Stderr, &l); push_tail(&mut err_tail, l) }
-                None => err = None,
-            },
-            st = child.wait(), if status.is_none() => {
-                let st = st.map_err(|source| ProcessError::Wait { program: program.clone(), source })?;
-                status = Some(st);
-                // Whatever the child left in its group (a backgrounded grandchild holding our
-                // pipes open) goes with it.
-                signal_group(pgid, Signal::SIGKILL);
-            },
-            () = cancel.cancelled(), if !cancelled => {
-                cancelled = true;
-                signal_group(pgid, Signal::SIGTERM);
-                kill_at.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
-            },
-            () = &mut kill_at => {
-                signal_group(pgid, Signal::SIGKILL);
-                kill_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
-            },
-        }
-    }
-    guard.disarm();
-    if cancelled {
-        return Err(ProcessError::Cancelled);
-    }
-    let status = status.ok_or_else(|| ProcessError::Wait {
+    let pgid = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    Ok(Running {
         program,
-        source: std::io::Error::other("child vanished"),
-    })?;
-    Ok(ProcessOutput {
-        status,
-        stdout_tail: out_tail.into(),
-        stderr_tail: err_tail.into(),
+        child,
+        pgid,
+        guard: GroupGuard(pgid),
     })
+}
+
+impl Running {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// The child's stdout as a byte stream; `wait` then only reads stderr.
+    pub fn take_stdout(&mut self) -> Option<tokio::process::ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// The child's stdin, when the spec asked for one.
+    pub fn take_stdin(&mut self) -> Option<tokio::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
+    /// Waits for the child, calling `on_line` for each output line still read here, until it
+    /// exits or `cancel` fires. On cancel the group gets SIGTERM, then SIGKILL after
+    /// [`KILL_GRACE`].
+    pub async fn wait(
+        mut self,
+        cancel: &CancellationToken,
+        mut on_line: impl FnMut(Stream, &str),
+    ) -> Result<ProcessOutput, ProcessError> {
+        let pgid = self.pgid;
+        let program = self.program.clone();
+        let codec = || AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), Vec::new(), MAX_LINE);
+        let mut out = self
+            .child
+            .stdout
+            .take()
+            .map(|s| FramedRead::new(s, codec()));
+        let mut err = self
+            .child
+            .stderr
+            .take()
+            .map(|s| FramedRead::new(s, codec()));
+        let (mut out_tail, mut err_tail) = (VecDeque::new(), VecDeque::new());
+        let mut status = None;
+        let mut cancelled = false;
+        let kill_at = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(kill_at);
+
+        while status.is_none() || out.is_some() || err.is_some() {
+            tokio::select! {
+                line = next_line(&mut out), if out.is_some() => match line {
+                    Some(l) => { on_line(Stream::Stdout, &l); push_tail(&mut out_tail, l) }
+                    None => out = None,
+                },
+                line = next_line(&mut err), if err.is_some() => match line {
+                    Some(l) => { on_line(Stream::Stderr, &l); push_tail(&mut err_tail, l) }
+                    None => err = None,
+                },
+                st = self.child.wait(), if status.is_none() => {
+                    let st = st.map_err(|source| ProcessError::Wait { program: program.clone(), source })?;
+                    status = Some(st);
+                    // Whatever the child left in its group (a backgrounded grandchild holding
+                    // our pipes open) goes with it.
+                    signal_group(pgid, Signal::SIGKILL);
+                },
+                () = cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    signal_group(pgid, Signal::SIGTERM);
+                    kill_at.as_mut().reset(tokio::time::Instant::now() + KILL_GRACE);
+                },
+                () = &mut kill_at => {
+                    signal_group(pgid, Signal::SIGKILL);
+                    kill_at.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+                },
+            }
+        }
+        self.guard.disarm();
+        if cancelled {
+            return Err(ProcessError::Cancelled);
+        }
+        let status = status.ok_or_else(|| ProcessError::Wait {
+            program,
+            source: std::io::Error::other("child vanished"),
+        })?;
+        Ok(ProcessOutput {
+            status,
+            stdout_tail: out_tail.into(),
+            stderr_tail: err_tail.into(),
+        })
+    }
+}
+
+/// Runs `spec` to completion, reading its stdout and stderr as lines (see [`Running::wait`]).
+pub async fn run(
+    spec: &ProcessSpec,
+    cancel: &CancellationToken,
+    on_line: impl FnMut(Stream, &str),
+) -> Result<ProcessOutput, ProcessError> {
+    spawn(spec)?.wait(cancel, on_line).await
 }
 
 type LineReader<R> = FramedRead<R, AnyDelimiterCodec>;

@@ -5,6 +5,28 @@
 
 use std::fmt;
 
+/// Refuses a file holding secrets (a passfile, an age identity) unless only its owner, the
+/// daemon's user, can read it — as libpq itself requires of a passfile.
+pub fn check_private_file(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "refusing {shown}: mode {mode:04o} lets others read it; run `chmod 600 {shown}`"
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "refusing {shown}: owned by uid {}, not the daemon's uid {me}",
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
 /// A secret string. Prints as `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

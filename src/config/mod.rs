@@ -6,7 +6,9 @@
 //! mirror ([`raw`]) with unknown keys rejected -> [`validate`] into [`Config`]. Errors found at
 //! any step name the file, the key, and its line and column when the key is in the file.
 
+mod backup;
 mod error;
+mod jobs;
 mod locate;
 mod raw;
 mod validate;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
+pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, VerifyLevel};
 pub use error::{ConfigError, Invalid};
 
 use crate::ids::JobName;
@@ -98,12 +101,14 @@ pub struct JobConfig {
 /// The closed set of job kinds, each with its own settings.
 #[derive(Debug, Clone)]
 pub enum JobSpec {
+    Backup(BackupSpec),
     Command(CommandSpec),
 }
 
 impl JobSpec {
     pub fn kind(&self) -> Kind {
         match self {
+            JobSpec::Backup(_) => Kind::Backup,
             JobSpec::Command(_) => Kind::Command,
         }
     }
@@ -113,12 +118,14 @@ impl JobSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
+    Backup,
     Command,
 }
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::Backup => "backup",
             Kind::Command => "command",
         }
     }

@@ -38,7 +38,7 @@ pub struct RawDaemon {
     pub history_size: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RawPostgres {
     pub host: Option<String>,
@@ -79,6 +79,31 @@ pub struct RawJob {
     pub command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
+    // kind = "backup"
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dbname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress_level: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_target: Option<RawPostgres>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypt_to: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encrypt_to_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_identity_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_free_after: Option<String>,
 }
 
 impl RawJob {

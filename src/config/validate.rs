@@ -5,38 +5,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawDaemon, RawJob, RawPostgres, RawRedis};
+use super::raw::{RawConfig, RawDaemon, RawPostgres, RawRedis};
 use super::{
-    CommandSpec, Config, ConfigError, DaemonConfig, JobConfig, JobSpec, LogTarget, PostgresConfig,
-    RedisConfig, invalid, locate,
+    Config, ConfigError, DaemonConfig, LogTarget, PostgresConfig, RedisConfig, invalid, locate,
 };
 use crate::ids::JobName;
-use crate::scheduler::Schedule;
 use crate::secret::SecretUrl;
 
-/// Keys every job accepts, whatever its kind.
-const COMMON_KEYS: &[&str] = &[
-    "kind",
-    "description",
-    "schedule",
-    "timeout",
-    "retries",
-    "retry-delay",
-    "catch-up",
-];
-const COMMAND_KEYS: &[&str] = &["command", "working-dir"];
-/// Kinds that later parts of atpred provide; named so the error can say so.
-const PLANNED_KINDS: &[&str] = &["backup", "prune", "health", "rotate"];
-const MAX_RETRIES: u32 = 10;
-
 /// Collects errors with their positions; validation stops at the first one.
-struct Check<'a> {
+pub(super) struct Check<'a> {
     path: &'a Path,
     text: &'a str,
 }
 
 impl Check<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
         invalid(
             self.path,
             Some(key.to_owned()),
@@ -46,7 +29,7 @@ impl Check<'_> {
         )
     }
 
-    fn duration(
+    pub(super) fn duration(
         &self,
         key: &str,
         value: Option<&str>,
@@ -93,7 +76,10 @@ pub(super) fn validate(raw: RawConfig, path: &Path, text: &str) -> Result<Config
     for (name, job) in raw.jobs {
         let key = format!("jobs.{name}");
         let name: JobName = name.parse().map_err(|e: String| check.err(&key, e))?;
-        jobs.insert(name.clone(), self::job(&check, &key, name, job)?);
+        jobs.insert(
+            name.clone(),
+            super::jobs::job(&check, &key, name, job, &postgres)?,
+        );
     }
     Ok(Config {
         source: path.to_owned(),
@@ -165,7 +151,7 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
     })
 }
 
-fn postgres(check: &Check, raw: RawPostgres) -> Result<PostgresConfig, ConfigError> {
+pub(super) fn postgres(check: &Check, raw: RawPostgres) -> Result<PostgresConfig, ConfigError> {
     if let Some(p) = &raw.passfile
         && !p.is_absolute()
     {
@@ -200,103 +186,4 @@ fn redis(check: &Check, raw: RawRedis) -> Result<RedisConfig, ConfigError> {
         url,
         password_file: raw.password_file.filter(|p| !p.as_os_str().is_empty()),
     })
-}
-
-fn job(check: &Check, key: &str, name: JobName, raw: RawJob) -> Result<JobConfig, ConfigError> {
-    let Some(kind) = raw.kind.clone() else {
-        return Err(check.err(
-            &format!("{key}.kind"),
-            "missing: say which kind of job this is (e.g. kind = \"command\")",
-        ));
-    };
-    let kind_keys = match kind.as_str() {
-        "command" => COMMAND_KEYS,
-        k if PLANNED_KINDS.contains(&k) => {
-            return Err(check.err(
-                &format!("{key}.kind"),
-                format!("kind {k:?} is not available in this version of atpred"),
-            ));
-        }
-        other => {
-            return Err(check.err(
-                &format!("{key}.kind"),
-                format!("unknown kind {other:?}: expected one of \"backup\", \"prune\", \"health\", \"rotate\", \"command\""),
-            ));
-        }
-    };
-    if let Some(foreign) = raw
-        .set_keys()
-        .into_iter()
-        .find(|k| !COMMON_KEYS.contains(&k.as_str()) && !kind_keys.contains(&k.as_str()))
-    {
-        return Err(check.err(
-            &format!("{key}.{foreign}"),
-            format!("not a setting of kind {kind:?} jobs"),
-        ));
-    }
-    let schedule = match &raw.schedule {
-        None => None,
-        Some(text) => Some(
-            Schedule::parse(text)
-                .map_err(|e| check.err(&format!("{key}.schedule"), e.to_string()))?,
-        ),
-    };
-    let catch_up = raw.catch_up.unwrap_or(false);
-    if catch_up && schedule.is_none() {
-        return Err(check.err(
-            &format!("{key}.catch-up"),
-            "needs a schedule: a job without one never misses a run",
-        ));
-    }
-    let retries = raw.retries.unwrap_or(0);
-    if retries > MAX_RETRIES {
-        return Err(check.err(&format!("{key}.retries"), format!("at most {MAX_RETRIES}")));
-    }
-    let timeout = check.duration(
-        &format!("{key}.timeout"),
-        raw.timeout.as_deref(),
-        Duration::from_secs(3600),
-    )?;
-    let retry_delay = check.duration(
-        &format!("{key}.retry-delay"),
-        raw.retry_delay.as_deref(),
-        Duration::from_secs(30),
-    )?;
-    let description = raw.description.clone();
-    let spec = command(check, key, raw)?;
-    Ok(JobConfig {
-        name,
-        description,
-        schedule,
-        timeout,
-        retries,
-        retry_delay,
-        catch_up,
-        spec,
-    })
-}
-
-fn command(check: &Check, key: &str, raw: RawJob) -> Result<JobSpec, ConfigError> {
-    let argv = raw.command.unwrap_or_default();
-    if argv.is_empty() || argv[0].is_empty() {
-        return Err(check.err(
-            &format!("{key}.command"),
-            "needs a program and its arguments, e.g. [\"vacuumdb\", \"--all\"]",
-        ));
-    }
-    if argv.iter().any(|a| a.contains('\0')) {
-        return Err(check.err(
-            &format!("{key}.command"),
-            "arguments must not contain NUL bytes",
-        ));
-    }
-    if let Some(dir) = &raw.working_dir
-        && !dir.is_absolute()
-    {
-        return Err(check.err(&format!("{key}.working-dir"), "must be an absolute path"));
-    }
-    Ok(JobSpec::Command(CommandSpec {
-        argv,
-        working_dir: raw.working_dir,
-    }))
 }

@@ -194,6 +194,23 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
                 }
             }
         }
+        Request::Backups => {
+            let config = shared.config.borrow().clone();
+            send(conn, super::backups::list(&config)).await
+        }
+        Request::BackupShow { id } => {
+            let config = shared.config.borrow().clone();
+            send(conn, super::backups::show(&config, &id)).await
+        }
+        Request::BackupVerify { id, level } => {
+            let config = shared.config.borrow().clone();
+            let cancel = CancellationToken::new();
+            send(
+                conn,
+                super::backups::verify(&config, &id, level, &cancel).await,
+            )
+            .await
+        }
         Request::Reload => {
             let (reply, answer) = oneshot::channel();
             if shared

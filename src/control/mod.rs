@@ -4,6 +4,7 @@
 //! Connections are bounded in number ([`MAX_CONNECTIONS`]) and idle time
 //! ([`crate::protocol::IDLE_TIMEOUT`]); one misbehaving client never affects the others.
 
+mod backups;
 mod bind;
 mod connection;
 pub mod peer;

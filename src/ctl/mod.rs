@@ -8,8 +8,9 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{CtlArgs, CtlCommand, DaemonArgs};
+use crate::cli::{BackupsCommand, CtlArgs, CtlCommand, DaemonArgs};
 use crate::client::{Client, ClientError};
+use crate::config::VerifyLevel;
 use crate::protocol::{ErrorCode, Request, Response};
 
 pub const EXIT_FAILED: u8 = 1;
@@ -99,6 +100,16 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             limit: *limit,
         },
         CtlCommand::Reload => Request::Reload,
+        CtlCommand::Backups { action: None } => Request::Backups,
+        CtlCommand::Backups {
+            action: Some(BackupsCommand::Show { id }),
+        } => Request::BackupShow { id: id.clone() },
+        CtlCommand::Backups {
+            action: Some(BackupsCommand::Verify { id, level }),
+        } => Request::BackupVerify {
+            id: id.clone(),
+            level: VerifyLevel::parse(level),
+        },
         CtlCommand::Completions { .. } | CtlCommand::Man { .. } => return Ok(0),
     };
     let follow = matches!(
@@ -136,12 +147,15 @@ fn show(response: &Response, json: bool) -> u8 {
     }
     match response {
         Response::Finished { run } if !run.outcome.is_success() => EXIT_FAILED,
+        Response::Verified { passed: false, .. } => EXIT_FAILED,
         Response::Error { code, message } => {
             if !json {
                 eprintln!("atprectl: {message}");
             }
             match code {
-                ErrorCode::UnknownJob | ErrorCode::BadRequest => EXIT_USAGE,
+                ErrorCode::UnknownJob | ErrorCode::UnknownBackup | ErrorCode::BadRequest => {
+                    EXIT_USAGE
+                }
                 ErrorCode::NotPermitted => EXIT_NOPERM,
                 ErrorCode::ProtocolMismatch | ErrorCode::HelloFirst | ErrorCode::BadFrame => {
                     EXIT_PROTOCOL

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::protocol::{JobStatus, Response, RunRecord, StatusReport};
+use crate::protocol::{BackupSummary, JobStatus, Response, RunRecord, StatusReport};
 use crate::timefmt;
 
 /// Prints the human form of a response. A closed pipe (`| head`) ends quietly.
@@ -20,6 +20,20 @@ pub fn print(response: &Response) {
         Response::Finished { run } => finished(run),
         Response::Cancelling { run_id } => format!("cancelling run {run_id}\n"),
         Response::Reloaded { jobs } => format!("configuration reloaded: {jobs} job(s)\n"),
+        Response::Backups { backups } => self::backups(backups, now),
+        Response::Manifest { manifest } => {
+            serde_json::to_string_pretty(manifest).unwrap_or_default() + "\n"
+        }
+        Response::Verified {
+            id,
+            verification,
+            passed,
+        } => format!(
+            "backup {id}: verification {} ({}): {}\n",
+            if *passed { "passed" } else { "FAILED" },
+            verification["level"].as_str().unwrap_or("?"),
+            verification["details"].as_str().unwrap_or("")
+        ),
         Response::Error { .. } => String::new(),
     };
     let mut out = std::io::stdout().lock();
@@ -112,6 +126,39 @@ fn history(runs: &[RunRecord], now: DateTime<Utc>) -> String {
     table(
         &[
             "RUN", "JOB", "TRIGGER", "STARTED", "TOOK", "OUTCOME", "MESSAGE",
+        ],
+        &rows,
+    )
+}
+
+fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
+    let rows: Vec<Vec<String>> = backups
+        .iter()
+        .map(|b| {
+            let dash = || "-".to_owned();
+            vec![
+                b.id.clone(),
+                b.job.clone().unwrap_or_else(dash),
+                b.database.clone().unwrap_or_else(dash),
+                b.started.map_or_else(dash, |t| timefmt::relative(t, now)),
+                b.bytes.map_or_else(dash, crate::jobs::backup::dump::mib),
+                b.state.clone(),
+                b.verified_level
+                    .map_or_else(dash, |l| format!("{l:?}").to_lowercase()),
+                if b.encrypted { "yes" } else { "no" }.into(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "JOB",
+            "DATABASE",
+            "WHEN",
+            "SIZE",
+            "STATE",
+            "VERIFIED",
+            "ENCRYPTED",
         ],
         &rows,
     )

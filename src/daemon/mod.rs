@@ -124,6 +124,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             history_path.display()
         );
     }
+    for stale in crate::jobs::catalog::remove_stale_partials(&config.daemon.backup_dir) {
+        tracing::warn!("removed {stale}: an unfinished backup left by a crash");
+    }
     let std_listener = control::bind(&config.daemon.socket, socket_gid)?;
     std_listener
         .set_nonblocking(true)

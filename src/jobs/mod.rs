@@ -4,6 +4,8 @@
 //! a progress channel) and returns a [`JobReport`] or a [`JobError`] that says whether a retry
 //! could help. Jobs never read the clock or the environment themselves.
 
+pub mod backup;
+pub mod catalog;
 mod command;
 
 use std::sync::Arc;
@@ -102,6 +104,7 @@ impl JobError {
 /// Runs one attempt of the job in `ctx`.
 pub async fn execute(ctx: &JobContext) -> Result<JobReport, JobError> {
     match &ctx.job.spec {
+        JobSpec::Backup(spec) => backup::run(ctx, spec).await,
         JobSpec::Command(spec) => command::run(ctx, spec).await,
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Kind;
+use crate::config::{Kind, VerifyLevel};
 use crate::ids::{JobName, RunId};
 
 /// What a client asks. Tagged by `"type"`, e.g. `{"type":"run","job":"nightly","wait":true}`.
@@ -42,6 +42,16 @@ pub enum Request {
     },
     /// Re-read the configuration file.
     Reload,
+    /// The backup catalog.
+    Backups,
+    /// One backup's manifest.
+    BackupShow { id: String },
+    /// Re-verify a published backup (default level: full).
+    BackupVerify {
+        id: String,
+        #[serde(default)]
+        level: Option<VerifyLevel>,
+    },
 }
 
 fn default_history_limit() -> u32 {
@@ -85,6 +95,19 @@ pub enum Response {
     Reloaded {
         jobs: usize,
     },
+    Backups {
+        backups: Vec<BackupSummary>,
+    },
+    /// The manifest, as stored (see `jobs::backup::manifest` for its fields).
+    Manifest {
+        manifest: serde_json::Value,
+    },
+    /// The result of `backup_verify`; `passed` says whether it passed.
+    Verified {
+        id: String,
+        verification: serde_json::Value,
+        passed: bool,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -104,6 +127,7 @@ pub enum ErrorCode {
     ProtocolMismatch,
     NotPermitted,
     UnknownJob,
+    UnknownBackup,
     /// The job is already running (a job never overlaps itself).
     AlreadyRunning,
     NotRunning,
@@ -218,4 +242,21 @@ pub struct JobStatus {
     pub next_run: Option<DateTime<Utc>>,
     pub running: Option<RunningRun>,
     pub last_run: Option<RunRecord>,
+}
+
+/// One entry of the answer to `backups`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupSummary {
+    pub id: String,
+    /// `verified`, `failed` (kept apart after a failed verification) or `unreadable`.
+    pub state: String,
+    pub job: Option<String>,
+    pub database: Option<String>,
+    pub started: Option<DateTime<Utc>>,
+    pub bytes: Option<u64>,
+    pub encrypted: bool,
+    /// The level of the last verification (`checksum`, `full`, `restore`).
+    pub verified_level: Option<VerifyLevel>,
+    /// Why the entry is unreadable.
+    pub problem: Option<String>,
 }

@@ -25,6 +25,9 @@
 //! | `cancel` | `cancelling` |
 //! | `history` | `history` |
 //! | `reload` | `reloaded` |
+//! | `backups` | `backups` |
+//! | `backup_show` | `manifest` |
+//! | `backup_verify` | `verified` (after the verification has run) |
 //!
 //! Any request may instead get an `error` with a stable [`ErrorCode`]. A line that is JSON but not
 //! a known request gets [`ErrorCode::BadRequest`] and the connection stays open; idle connections

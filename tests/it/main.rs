@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The one integration-test binary of atpred.
 //!
 //! Every test module shares the harness in `harness/`: throw-away PostgreSQL and Redis servers,

@@ -1,0 +1,136 @@
+//! Validation of `[jobs.NAME]` tables: the keys every job has, then its kind's own.
+
+use std::time::Duration;
+
+use super::raw::RawJob;
+use super::validate::Check;
+use super::{CommandSpec, ConfigError, JobConfig, JobSpec, PostgresConfig};
+use crate::ids::JobName;
+use crate::scheduler::Schedule;
+
+/// Keys every job accepts, whatever its kind.
+const COMMON_KEYS: &[&str] = &[
+    "kind",
+    "description",
+    "schedule",
+    "timeout",
+    "retries",
+    "retry-delay",
+    "catch-up",
+];
+const COMMAND_KEYS: &[&str] = &["command", "working-dir"];
+/// Kinds that later parts of atpred provide; named so the error can say so.
+const PLANNED_KINDS: &[&str] = &["prune", "health", "rotate"];
+const MAX_RETRIES: u32 = 10;
+
+pub(super) fn job(
+    check: &Check,
+    key: &str,
+    name: JobName,
+    raw: RawJob,
+    postgres: &PostgresConfig,
+) -> Result<JobConfig, ConfigError> {
+    let Some(kind) = raw.kind.clone() else {
+        return Err(check.err(
+            &format!("{key}.kind"),
+            "missing: say which kind of job this is (e.g. kind = \"command\")",
+        ));
+    };
+    let kind_keys = match kind.as_str() {
+        "command" => COMMAND_KEYS,
+        "backup" => super::backup::KEYS,
+        k if PLANNED_KINDS.contains(&k) => {
+            return Err(check.err(
+                &format!("{key}.kind"),
+                format!("kind {k:?} is not available in this version of atpred"),
+            ));
+        }
+        other => {
+            return Err(check.err(
+                &format!("{key}.kind"),
+                format!(
+                    "unknown kind {other:?}: expected one of \"backup\", \"prune\", \"health\", \"rotate\", \"command\""
+                ),
+            ));
+        }
+    };
+    if let Some(foreign) = raw
+        .set_keys()
+        .into_iter()
+        .find(|k| !COMMON_KEYS.contains(&k.as_str()) && !kind_keys.contains(&k.as_str()))
+    {
+        return Err(check.err(
+            &format!("{key}.{foreign}"),
+            format!("not a setting of kind {kind:?} jobs"),
+        ));
+    }
+    let schedule = match &raw.schedule {
+        None => None,
+        Some(text) => Some(
+            Schedule::parse(text)
+                .map_err(|e| check.err(&format!("{key}.schedule"), e.to_string()))?,
+        ),
+    };
+    let catch_up = raw.catch_up.unwrap_or(false);
+    if catch_up && schedule.is_none() {
+        return Err(check.err(
+            &format!("{key}.catch-up"),
+            "needs a schedule: a job without one never misses a run",
+        ));
+    }
+    let retries = raw.retries.unwrap_or(0);
+    if retries > MAX_RETRIES {
+        return Err(check.err(&format!("{key}.retries"), format!("at most {MAX_RETRIES}")));
+    }
+    let default_timeout = if kind == "backup" { 4 * 3600 } else { 3600 };
+    let timeout = check.duration(
+        &format!("{key}.timeout"),
+        raw.timeout.as_deref(),
+        Duration::from_secs(default_timeout),
+    )?;
+    let retry_delay = check.duration(
+        &format!("{key}.retry-delay"),
+        raw.retry_delay.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    let description = raw.description.clone();
+    let spec = match kind.as_str() {
+        "backup" => JobSpec::Backup(super::backup::validate(check, key, raw, postgres)?),
+        _ => command(check, key, raw)?,
+    };
+    Ok(JobConfig {
+        name,
+        description,
+        schedule,
+        timeout,
+        retries,
+        retry_delay,
+        catch_up,
+        spec,
+    })
+}
+
+fn command(check: &Check, key: &str, raw: RawJob) -> Result<JobSpec, ConfigError> {
+    let argv = raw.command.unwrap_or_default();
+    if argv.is_empty() || argv[0].is_empty() {
+        return Err(check.err(
+            &format!("{key}.command"),
+            "needs a program and its arguments, e.g. [\"vacuumdb\", \"--all\"]",
+        ));
+    }
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(check.err(
+            &format!("{key}.command"),
+            "arguments must not contain NUL bytes",
+        ));
+    }
+    if let Some(dir) = &raw.working_dir
+        && !dir.is_absolute()
+    {
+        return Err(check.err(&format!("{key}.working-dir"), "must be an absolute path"));
+    }
+    Ok(JobSpec::Command(CommandSpec {
+        argv,
+        working_dir: raw.working_dir,
+    }))
+}

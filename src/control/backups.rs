@@ -1,0 +1,123 @@
+//! Handlers of the backup requests: `backups`, `backup_show`, `backup_verify`.
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, JobSpec, VerifyLevel};
+use crate::jobs::backup::manifest::Manifest;
+use crate::jobs::backup::verify::{self, VerifyEnv};
+use crate::jobs::catalog::{self, State};
+use crate::protocol::{BackupSummary, ErrorCode, Response};
+
+pub fn list(config: &Config) -> Response {
+    match catalog::list(&config.daemon.backup_dir) {
+        Ok(entries) => Response::Backups {
+            backups: entries
+                .into_iter()
+                .map(|e| {
+                    let m = e.manifest.as_ref();
+                    BackupSummary {
+                        id: e.id.clone(),
+                        state: match e.state {
+                            State::Verified => "verified",
+                            State::Failed => "failed",
+                            State::Unreadable => "unreadable",
+                        }
+                        .into(),
+                        job: m.map(|m| m.job.clone()),
+                        database: m.map(|m| m.database.clone()),
+                        started: m.map(|m| m.started),
+                        bytes: m.map(|m| m.bytes),
+                        encrypted: m.is_some_and(Manifest::encrypted),
+                        verified_level: m.map(|m| m.verification.level),
+                        problem: e.problem,
+                    }
+                })
+                .collect(),
+        },
+        Err(e) if !config.daemon.backup_dir.exists() => {
+            let _ = e;
+            Response::Backups {
+                backups: Vec::new(),
+            }
+        }
+        Err(e) => error(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+pub fn show(config: &Config, id: &str) -> Response {
+    let Some(dir) = catalog::path_of(&config.daemon.backup_dir, id) else {
+        return error(
+            ErrorCode::UnknownBackup,
+            format!("no backup {id:?} in {}", config.daemon.backup_dir.display()),
+        );
+    };
+    match std::fs::read(dir.join(crate::jobs::backup::manifest::MANIFEST))
+        .map(|b| serde_json::from_slice(&b))
+    {
+        Ok(Ok(manifest)) => Response::Manifest { manifest },
+        Ok(Err(e)) => error(ErrorCode::Internal, format!("{id}: invalid manifest: {e}")),
+        Err(e) => error(ErrorCode::Internal, format!("{id}: {e}")),
+    }
+}
+
+pub async fn verify(
+    config: &Config,
+    id: &str,
+    level: Option<VerifyLevel>,
+    cancel: &CancellationToken,
+) -> Response {
+    let Some(dir) = catalog::path_of(&config.daemon.backup_dir, id) else {
+        return error(
+            ErrorCode::UnknownBackup,
+            format!("no backup {id:?} in {}", config.daemon.backup_dir.display()),
+        );
+    };
+    let manifest = match Manifest::read(&dir) {
+        Ok(m) => m,
+        Err(e) => {
+            return error(
+                ErrorCode::UnknownBackup,
+                format!("{id} is not a backup: {e}"),
+            );
+        }
+    };
+    // The job that made it, if it is still configured, says how to decrypt and where to restore.
+    let spec = config.jobs.values().find_map(|j| match &j.spec {
+        JobSpec::Backup(b) if j.name.as_str() == manifest.job => Some(b),
+        _ => None,
+    });
+    let mut target = config.postgres.clone();
+    target.dbname = manifest.database.clone();
+    let env = VerifyEnv {
+        cancel,
+        restore_target: spec.map_or(&target, |s| &s.restore_target),
+        identity_file: spec.and_then(|s| s.verify_identity_file.as_deref()),
+        parallel: spec.map_or(1, |s| s.parallel),
+    };
+    let level = level.unwrap_or(VerifyLevel::Full);
+    tracing::info!(backup = id, "verifying backup {id} ({level:?}) on request");
+    match verify::verify(&env, &dir, &manifest, level).await {
+        Ok(v) => {
+            let passed = v.outcome == crate::jobs::backup::manifest::VerifyOutcome::Passed;
+            if passed {
+                tracing::info!(backup = id, "backup {id} verified: {}", v.details);
+            } else {
+                tracing::error!(
+                    backup = id,
+                    "backup {id} FAILED verification: {}",
+                    v.details
+                );
+            }
+            Response::Verified {
+                id: id.to_owned(),
+                verification: serde_json::to_value(&v).unwrap_or_default(),
+                passed,
+            }
+        }
+        Err(_) => error(ErrorCode::ShuttingDown, "verification cancelled".into()),
+    }
+}
+
+fn error(code: ErrorCode, message: String) -> Response {
+    Response::Error { code, message }
+}

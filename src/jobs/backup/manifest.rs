@@ -1,0 +1,132 @@
+//! `manifest.json`: what a backup holds and how it was verified. Written last; a folder without
+//! a valid manifest is never a backup.
+//!
+//! Format (version 1, stable field names; new fields may be added):
+//! ```json
+//! { "manifest_version": 1, "id": "20261128T023000Z-nightly", "job": "nightly",
+//!   "database": "atp_re", "server": { "host": "/run/postgresql", "port": 5432, "version": "15.18" },
+//!   "pg_dump_version": "pg_dump (PostgreSQL) 15.18", "format": "custom",
+//!   "compression": { "method": "zstd", "level": 3 }, "encryption": { "recipients": ["age1…"] },
+//!   "options": { "parallel": 1, "snapshot": "00000003-0000001B-1" },
+//!   "started": "…", "finished": "…", "duration_ms": 4120, "bytes": 73221120,
+//!   "files": [ { "path": "database.backup", "bytes": 73221120, "sha256": "…" } ],
+//!   "table_count": 9, "tables": { "public.accounts": 5000000, … },
+//!   "verification": { "level": "full", "at": "…", "outcome": "passed", "details": "…" },
+//!   "daemon_version": "0.1.0" }
+//! ```
+//! `SHA256SUMS` beside it lists the same checksums for `sha256sum -c SHA256SUMS`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Compression, DumpFormat, VerifyLevel};
+use crate::publish;
+
+pub const MANIFEST: &str = "manifest.json";
+pub const SUMS: &str = "SHA256SUMS";
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    pub id: String,
+    pub job: String,
+    pub database: String,
+    pub server: Server,
+    pub pg_dump_version: String,
+    pub format: DumpFormat,
+    pub compression: Compression,
+    pub encryption: Option<Encryption>,
+    pub options: serde_json::Value,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// Bytes on disk, all files together.
+    pub bytes: u64,
+    pub files: Vec<FileSum>,
+    pub table_count: usize,
+    /// Row count of every table, counted in the snapshot pg_dump dumped.
+    pub tables: BTreeMap<String, i64>,
+    pub verification: Verification,
+    pub daemon_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Server {
+    pub host: String,
+    pub port: u16,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Encryption {
+    /// Public age recipients only.
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FileSum {
+    /// Relative to the backup folder.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    pub level: VerifyLevel,
+    pub at: DateTime<Utc>,
+    pub outcome: VerifyOutcome,
+    pub details: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyOutcome {
+    Passed,
+    Failed,
+}
+
+impl Manifest {
+    /// Writes `SHA256SUMS` and then the manifest into `dir`, each atomically and fsynced.
+    pub fn write(&self, dir: &Path) -> std::io::Result<()> {
+        let sums: String = self
+            .files
+            .iter()
+            .map(|f| format!("{}  {}\n", f.sha256, f.path))
+            .collect();
+        publish::write_atomic(&dir.join(SUMS), sums.as_bytes(), 0o600)?;
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        publish::write_atomic(&dir.join(MANIFEST), &json, 0o600)
+    }
+
+    /// Reads and checks the manifest of the backup folder `dir`.
+    pub fn read(dir: &Path) -> Result<Manifest, String> {
+        let path = dir.join(MANIFEST);
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let m: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        if m.manifest_version != VERSION {
+            return Err(format!(
+                "{}: manifest version {} is not {VERSION}",
+                path.display(),
+                m.manifest_version
+            ));
+        }
+        if m.files.is_empty() {
+            return Err(format!("{}: lists no files", path.display()));
+        }
+        Ok(m)
+    }
+
+    pub fn verified(&self) -> bool {
+        self.verification.outcome == VerifyOutcome::Passed
+    }
+
+    pub fn encrypted(&self) -> bool {
+        self.encryption.is_some()
+    }
+}

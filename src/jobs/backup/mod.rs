@@ -1,0 +1,214 @@
+//! `kind = "backup"`: one database, dumped by pg_dump in one snapshot, streamed to disk with its
+//! checksum, verified, and published atomically.
+//!
+//! The steps of a run: preflight (backup-dir safe, passfile safe, enough free space) ->
+//! snapshot (REPEATABLE READ, exported; rows counted in it while pg_dump runs) -> dump into
+//! `.partial-<id>/` -> verify -> manifest -> rename to `<id>/` and fsync backup-dir. A failed
+//! verification renames to `.failed-<id>/` instead. Any other failure, a cancel or a crash
+//! leaves no `<id>/`: the partial folder is removed by its guard, or at the next start-up.
+
+pub mod dump;
+pub mod manifest;
+mod partial;
+mod snapshot;
+mod stream;
+pub mod verify;
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use self::manifest::{Encryption, Manifest, Server, Verification, VerifyOutcome};
+use self::partial::Partial;
+use self::verify::VerifyEnv;
+use super::catalog::{self, State};
+use super::{JobContext, JobError, JobReport};
+use crate::config::{BackupSpec, VerifyLevel};
+use crate::pg;
+
+pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobError> {
+    let backup_dir = &ctx.config.daemon.backup_dir;
+    let id = format!("{}-{}", ctx.now.format("%Y%m%dT%H%M%SZ"), ctx.job.name);
+    let level = effective_level(ctx, spec);
+    if ctx.dry_run {
+        return Ok(JobReport {
+            message: format!(
+                "would dump {} to {}/{id} ({:?}, {:?}, verify {level:?})",
+                spec.dbname,
+                backup_dir.display(),
+                spec.format,
+                spec.compress
+            ),
+            details: json!({ "id": id, "verify": level }),
+        });
+    }
+    catalog::ensure_dir(backup_dir).map_err(|e| JobError::permanent(e.to_string()))?;
+    let mut source = ctx.config.postgres.clone();
+    source.dbname = spec.dbname.clone();
+    if let Some(pf) = &source.passfile {
+        pg::passfile::check(pf).map_err(|e| JobError::permanent(e.to_string()))?;
+    }
+    let t0 = Instant::now();
+    ctx.progress("connecting to PostgreSQL");
+    let client = cancellable(ctx, pg::connect(&source, &spec.dbname))
+        .await?
+        .map_err(transient)?;
+    let snap = cancellable(ctx, snapshot::begin(client))
+        .await?
+        .map_err(transient)?;
+    let pg_dump = pg::tool(&source, "pg_dump").map_err(|e| JobError::permanent(e.to_string()))?;
+    let pg_dump_version = pg::tool_version(&pg_dump).await;
+    partial::preflight(
+        backup_dir,
+        snap.database_bytes,
+        last_ratio(backup_dir, &ctx.job.name),
+        spec.min_free_after,
+    )
+    .map_err(JobError::permanent)?;
+    let partial =
+        Partial::create(backup_dir, &id).map_err(|e| JobError::permanent(e.to_string()))?;
+
+    ctx.progress(format!("dump: {} as of snapshot {}", spec.dbname, snap.id));
+    let (files, counts) = tokio::join!(
+        dump::dump(ctx, spec, &source, &snap.id, partial.path()),
+        cancellable(ctx, snapshot::count_rows(&snap.client)),
+    );
+    let files = files?;
+    let tables =
+        counts?.map_err(|e| JobError::permanent(format!("counting rows in the snapshot: {e}")))?;
+    // The snapshot must outlive pg_dump's use of it; only now end the transaction.
+    let _ = snap.client.batch_execute("COMMIT").await;
+    let finished = Utc::now();
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    let mut manifest = Manifest {
+        manifest_version: manifest::VERSION,
+        id: id.clone(),
+        job: ctx.job.name.to_string(),
+        database: spec.dbname.clone(),
+        server: Server {
+            host: source.host.clone(),
+            port: source.port,
+            version: snap.server_version.clone(),
+        },
+        pg_dump_version,
+        format: spec.format,
+        compression: spec.compress,
+        encryption: (!spec.encrypt_to.is_empty()).then(|| Encryption {
+            recipients: spec.encrypt_to.clone(),
+        }),
+        options: json!({ "parallel": spec.parallel, "snapshot": snap.id, "database_bytes": snap.database_bytes }),
+        started: ctx.now,
+        finished,
+        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+        bytes,
+        files,
+        table_count: tables.len(),
+        tables,
+        verification: Verification {
+            level,
+            at: finished,
+            outcome: VerifyOutcome::Failed,
+            details: "not verified yet".into(),
+        },
+        daemon_version: crate::VERSION.to_owned(),
+    };
+
+    ctx.progress(format!("verify: {level:?}, {}", dump::mib(bytes)));
+    let env = VerifyEnv {
+        cancel: &ctx.cancel,
+        restore_target: &spec.restore_target,
+        identity_file: spec.verify_identity_file.as_deref(),
+        parallel: spec.parallel,
+    };
+    manifest.verification = verify::verify(&env, partial.path(), &manifest, level).await?;
+    ctx.progress("publish");
+    let verified = manifest.verified();
+    manifest
+        .write(partial.path())
+        .map_err(|e| JobError::permanent(format!("writing the manifest: {e}")))?;
+    let secs = t0.elapsed().as_secs_f64().max(0.001);
+    let details = json!({
+        "id": id,
+        "bytes": bytes,
+        "duration_ms": manifest.duration_ms,
+        "throughput_bytes_per_s": (bytes as f64 / secs) as u64,
+        "database_bytes": snap.database_bytes,
+        "tables": manifest.table_count,
+        "verify": manifest.verification,
+    });
+    if verified {
+        partial
+            .publish()
+            .map_err(|e| JobError::permanent(format!("publishing {id}: {e}")))?;
+        tracing::info!(backup = %id, bytes, "backup {id} published ({}, verified: {})", dump::mib(bytes), manifest.verification.details);
+        Ok(JobReport {
+            message: format!("backup {id}: {}, verified ({level:?})", dump::mib(bytes)),
+            details,
+        })
+    } else {
+        partial
+            .keep_failed()
+            .map_err(|e| JobError::permanent(format!("keeping {id} apart: {e}")))?;
+        Err(JobError::Permanent {
+            message: format!(
+                "backup {id} failed verification ({level:?}): {}",
+                manifest.verification.details
+            ),
+            details,
+        })
+    }
+}
+
+/// `verify`, raised to a restore drill when `verify-every` says one is due.
+fn effective_level(ctx: &JobContext, spec: &BackupSpec) -> VerifyLevel {
+    let Some(every) = spec.verify_every else {
+        return spec.verify;
+    };
+    let last_drill = catalog::list(&ctx.config.daemon.backup_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.state == State::Verified)
+        .filter_map(|e| e.manifest)
+        .filter(|m| m.job == ctx.job.name.as_str() && m.verification.level == VerifyLevel::Restore)
+        .map(|m| m.verification.at)
+        .max();
+    let due = last_drill
+        .is_none_or(|at: DateTime<Utc>| (ctx.now - at).to_std().is_ok_and(|age| age >= every));
+    if due {
+        VerifyLevel::Restore
+    } else {
+        spec.verify
+    }
+}
+
+/// Backup bytes per database byte of the job's newest verified backup.
+fn last_ratio(dir: &std::path::Path, job: &crate::ids::JobName) -> Option<f64> {
+    let newest = catalog::list(dir)
+        .ok()?
+        .into_iter()
+        .rev()
+        .filter(|e| e.state == State::Verified)
+        .filter_map(|e| e.manifest)
+        .find(|m| m.job == job.as_str())?;
+    let db = newest.options.get("database_bytes")?.as_u64()?;
+    (db > 0).then(|| newest.bytes as f64 / db as f64)
+}
+
+fn transient(e: pg::PgError) -> JobError {
+    JobError::Transient {
+        message: e.to_string(),
+        details: serde_json::Value::Null,
+    }
+}
+
+/// Awaits `fut` unless the run is cancelled first.
+async fn cancellable<T>(
+    ctx: &JobContext,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, JobError> {
+    tokio::select! {
+        out = fut => Ok(out),
+        () = ctx.cancel.cancelled() => Err(JobError::Cancelled),
+    }
+}

@@ -1,0 +1,267 @@
+//! The byte pipelines of a backup, run on blocking threads with bounded buffers, so memory
+//! stays flat whatever the database size.
+//!
+//! Writing: pg_dump's stdout -> [zstd] -> [age] -> file, hashing (SHA-256) and counting the
+//! bytes that reach the disk on the way — the file is never written and then re-read to hash.
+//! Reading (verification): file -> hash -> [age decrypt] -> [zstd decode] -> a sink such as
+//! pg_restore's stdin, so one pass both re-checks the checksum and feeds pg_restore.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+const BUF: usize = 1 << 20;
+
+/// Compression and encryption of the stream.
+#[derive(Clone)]
+pub struct Layers {
+    pub zstd_level: Option<i32>,
+    pub recipients: Vec<age::x25519::Recipient>,
+}
+
+/// What reached the disk.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Takes a pipe from tokio (non-blocking) for use on a blocking thread.
+pub fn blocking_pipe(fd: OwnedFd) -> io::Result<File> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+    fcntl(&fd, FcntlArg::F_SETFL(flags - OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+    Ok(File::from(fd))
+}
+
+/// Streams `input` through `layers` into a new file at `path` (mode 0600, must not exist),
+/// counting the input bytes in `read`. The file is fsynced before this returns.
+pub fn write_stream(
+    mut input: impl Read,
+    path: &Path,
+    layers: &Layers,
+    read: &Arc<AtomicU64>,
+) -> io::Result<Written> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    let mut sink = Hashing {
+        inner: io::BufWriter::with_capacity(BUF, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    {
+        let mut encrypted: Box<dyn FinishWrite + '_> = if layers.recipients.is_empty() {
+            Box::new(Plain(&mut sink))
+        } else {
+            let recipients = layers.recipients.iter().map(|r| r as &dyn age::Recipient);
+            let encryptor =
+                age::Encryptor::with_recipients(recipients).map_err(io::Error::other)?;
+            Box::new(encryptor.wrap_output(&mut sink)?)
+        };
+        match layers.zstd_level {
+            Some(level) => {
+                let mut z = zstd::stream::write::Encoder::new(&mut encrypted, level)?;
+                z.multithread(zstd_threads())?;
+                copy_counting(&mut input, &mut z, read)?;
+                z.finish()?;
+            }
+            None => copy_counting(&mut input, &mut encrypted, read)?,
+        }
+        encrypted.finish_box()?;
+    }
+    sink.flush()?;
+    let Hashing {
+        inner,
+        hasher,
+        bytes,
+    } = sink;
+    let file = inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(Written {
+        bytes,
+        sha256: hex(&hasher.finalize()),
+    })
+}
+
+/// Reads `path`, hashing every byte, and writes the decoded stream (decrypted with `identities`
+/// when given, zstd-decoded when `zstd`) into `sink`; returns the file's hash and size.
+/// With `sink = None` only the checksum is computed.
+pub fn read_stream(
+    path: &Path,
+    zstd: bool,
+    identities: Option<&[Box<dyn age::Identity>]>,
+    sink: Option<&mut dyn Write>,
+) -> io::Result<Written> {
+    let file = File::open(path)?;
+    let mut hashing = HashingReader {
+        inner: BufReader::with_capacity(BUF, file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    match sink {
+        None => {
+            io::copy(&mut hashing, &mut io::sink())?;
+        }
+        Some(sink) => {
+            let decrypted: Box<dyn Read + '_> = match identities {
+                Some(ids) => {
+                    let decryptor = age::Decryptor::new(&mut hashing).map_err(io::Error::other)?;
+                    Box::new(
+                        decryptor
+                            .decrypt(ids.iter().map(|i| i.as_ref()))
+                            .map_err(io::Error::other)?,
+                    )
+                }
+                None => Box::new(&mut hashing),
+            };
+            let mut decoded: Box<dyn Read + '_> = if zstd {
+                Box::new(zstd::stream::read::Decoder::new(decrypted)?)
+            } else {
+                decrypted
+            };
+            io::copy(&mut decoded, sink)?;
+            sink.flush()?;
+        }
+    }
+    // Whatever the decoders left unread still counts for the checksum.
+    io::copy(&mut hashing, &mut io::sink())?;
+    Ok(Written {
+        bytes: hashing.bytes,
+        sha256: hex(&hashing.hasher.finalize()),
+    })
+}
+
+/// SHA-256 and size of a file, read once.
+pub fn hash_file(path: &Path) -> io::Result<Written> {
+    read_stream(path, false, None, None)
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+fn copy_counting(input: &mut impl Read, out: &mut impl Write, read: &AtomicU64) -> io::Result<()> {
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buf[..n])?;
+        read.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Writers that need an explicit end (age writes its final chunk on finish).
+trait FinishWrite: Write {
+    fn finish_box(self: Box<Self>) -> io::Result<()>;
+}
+
+struct Plain<'a, W: Write>(&'a mut W);
+
+impl<W: Write> Write for Plain<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> FinishWrite for Plain<'_, W> {
+    fn finish_box(self: Box<Self>) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> FinishWrite for age::stream::StreamWriter<W> {
+    fn finish_box(self: Box<Self>) -> io::Result<()> {
+        (*self).finish().map(|_| ())
+    }
+}
+
+fn zstd_threads() -> u32 {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8) as u32)
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_every_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = age::x25519::Identity::generate();
+        let data: Vec<u8> = (0..3_000_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for (zstd, encrypt) in [(false, false), (true, false), (false, true), (true, true)] {
+            let path = dir.path().join(format!("b-{zstd}-{encrypt}"));
+            let layers = Layers {
+                zstd_level: zstd.then_some(3),
+                recipients: if encrypt {
+                    vec![identity.to_public()]
+                } else {
+                    vec![]
+                },
+            };
+            let read = Arc::new(AtomicU64::new(0));
+            let written = write_stream(&data[..], &path, &layers, &read).unwrap();
+            assert_eq!(read.load(Ordering::Relaxed), data.len() as u64);
+            assert_eq!(written.bytes, std::fs::metadata(&path).unwrap().len());
+            let ids: Vec<Box<dyn age::Identity>> = vec![Box::new(identity.clone())];
+            let mut out = Vec::new();
+            let again =
+                read_stream(&path, zstd, encrypt.then_some(&ids[..]), Some(&mut out)).unwrap();
+            assert_eq!(again.sha256, written.sha256);
+            assert_eq!(out, data, "zstd={zstd} encrypt={encrypt}");
+            assert_eq!(hash_file(&path).unwrap().sha256, written.sha256);
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Verification of a backup folder, before it is published and on demand
+//! (`atprectl backups verify`). Every level reads every byte of the dump:
+//!
+//! - checksum: re-read and compare with the SHA-256 streamed at dump time;
+//! - full: also feed the archive to `pg_restore -f /dev/null`, which parses all of it
+//!   (`pg_restore --list` alone passes truncated dumps);
+//! - restore: also restore into a scratch database and compare every table's row count with
+//!   the counts taken in the dump's snapshot.
+//!
+//! The checksum and the pg_restore feed come from one pass over the file.
+
+use std::path::Path;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::manifest::{FileSum, Manifest, Verification, VerifyOutcome};
+use super::snapshot;
+use super::stream;
+use crate::config::{Compression, DumpFormat, PostgresConfig, VerifyLevel};
+use crate::jobs::JobError;
+use crate::pg;
+use crate::process::{self, ProcessError, ProcessSpec};
+
+/// Where and how to verify.
+pub struct VerifyEnv<'a> {
+    pub cancel: &'a CancellationToken,
+    /// The server to restore into for `restore`.
+    pub restore_target: &'a PostgresConfig,
+    /// An age identity file to decrypt encrypted backups with.
+    pub identity_file: Option<&'a Path>,
+    pub parallel: u32,
+}
+
+/// Verifies the backup in `dir` described by `manifest` at `level`. Only cancellation is an
+/// error; every finding is in the returned verification.
+pub async fn verify(
+    env: &VerifyEnv<'_>,
+    dir: &Path,
+    manifest: &Manifest,
+    level: VerifyLevel,
+) -> Result<Verification, JobError> {
+    let result = match manifest.format {
+        DumpFormat::Custom => custom(env, dir, manifest, level).await,
+        DumpFormat::Directory => directory(env, dir, manifest, level).await,
+    };
+    let (level, outcome, details) = match result {
+        Ok((level, details)) => (level, VerifyOutcome::Passed, details),
+        Err(Found::Cancelled) => return Err(JobError::Cancelled),
+        Err(Found::Problem(level, details)) => (level, VerifyOutcome::Failed, details),
+    };
+    Ok(Verification {
+        level,
+        at: Utc::now(),
+        outcome,
+        details,
+    })
+}
+
+enum Found {
+    Cancelled,
+    Problem(VerifyLevel, String),
+}
+
+type Checked = Result<(VerifyLevel, String), Found>;
+
+async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
+    let file = m
+        .files
+        .first()
+        .ok_or(Found::Problem(level, "the manifest lists no file".into()))?;
+    let path = dir.join(&file.path);
+    let zstd = matches!(m.compression, Compression::Zstd { .. });
+    let mut level = level;
+    let mut note = String::new();
+    let identities = if m.encrypted() && level > VerifyLevel::Checksum {
+        match env.identity_file {
+            Some(id) => {
+                crate::secret::check_private_file(id).map_err(|e| Found::Problem(level, e))?;
+                Some(id.to_owned())
+            }
+            None => {
+                note = "encrypted and no verify-identity-file: checksum only; ".into();
+                level = VerifyLevel::Checksum;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if level == VerifyLevel::Checksum {
+        let sums = vec![file.clone()];
+        return check_sums(dir, sums)
+            .await
+            .map(|d| (level, format!("{note}{d}")));
+    }
+    let restore_db = if level == VerifyLevel::Restore {
+        Some(
+            Scratch::create(env.restore_target, &m.database)
+                .await
+                .map_err(|e| Found::Problem(level, e))?,
+        )
+    } else {
+        None
+    };
+    let mut spec = restore_spec(env, restore_db.as_ref(), level)?;
+    spec.stdin = true;
+    let mut running = process::spawn(&spec).map_err(|e| Found::Problem(level, e.to_string()))?;
+    let stdin = running
+        .take_stdin()
+        .ok_or(Found::Problem(level, "pg_restore has no stdin".into()))?;
+    let pipe = stdin
+        .into_owned_fd()
+        .and_then(stream::blocking_pipe)
+        .map_err(|e| Found::Problem(level, e.to_string()))?;
+    let feed = tokio::task::spawn_blocking(move || {
+        let mut pipe = pipe;
+        let ids = identities
+            .map(|p| load_identities(&p))
+            .transpose()
+            .map_err(std::io::Error::other)?;
+        stream::read_stream(&path, zstd, ids.as_deref(), Some(&mut pipe))
+    });
+    let (waited, fed) = tokio::join!(running.wait(env.cancel, |_, _| {}), feed);
+    let fed = fed.map_err(|e| Found::Problem(level, e.to_string()))?;
+    let result = restore_outcome(level, waited);
+    let result = match (result, fed) {
+        (Err(f), _) => Err(f),
+        (Ok(()), Err(e)) => Err(Found::Problem(level, format!("reading {}: {e}", file.path))),
+        (Ok(()), Ok(w)) if w.sha256 != file.sha256 || w.bytes != file.bytes => Err(Found::Problem(
+            level,
+            format!(
+                "{}: checksum mismatch ({} bytes, sha256 {}; manifest says {} bytes, {})",
+                file.path, w.bytes, w.sha256, file.bytes, file.sha256
+            ),
+        )),
+        (Ok(()), Ok(_)) => Ok(()),
+    };
+    finish(level, result, restore_db, m, note).await
+}
+
+async fn directory(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
+    let sums = check_sums(dir, m.files.clone())
+        .await
+        .map_err(|f| match f {
+            Found::Problem(_, d) => Found::Problem(level, d),
+            c => c,
+        })?;
+    if level == VerifyLevel::Checksum {
+        return Ok((level, sums));
+    }
+    let restore_db = if level == VerifyLevel::Restore {
+        Some(
+            Scratch::create(env.restore_target, &m.database)
+                .await
+                .map_err(|e| Found::Problem(level, e))?,
+        )
+    } else {
+        None
+    };
+    let mut spec = restore_spec(env, restore_db.as_ref(), level)?;
+    if level == VerifyLevel::Restore {
+        spec = spec.args([format!("--jobs={}", env.parallel)]);
+    }
+    spec = spec.args([dir.join(super::dump::DUMP_NAME)]);
+    let waited = process::run(&spec, env.cancel, |_, _| {}).await;
+    let result = restore_outcome(level, waited);
+    finish(level, result, restore_db, m, String::new()).await
+}
+
+/// pg_restore into /dev/null (full) or into the scratch database (restore).
+fn restore_spec(
+    env: &VerifyEnv<'_>,
+    scratch: Option<&Scratch>,
+    level: VerifyLevel,
+) -> Result<ProcessSpec, Found> {
+    let problem = |e: pg::PgError| Found::Problem(level, e.to_string());
+    match scratch {
+        None => Ok(
+            ProcessSpec::new(pg::tool(env.restore_target, "pg_restore").map_err(problem)?)
+                .args(["--file=/dev/null"]),
+        ),
+        Some(db) => Ok(pg::tool_spec(env.restore_target, "pg_restore")
+            .map_err(problem)?
+            .args([
+                "--no-owner".to_owned(),
+                "--no-privileges".to_owned(),
+                "--exit-on-error".to_owned(),
+                format!("--dbname={}", db.name),
+            ])),
+    }
+}
+
+fn restore_outcome(
+    level: VerifyLevel,
+    waited: Result<process::ProcessOutput, ProcessError>,
+) -> Result<(), Found> {
+    match waited {
+        Err(ProcessError::Cancelled) => Err(Found::Cancelled),
+        Err(e) => Err(Found::Problem(level, format!("pg_restore: {e}"))),
+        Ok(out) if !out.status.success() => Err(Found::Problem(
+            level,
+            format!(
+                "pg_restore failed with {}: {}",
+                process::describe_status(&out.status),
+                out.stderr_tail.join(" | ")
+            ),
+        )),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Compares row counts after a restore, then drops the scratch database whatever happened.
+async fn finish(
+    level: VerifyLevel,
+    result: Result<(), Found>,
+    scratch: Option<Scratch>,
+    m: &Manifest,
+    note: String,
+) -> Checked {
+    let Some(scratch) = scratch else {
+        return result.map(|()| {
+            (
+                level,
+                format!("{note}pg_restore read the whole archive; checksums match"),
+            )
+        });
+    };
+    let counted = match &result {
+        Ok(()) => Some(scratch.count().await),
+        Err(_) => None,
+    };
+    scratch.drop_db().await;
+    result?;
+    let counts = counted
+        .unwrap_or_else(|| Err("not counted".into()))
+        .map_err(|e| Found::Problem(level, e))?;
+    let problems = snapshot::compare(&m.tables, &counts);
+    if problems.is_empty() {
+        Ok((
+            level,
+            format!(
+                "{note}restored {} tables; every row count matches the dump's snapshot",
+                counts.len()
+            ),
+        ))
+    } else {
+        Err(Found::Problem(
+            level,
+            format!("row counts differ after restore: {}", problems.join("; ")),
+        ))
+    }
+}
+
+async fn check_sums(dir: &Path, files: Vec<FileSum>) -> Result<String, Found> {
+    let dir = dir.to_owned();
+    let level = VerifyLevel::Checksum;
+    let checked = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+        for f in &files {
+            let w =
+                stream::hash_file(&dir.join(&f.path)).map_err(|e| format!("{}: {e}", f.path))?;
+            if w.sha256 != f.sha256 || w.bytes != f.bytes {
+                return Err(format!(
+                    "{}: checksum mismatch ({} bytes read, manifest says {})",
+                    f.path, w.bytes, f.bytes
+                ));
+            }
+        }
+        Ok(files.len())
+    })
+    .await
+    .map_err(|e| Found::Problem(level, e.to_string()))?;
+    let n = checked.map_err(|e| Found::Problem(level, e))?;
+    Ok(format!("{n} file(s) re-read; checksums match"))
+}
+
+fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, String> {
+    age::IdentityFile::from_file(path.display().to_string())
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .into_identities()
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The scratch database of a restore drill.
+struct Scratch {
+    target: PostgresConfig,
+    name: String,
+    maintenance_db: String,
+}
+
+impl Scratch {
+    async fn create(target: &PostgresConfig, database: &str) -> Result<Scratch, String> {
+        let mut name = format!("{database}_atpred_verify");
+        name.truncate(63);
+        let (client, maintenance_db) = match pg::connect(target, "postgres").await {
+            Ok(c) => (c, "postgres".to_owned()),
+            Err(_) => (
+                pg::connect(target, &target.dbname)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                target.dbname.clone(),
+            ),
+        };
+        let quoted = pg::quote_ident(&name);
+        client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted}"))
+            .await
+            .and(
+                client
+                    .batch_execute(&format!("CREATE DATABASE {quoted}"))
+                    .await,
+            )
+            .map_err(|e| {
+                format!("cannot create the scratch database {name} (the role needs CREATEDB): {e}")
+            })?;
+        Ok(Scratch {
+            target: target.clone(),
+            name,
+            maintenance_db,
+        })
+    }
+
+    async fn count(&self) -> Result<std::collections::BTreeMap<String, i64>, String> {
+        let client = pg::connect(&self.target, &self.name)
+            .await
+            .map_err(|e| e.to_string())?;
+        snapshot::count_rows(&client)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn drop_db(self) {
+        let dropped = async {
+            let client = pg::connect(&self.target, &self.maintenance_db)
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {}",
+                    pg::quote_ident(&self.name)
+                ))
+                .await
+                .map_err(|e| e.to_string())
+        };
+        if let Err(e) = dropped.await {
+            tracing::warn!("cannot drop the scratch database {}: {e}", self.name);
+        }
+    }
+}

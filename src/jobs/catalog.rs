@@ -1,0 +1,163 @@
+//! The backup catalog: what is in backup-dir, read from disk every time (no side file to rot).
+//!
+//! A backup is a direct child folder `<id>` holding a valid `manifest.json`. Work in progress
+//! lives in `.partial-<id>` (with a lock held by its writer), failed verifications are kept
+//! apart in `.failed-<id>`. Nothing here follows a symlink.
+
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::backup::manifest::Manifest;
+
+pub const PARTIAL_PREFIX: &str = ".partial-";
+pub const FAILED_PREFIX: &str = ".failed-";
+pub const PARTIAL_LOCK: &str = ".lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("backup-dir {0} is a symlink; refusing to write through it (use the real path)")]
+    Symlink(String),
+    #[error(
+        "backup-dir {path} is writable by other users (mode {mode:04o}); run `chmod 700 {path}`"
+    )]
+    Shared { path: String, mode: u32 },
+    #[error("backup-dir {0} is not a directory")]
+    NotADirectory(String),
+    #[error("backup-dir {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// One backup folder as found on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub id: String,
+    pub state: State,
+    /// The manifest, when it could be read.
+    pub manifest: Option<Manifest>,
+    /// Why the manifest could not be read.
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Complete and verified.
+    Verified,
+    /// Kept apart after a failed verification.
+    Failed,
+    /// A folder that should be a backup but whose manifest is missing or invalid.
+    Unreadable,
+}
+
+/// Creates backup-dir (0700) when missing; refuses a symlink or a directory others can write.
+pub fn ensure_dir(dir: &Path) -> Result<(), CatalogError> {
+    let shown = dir.display().to_string();
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| CatalogError::Io {
+                    path: shown.clone(),
+                    source,
+                })?;
+            // DirBuilder's mode is masked by the umask; make it exact.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                |source| CatalogError::Io {
+                    path: shown,
+                    source,
+                },
+            )
+        }
+        Err(source) => Err(CatalogError::Io {
+            path: shown,
+            source,
+        }),
+        Ok(m) if m.file_type().is_symlink() => Err(CatalogError::Symlink(shown)),
+        Ok(m) if !m.is_dir() => Err(CatalogError::NotADirectory(shown)),
+        Ok(m) if m.mode() & 0o022 != 0 => Err(CatalogError::Shared {
+            path: shown,
+            mode: m.mode() & 0o7777,
+        }),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Every backup and failed backup in `dir`, oldest first (ids sort by time).
+pub fn list(dir: &Path) -> Result<Vec<Entry>, CatalogError> {
+    let io = |source| CatalogError::Io {
+        path: dir.display().to_string(),
+        source,
+    };
+    let mut entries = Vec::new();
+    for item in std::fs::read_dir(dir).map_err(io)? {
+        let item = item.map_err(io)?;
+        let Ok(name) = item.file_name().into_string() else {
+            continue;
+        };
+        let Ok(file_type) = item.file_type() else {
+            continue;
+        };
+        if !file_type.is_dir() {
+            continue; // symlinks and files are never backups
+        }
+        let (id, failed) = match name.strip_prefix(FAILED_PREFIX) {
+            Some(id) => (id.to_owned(), true),
+            None if name.starts_with('.') => continue,
+            None => (name.clone(), false),
+        };
+        let (manifest, problem) = match Manifest::read(&item.path()) {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e)),
+        };
+        let state = match (&manifest, failed) {
+            (None, _) => State::Unreadable,
+            (Some(_), true) => State::Failed,
+            (Some(m), false) if m.verified() && m.id == id => State::Verified,
+            (Some(_), false) => State::Unreadable,
+        };
+        entries.push(Entry {
+            id,
+            state,
+            manifest,
+            problem,
+        });
+    }
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(entries)
+}
+
+/// The folder of backup `id`, if it is a published backup (never a path outside `dir`).
+pub fn path_of(dir: &Path, id: &str) -> Option<PathBuf> {
+    let valid = !id.is_empty() && !id.starts_with('.') && !id.contains('/') && id != "..";
+    let path = dir.join(id);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    (valid && meta.is_dir()).then_some(path)
+}
+
+/// Removes `.partial-*` folders whose writer is gone (its lock can be taken). Returns their
+/// names.
+pub fn remove_stale_partials(dir: &Path) -> Vec<String> {
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for item in items.flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(PARTIAL_PREFIX) || !item.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let alive = File::open(item.path().join(PARTIAL_LOCK)).is_ok_and(|f| f.try_lock().is_err());
+        if !alive && std::fs::remove_dir_all(item.path()).is_ok() {
+            removed.push(name);
+        }
+    }
+    removed
+}

@@ -1,0 +1,146 @@
+//! PostgreSQL: where its tools are, how children reach the server, and our own connections.
+
+pub mod passfile;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::PostgresConfig;
+use crate::process::ProcessSpec;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error(transparent)]
+    Passfile(#[from] passfile::PassfileError),
+    #[error(
+        "cannot find {tool}: set [postgres] bin-dir or install the PostgreSQL client (apt-get install postgresql-client)"
+    )]
+    ToolMissing { tool: String },
+    #[error("cannot connect to PostgreSQL at {host}:{port} as {user}: {message}")]
+    Connect {
+        host: String,
+        port: u16,
+        user: String,
+        message: String,
+    },
+    #[error("PostgreSQL query failed: {0}")]
+    Query(String),
+}
+
+/// The path of a PostgreSQL client program (`pg_dump`, `pg_restore`): `bin-dir` when set, else
+/// the newest `/usr/lib/postgresql/*/bin`, else `PATH`.
+pub fn tool(config: &PostgresConfig, name: &str) -> Result<PathBuf, PgError> {
+    if let Some(dir) = &config.bin_dir {
+        let p = dir.join(name);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(PgError::ToolMissing {
+                tool: p.display().to_string(),
+            })
+        };
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let p = e.path().join("bin").join(name);
+            p.is_file().then_some((v, p))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, p)) = versions.pop() {
+        return Ok(p);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| PgError::ToolMissing {
+            tool: name.to_owned(),
+        })
+}
+
+/// A spec for a libpq program reaching `config`'s server: connection on argv (no password),
+/// `PGPASSFILE` in its environment, never prompting.
+pub fn tool_spec(config: &PostgresConfig, name: &str) -> Result<ProcessSpec, PgError> {
+    let mut spec = ProcessSpec::new(tool(config, name)?).args([
+        OsString::from("--host"),
+        config.host.clone().into(),
+        "--port".into(),
+        config.port.to_string().into(),
+        "--username".into(),
+        config.user.clone().into(),
+        "--no-password".into(),
+    ]);
+    if let Some(pf) = &config.passfile {
+        passfile::check(pf)?;
+        spec = spec.env("PGPASSFILE", pf);
+    }
+    Ok(spec
+        .env("PGAPPNAME", "atpred")
+        .env("PGCONNECT_TIMEOUT", "10"))
+}
+
+/// Opens our own connection to `dbname` on `config`'s server (password from the passfile).
+pub async fn connect(config: &PostgresConfig, dbname: &str) -> Result<Client, PgError> {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&config.host)
+        .port(config.port)
+        .user(&config.user)
+        .dbname(dbname)
+        .application_name("atpred")
+        .connect_timeout(CONNECT_TIMEOUT);
+    if let Some(pf) = &config.passfile
+        && let Some(pw) = passfile::lookup(pf, &config.host, config.port, dbname, &config.user)?
+    {
+        pg.password(pw.expose());
+    }
+    let err = |e: tokio_postgres::Error| PgError::Connect {
+        host: config.host.clone(),
+        port: config.port,
+        user: config.user.clone(),
+        message: e.to_string(),
+    };
+    let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls))
+        .await
+        .map_err(|_| PgError::Connect {
+            host: config.host.clone(),
+            port: config.port,
+            user: config.user.clone(),
+            message: "timed out".into(),
+        })?
+        .map_err(err)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("PostgreSQL connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Quotes an identifier for SQL text (`"name"` with quotes doubled).
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The version line of a PostgreSQL program (`pg_dump (PostgreSQL) 15.18`).
+pub async fn tool_version(path: &Path) -> String {
+    match tokio::process::Command::new(path)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .await
+    {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        Err(e) => format!("unknown ({e})"),
+    }
+}
