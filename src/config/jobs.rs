@@ -18,7 +18,7 @@ const COMMON_KEYS: &[&str] = &[
     "retry-delay",
     "catch-up",
 ];
-const COMMAND_KEYS: &[&str] = &["command", "working-dir"];
+const COMMAND_KEYS: &[&str] = &["command", "working-dir", "env"];
 /// Kinds that later parts of atpred provide; named so the error can say so.
 const PLANNED_KINDS: &[&str] = &["prune", "health", "rotate"];
 const MAX_RETRIES: u32 = 10;
@@ -129,8 +129,19 @@ fn command(check: &Check, key: &str, raw: RawJob) -> Result<JobSpec, ConfigError
     {
         return Err(check.err(&format!("{key}.working-dir"), "must be an absolute path"));
     }
+    let env = raw.env.unwrap_or_default();
+    if let Some(bad) = env
+        .keys()
+        .find(|k| k.is_empty() || k.contains(['=', '\0']) || k.as_str() == "NOTIFY_SOCKET")
+    {
+        return Err(check.err(
+            &format!("{key}.env"),
+            format!("{bad:?} is not a variable a job may set"),
+        ));
+    }
     Ok(JobSpec::Command(CommandSpec {
         argv,
         working_dir: raw.working_dir,
+        env,
     }))
 }

@@ -142,6 +142,8 @@ impl std::fmt::Display for Kind {
 pub struct CommandSpec {
     pub argv: Vec<String>,
     pub working_dir: Option<PathBuf>,
+    /// Added to the child's minimal environment (e.g. `PGPASSFILE`); keep secrets in files.
+    pub env: BTreeMap<String, String>,
 }
 
 impl Config {

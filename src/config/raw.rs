@@ -79,6 +79,8 @@ pub struct RawJob {
     pub command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
     // kind = "backup"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dbname: Option<String>,

@@ -25,6 +25,9 @@ pub async fn run(ctx: &JobContext, spec: &CommandSpec) -> Result<JobReport, JobE
         .env("ATPRED_JOB", ctx.job.name.as_str())
         .env("ATPRED_RUN_ID", ctx.run_id.as_str());
     proc_spec.cwd = spec.working_dir.clone();
+    for (k, v) in &spec.env {
+        proc_spec = proc_spec.env(k, v);
+    }
     ctx.progress(format!("running {}", shell_words(&spec.argv)));
     let mut logged = 0usize;
     let output = process::run(&proc_spec, &ctx.cancel, |stream, line| {

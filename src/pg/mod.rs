@@ -134,13 +134,15 @@ pub fn quote_ident(name: &str) -> String {
 
 /// The version line of a PostgreSQL program (`pg_dump (PostgreSQL) 15.18`).
 pub async fn tool_version(path: &Path) -> String {
-    match tokio::process::Command::new(path)
-        .arg("--version")
-        .env_clear()
-        .output()
-        .await
+    let spec = ProcessSpec::new(path).args(["--version"]);
+    match crate::process::run(
+        &spec,
+        &tokio_util::sync::CancellationToken::new(),
+        |_, _| {},
+    )
+    .await
     {
-        Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        Ok(out) => out.stdout_tail.join(" ").trim().to_owned(),
         Err(e) => format!("unknown ({e})"),
     }
 }
