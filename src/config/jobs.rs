@@ -68,7 +68,7 @@ pub(super) fn job(
         None => None,
         Some(text) => Some(
             Schedule::parse(text)
-                .map_err(|e| check.err(&format!("{key}.schedule"), e.to_string()))?,
+                .map_err(|e| check.err(&format!("{key}.schedule"), with_causes(&e)))?,
         ),
     };
     let catch_up = raw.catch_up.unwrap_or(false);
@@ -144,4 +144,15 @@ fn command(check: &Check, key: &str, raw: RawJob) -> Result<JobSpec, ConfigError
         working_dir: raw.working_dir,
         env,
     }))
+}
+
+/// An error and its sources, "outer: inner: innermost".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
