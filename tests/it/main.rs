@@ -4,5 +4,7 @@
 //! a notify socket that captures sd_notify messages, and a builder that runs the real `atpred`
 //! and `atprectl` binaries against them. Test modules are declared below.
 
+mod core_config;
+mod core_support;
 mod harness;
 mod harness_selftest;
