@@ -5,6 +5,8 @@
 //! and `atprectl` binaries against them. Test modules are declared below.
 
 mod core_config;
+mod core_runner;
+mod core_shutdown;
 mod core_support;
 mod harness;
 mod harness_selftest;
