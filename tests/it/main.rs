@@ -5,8 +5,10 @@
 //! and `atprectl` binaries against them. Test modules are declared below.
 
 mod core_config;
+mod core_protocol;
 mod core_runner;
 mod core_shutdown;
+mod core_socket;
 mod core_support;
 mod harness;
 mod harness_selftest;
