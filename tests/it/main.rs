@@ -2,11 +2,19 @@
 //!
 //! Every test module shares the harness in `harness/`: throw-away PostgreSQL and Redis servers,
 //! a notify socket that captures sd_notify messages, and a builder that runs the real `atpred`
-//! and `atprectl` binaries against them. Test modules are declared below.
+//! and `atprectl` binaries against them. Test modules are declared below: `core_*` prove the
+//! daemon's core (config, reload, schedules, runner, shutdown, socket, protocol, secrets,
+//! atprectl, notify, history) through the real binaries.
 
 mod core_config;
+mod core_ctl;
+mod core_history;
+mod core_notify;
 mod core_protocol;
+mod core_reload;
 mod core_runner;
+mod core_schedule;
+mod core_secrets;
 mod core_shutdown;
 mod core_socket;
 mod core_support;
