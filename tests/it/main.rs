@@ -6,6 +6,14 @@
 //! daemon's core (config, reload, schedules, runner, shutdown, socket, protocol, secrets,
 //! atprectl, notify, history) through the real binaries.
 
+// The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
+// where a panic with a message is the way to fail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "integration tests fail by panicking"
+)]
+
 mod core_config;
 mod core_ctl;
 mod core_history;
