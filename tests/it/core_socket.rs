@@ -13,8 +13,8 @@ use crate::harness::{self, Daemon, SpawnFailure};
 
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
-/// Debian's `daemon` group: a group `nobody` is not in.
-const DAEMON_GROUP: (&str, u32) = ("daemon", 1);
+/// A group `nobody` is not in (Debian's `daemon`, gid 1).
+const OTHER_GROUP: &str = "daemon";
 
 fn refused(builder: crate::harness::DaemonBuilder) -> SpawnFailure {
     match builder.try_spawn() {
@@ -45,7 +45,14 @@ fn socket_is_0660_and_accepts_connections_at_ready() {
 #[test]
 fn the_socket_group_may_connect_and_other_users_are_refused() {
     let dir = harness::tempdir();
-    let (group, gid) = DAEMON_GROUP;
+    let group = OTHER_GROUP;
+    let gid = nix::unistd::Group::from_name(group)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("the system group {group:?} is missing (Debian has it)"))
+        .gid
+        .as_raw();
+    assert_ne!(gid, NOGROUP);
     let daemon = Daemon::builder(&dir)
         .socket_group(group)
         .toml(&sh_job("x", "true", ""))
