@@ -125,3 +125,33 @@ fn a_second_sigterm_cancels_at_once() {
     assert_eq!(recorded(dir.path(), &run_id)["outcome"], "cancelled");
     assert_group_gone(pids[0]);
 }
+
+#[test]
+fn a_run_still_waiting_for_a_slot_at_sigterm_never_starts() {
+    let dir = harness::tempdir();
+    let (started, queued) = (dir.path().join("started"), dir.path().join("queued-ran"));
+    let mut daemon = Daemon::builder(&dir)
+        .stop_timeout("10s")
+        .max_concurrent_jobs(1)
+        .toml(&sh_job(
+            "first",
+            &format!("touch {}; sleep 1", started.display()),
+            "",
+        ))
+        .toml(&sh_job(
+            "queued",
+            &format!("touch {}", queued.display()),
+            "",
+        ))
+        .spawn();
+    let first = start_run(&daemon, "first");
+    assert!(harness::wait_until(WAIT, || started.exists()), "first runs");
+    let second = start_run(&daemon, "queued");
+    stop(&mut daemon, Signal::SIGTERM, Duration::from_secs(15));
+    assert_eq!(recorded(dir.path(), &first)["outcome"], "succeeded");
+    assert!(
+        !queued.exists(),
+        "a run that had not started when the daemon was told to stop must not start afterwards"
+    );
+    assert_eq!(recorded(dir.path(), &second)["outcome"], "cancelled");
+}
