@@ -83,6 +83,30 @@ fn ready_means_the_socket_answers_and_status_is_one_current_line() {
     assert_well_formed(&messages);
 }
 
+#[test]
+fn ready_means_schedules_are_in_force() {
+    let dir = harness::tempdir();
+    let daemon = Daemon::builder(&dir)
+        .toml(&sh_job("yearly", "true", "schedule = \"0 0 1 1 *\""))
+        .spawn();
+    // No waiting: READY=1 promises that the schedules run, so the next run is known.
+    let jobs = crate::core_support::ctl_json(&daemon, &["jobs"]);
+    assert!(
+        jobs["jobs"][0]["next_run"].is_string(),
+        "no next run at READY=1: {jobs}"
+    );
+    let ready = daemon
+        .notify()
+        .wait_for(line("READY=1"), WAIT)
+        .expect("READY=1");
+    assert!(
+        status_lines(std::slice::from_ref(&ready))
+            .iter()
+            .any(|s| s.contains("next yearly")),
+        "READY=1's STATUS= names the next run: {ready:?}"
+    );
+}
+
 /// A daemon started by hand without NOTIFY_SOCKET; killed when dropped.
 struct Unsupervised(Child);
 

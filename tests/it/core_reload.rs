@@ -265,3 +265,44 @@ fn a_broken_config_is_refused_and_the_old_jobs_stay() {
         "{status}"
     );
 }
+
+#[test]
+fn after_reload_returns_jobs_shows_the_new_next_runs() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = harness::tempdir();
+    let daemon = Daemon::builder(&dir)
+        .toml(&sh_job("yearly", "true", "schedule = \"0 0 1 1 *\""))
+        .spawn();
+    // One connection, requests back to back, as a script using the protocol would send them.
+    let mut stream = daemon.raw_connect();
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut ask = |request: &str| -> Value {
+        stream
+            .write_all(format!("{request}\n").as_bytes())
+            .expect("write");
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("read");
+        serde_json::from_str(&line).expect("JSON")
+    };
+    ask(r#"{"type":"hello","protocol":1,"client":"core-tests"}"#);
+    let next_day = |job: &Value| (!job["next_run"].is_null()).then(|| time(&job["next_run"]).day());
+    // (That the first next run is known at READY=1 is `core_notify`'s business.)
+    let first = harness::wait_until(WAIT, || next_day(&jobs(&daemon)[0]) == Some(1));
+    assert!(first, "the first schedule is in force");
+    for day in [2, 3, 4, 5, 6, 7, 8, 9] {
+        rewrite(
+            dir.path(),
+            &sh_job("yearly", "true", &format!("schedule = \"0 0 {day} 1 *\"")),
+        );
+        let reply = ask(r#"{"type":"reload"}"#);
+        assert_eq!(reply["type"], "reloaded", "{reply}");
+        // No waiting: `reloaded` is the answer that the new configuration is in force.
+        let job = ask(r#"{"type":"jobs"}"#)["jobs"][0].clone();
+        assert_eq!(job["schedule"], format!("0 0 {day} 1 *"));
+        assert_eq!(
+            next_day(&job),
+            Some(day),
+            "next_run is stale right after reload: {job}"
+        );
+    }
+}
