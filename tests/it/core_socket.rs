@@ -154,7 +154,6 @@ fn a_second_daemon_on_the_same_state_dir_refuses_to_start() {
 fn a_stale_socket_left_by_kill_9_is_replaced() {
     let dir = harness::tempdir();
     let mut daemon = Daemon::builder(&dir).toml(&sh_job("x", "true", "")).spawn();
-    let old_inode = std::fs::metadata(daemon.socket()).expect("socket").ino();
     daemon.signal(Signal::SIGKILL);
     assert!(daemon.wait_exit(WAIT).is_some());
     assert!(
@@ -166,8 +165,8 @@ fn a_stale_socket_left_by_kill_9_is_replaced() {
         "nobody listens on it"
     );
     daemon.restart();
+    // It accepts again, so it was replaced (inode numbers are reused and prove nothing).
     let meta = std::fs::metadata(daemon.socket()).expect("socket");
-    assert_ne!(meta.ino(), old_inode, "a new socket replaced the stale one");
     assert_eq!(meta.permissions().mode() & 0o777, 0o660);
     assert_eq!(daemon.ctl(["status"]).status, 0);
 }
