@@ -3,7 +3,29 @@
 //!
 //! Every test module shares the harness in `harness/`: throw-away PostgreSQL and Redis servers,
 //! a notify socket that captures sd_notify messages, and a builder that runs the real `atpred`
-//! and `atprectl` binaries against them. Test modules are declared below.
+//! and `atprectl` binaries against them. Test modules are declared below: `core_*` prove the
+//! daemon's core (config, reload, schedules, runner, shutdown, socket, protocol, secrets,
+//! atprectl, notify, history) through the real binaries.
 
+// The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
+// where a panic with a message is the way to fail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "integration tests fail by panicking"
+)]
+
+mod core_config;
+mod core_ctl;
+mod core_history;
+mod core_notify;
+mod core_protocol;
+mod core_reload;
+mod core_runner;
+mod core_schedule;
+mod core_secrets;
+mod core_shutdown;
+mod core_socket;
+mod core_support;
 mod harness;
 mod harness_selftest;
