@@ -49,7 +49,14 @@ impl Client {
             protocol: PROTOCOL_VERSION,
             client: format!("atprectl {}", crate::VERSION),
         };
-        match client.request(&hello).await? {
+        // The daemon may refuse us (not permitted) and close before reading our hello; the
+        // refusal is then waiting to be read even though sending failed.
+        let sent = client.send(&hello).await;
+        let answer = match (client.next().await, sent) {
+            (Ok(answer), _) => answer,
+            (Err(e), Ok(())) | (Err(_), Err(e)) => return Err(e),
+        };
+        match answer {
             Response::Hello { .. } => Ok(client),
             Response::Error {
                 code: ErrorCode::NotPermitted,

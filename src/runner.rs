@@ -296,6 +296,15 @@ impl Runner {
                 0,
             );
         }
+        // A run still queued when the daemon was told to stop never starts.
+        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            return (
+                Outcome::Cancelled,
+                "the daemon stopped before a slot was free".into(),
+                serde_json::Value::Null,
+                0,
+            );
+        }
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<String>();
         let events = run.events.clone();
         let forward = tokio::spawn(async move {

@@ -156,8 +156,9 @@ impl Config {
     /// As [`Config::load`], with the environment given explicitly (for tests).
     pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let text = read_checked(path)?;
-        let raw = parse(path, &text, env)?;
-        validate::validate(raw, path, &text)
+        let vars = our_vars(env);
+        let raw = parse(path, &text, &vars)?;
+        validate::validate(raw, path, &text, &vars)
     }
 }
 
@@ -192,13 +193,17 @@ fn our_vars(env: &[(String, String)]) -> BTreeMap<String, String> {
 }
 
 /// The environment variable that would set dotted `key`, if one is set.
-fn env_var_for(key: &str, vars: &BTreeMap<String, String>) -> Option<String> {
+pub(super) fn env_var_for(key: &str, vars: &BTreeMap<String, String>) -> Option<String> {
     let wanted =
         format!("{ENV_PREFIX}__{}", key.replace('.', "__").replace('-', "_")).to_uppercase();
     vars.keys().find(|k| k.to_uppercase() == wanted).cloned()
 }
 
-fn parse(path: &Path, text: &str, env: &[(String, String)]) -> Result<raw::RawConfig, ConfigError> {
+fn parse(
+    path: &Path,
+    text: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<raw::RawConfig, ConfigError> {
     use config::{Environment, File, FileFormat};
 
     if let Err(e) = toml::de::DeTable::parse(text) {
@@ -210,7 +215,6 @@ fn parse(path: &Path, text: &str, env: &[(String, String)]) -> Result<raw::RawCo
             e.message(),
         ));
     }
-    let vars = our_vars(env);
     let layered = config::Config::builder()
         .add_source(File::from_str(text, FileFormat::Toml))
         .add_source(

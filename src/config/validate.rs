@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawDaemon, RawPostgres, RawRedis};
 use super::{
-    Config, ConfigError, DaemonConfig, LogTarget, PostgresConfig, RedisConfig, invalid, locate,
+    Config, ConfigError, DaemonConfig, LogTarget, PostgresConfig, RedisConfig, env_var_for,
+    invalid, locate,
 };
 use crate::ids::JobName;
 use crate::secret::SecretUrl;
@@ -16,15 +17,23 @@ use crate::secret::SecretUrl;
 pub(super) struct Check<'a> {
     path: &'a Path,
     text: &'a str,
+    /// The `ATPRED__*` overrides in force: an error in a value they set names the variable.
+    vars: &'a BTreeMap<String, String>,
 }
 
 impl Check<'_> {
     pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let env_var = env_var_for(key, self.vars);
+        let position = if env_var.is_some() {
+            None
+        } else {
+            locate::locate(self.text, key)
+        };
         invalid(
             self.path,
             Some(key.to_owned()),
-            locate::locate(self.text, key),
-            None,
+            position,
+            env_var,
             &message.into(),
         )
     }
@@ -67,8 +76,13 @@ impl Check<'_> {
     }
 }
 
-pub(super) fn validate(raw: RawConfig, path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let check = Check { path, text };
+pub(super) fn validate(
+    raw: RawConfig,
+    path: &Path,
+    text: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<Config, ConfigError> {
+    let check = Check { path, text, vars };
     let daemon = daemon(&check, raw.daemon)?;
     let postgres = postgres(&check, raw.postgres)?;
     let redis = redis(&check, raw.redis)?;

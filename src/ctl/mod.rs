@@ -22,12 +22,9 @@ pub const EXIT_NOPERM: u8 = 77;
 pub fn main(args: CtlArgs) -> ExitCode {
     match &args.command {
         CtlCommand::Completions { shell } => {
-            clap_complete::generate(
-                *shell,
-                &mut CtlArgs::command(),
-                "atprectl",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut CtlArgs::command(), "atprectl", &mut script);
+            render::write_stdout(&script);
             return ExitCode::SUCCESS;
         }
         CtlCommand::Man { daemon } => {
@@ -36,8 +33,12 @@ pub fn main(args: CtlArgs) -> ExitCode {
             } else {
                 CtlArgs::command()
             };
-            return match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+            let mut page = Vec::new();
+            return match clap_mangen::Man::new(cmd).render(&mut page) {
+                Ok(()) => {
+                    render::write_stdout(&page);
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(EXIT_FAILED, &e.to_string()),
             };
         }
@@ -139,7 +140,7 @@ fn usage(message: &str) -> u8 {
 fn show(response: &Response, json: bool) -> u8 {
     if json {
         match serde_json::to_string(response) {
-            Ok(line) => println!("{line}"),
+            Ok(line) => render::write_stdout(format!("{line}\n").as_bytes()),
             Err(e) => eprintln!("atprectl: {e}"),
         }
     } else {

@@ -36,11 +36,17 @@ pub fn print(response: &Response) {
         ),
         Response::Error { .. } => String::new(),
     };
+    write_stdout(text.as_bytes());
+}
+
+/// Writes to stdout; a reader that went away (`| head`) ends the program quietly with 0.
+pub fn write_stdout(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush())
-        && e.kind() == std::io::ErrorKind::BrokenPipe
-    {
-        std::process::exit(0);
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("atprectl: writing output: {e}");
     }
 }
 

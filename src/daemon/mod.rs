@@ -95,7 +95,13 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         Err(e) => {
             tracing::error!("atpred cannot start: {e}");
             eprintln!("atpred: {e}");
-            ExitCode::FAILURE
+            // A socket group that does not exist is a configuration problem: restarting will
+            // not fix it (the unit's RestartPreventExitStatus=78).
+            if matches!(e, StartupError::Group(_)) {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -159,8 +165,15 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     });
 
     let scheduler_stop = CancellationToken::new();
-    let scheduler = Scheduler::new(config_rx, Arc::clone(&runner), next_tx, &state_dir);
-    let scheduler_task = tokio::spawn(scheduler.run(scheduler_stop.clone()));
+    let config = config_rx.borrow().clone();
+    let scheduler = Scheduler::new(
+        Arc::clone(&config),
+        Arc::clone(&runner),
+        next_tx,
+        &state_dir,
+    );
+    scheduler.apply(config).await;
+    let scheduler_task = tokio::spawn(Arc::clone(&scheduler).run(scheduler_stop.clone()));
     let control_stop = CancellationToken::new();
     let ctx = Arc::new(ControlContext {
         shared: Arc::clone(&shared),
@@ -171,13 +184,12 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
 
     let mut supervisor = Supervisor {
         shared,
+        scheduler,
         config_tx,
         reload_error_tx,
         signals,
         commands: commands_rx,
     };
-    // Let the scheduler publish its first next-run times so READY's STATUS is complete.
-    tokio::task::yield_now().await;
     notify::ready(&supervisor.shared.summary(Utc::now()));
     tracing::info!(pid = std::process::id(), socket = %socket_path.display(), "atpred {} ready", crate::VERSION);
 
@@ -197,6 +209,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
 
 struct Supervisor {
     shared: Arc<Shared>,
+    scheduler: Arc<Scheduler>,
     config_tx: watch::Sender<Arc<Config>>,
     reload_error_tx: watch::Sender<Option<String>>,
     signals: Signals,
@@ -214,11 +227,11 @@ impl Supervisor {
         loop {
             tokio::select! {
                 signal = self.signals.next() => match signal {
-                    Some(SIGHUP) => { let _ = self.reload(); }
+                    Some(SIGHUP) => { let _ = self.reload().await; }
                     Some(_) | None => return,
                 },
                 Some(Command::Reload { reply }) = self.commands.recv() => {
-                    let _ = reply.send(self.reload());
+                    let _ = reply.send(self.reload().await);
                 }
                 _ = tick(&mut watchdog) => notify::watchdog(),
                 _ = runs.changed() => {}
@@ -234,7 +247,7 @@ impl Supervisor {
     }
 
     /// Re-reads the configuration; an invalid one leaves the old one in force.
-    fn reload(&mut self) -> Result<usize, String> {
+    async fn reload(&mut self) -> Result<usize, String> {
         notify::reloading();
         let old = self.config_tx.borrow().clone();
         let result = match Config::load(&old.source) {
@@ -245,7 +258,9 @@ impl Supervisor {
                     new.daemon.max_concurrent_jobs,
                 );
                 let jobs = new.jobs.len();
-                self.config_tx.send_replace(Arc::new(new));
+                let new = Arc::new(new);
+                self.config_tx.send_replace(Arc::clone(&new));
+                self.scheduler.apply(new).await;
                 self.reload_error_tx.send_replace(None);
                 tracing::info!(jobs, "configuration reloaded");
                 Ok(jobs)

@@ -1,22 +1,25 @@
-//! The scheduler task: one [`JobTimer`] per scheduled job, woken at the earliest due time.
+//! The scheduler: one [`JobTimer`] per scheduled job, and the task that wakes at the earliest
+//! due time.
 //!
-//! It sleeps at most [`MAX_SLEEP`] at a time and re-reads the wall clock on every wake, so an
-//! NTP step or a suspend is noticed within that bound; the timers decide what a jump means
-//! (fire once late, or record a miss). The last fired slot of each job is persisted in
-//! `schedule.json` in the state directory, which is what `catch-up` compares against after a
-//! restart.
+//! The timers live behind a mutex shared with the supervisor, which applies a new configuration
+//! synchronously ([`Scheduler::apply`]): by the time READY=1 or a `reloaded` reply is sent, the
+//! next run times already reflect it. The task sleeps at most [`MAX_SLEEP`] at a time and
+//! re-reads the wall clock on every wake, so an NTP step or a suspend is noticed within that
+//! bound; the timers decide what a jump means (fire once late, or record a miss). The last
+//! handled slot of each job is persisted in `schedule.json` in the state directory, which is
+//! what `catch-up` compares against after a restart.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::{JobTimer, Tick};
-use crate::config::{Config, JobConfig};
+use crate::config::Config;
 use crate::ids::JobName;
 use crate::protocol::Trigger;
 use crate::publish;
@@ -27,40 +30,93 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 const STATE_FILE: &str = "schedule.json";
 
 pub struct Scheduler {
-    config: watch::Receiver<Arc<Config>>,
+    timers: Mutex<Timers>,
     runner: Arc<Runner>,
     next_runs: watch::Sender<BTreeMap<JobName, DateTime<Utc>>>,
+    /// Wakes the task after [`Scheduler::apply`].
+    changed: Notify,
+}
+
+struct Timers {
+    config: Arc<Config>,
     state_path: PathBuf,
     /// The last slot handled (fired or missed) per job, as persisted.
     slots: BTreeMap<JobName, DateTime<Utc>>,
     timers: BTreeMap<JobName, JobTimer>,
 }
 
+/// What a tick decided, acted on after the lock is released.
+enum Action {
+    Start {
+        job: JobName,
+        trigger: Trigger,
+        slot: DateTime<Utc>,
+    },
+    Missed {
+        job: JobName,
+        slot: DateTime<Utc>,
+    },
+}
+
 impl Scheduler {
+    /// The scheduler of `config`; [`Scheduler::apply`] it before relying on next run times.
     pub fn new(
-        config: watch::Receiver<Arc<Config>>,
+        config: Arc<Config>,
         runner: Arc<Runner>,
         next_runs: watch::Sender<BTreeMap<JobName, DateTime<Utc>>>,
         state_dir: &Path,
-    ) -> Self {
+    ) -> Arc<Self> {
         let state_path = state_dir.join(STATE_FILE);
         let slots = load_slots(&state_path);
-        Scheduler {
-            config,
-            runner,
-            next_runs,
+        let timers = Timers {
+            config: Arc::clone(&config),
             state_path,
             slots,
             timers: BTreeMap::new(),
-        }
+        };
+        Arc::new(Scheduler {
+            timers: Mutex::new(timers),
+            runner,
+            next_runs,
+            changed: Notify::new(),
+        })
     }
 
-    pub async fn run(mut self, stop: CancellationToken) {
-        self.rebuild(Utc::now());
+    /// Applies a (new) configuration: timers are rebuilt from the persisted last slots, so a
+    /// reload never fires a slot twice nor forgets one. Slots already due (catch-up, a missed
+    /// run) are handled before this returns, so the published next run times are in the future.
+    pub async fn apply(&self, config: Arc<Config>) {
+        let now = Utc::now();
+        let actions = {
+            let mut t = self.lock();
+            t.config = Arc::clone(&config);
+            t.rebuild(now);
+            let actions = t.tick(now);
+            self.publish(&t);
+            actions
+        };
+        for action in actions {
+            self.act(&config, action).await;
+        }
+        self.changed.notify_one();
+    }
+
+    pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
             let now = Utc::now();
-            self.tick(now).await;
-            let earliest = self.timers.values().filter_map(JobTimer::next).min();
+            let (actions, config, earliest) = {
+                let mut t = self.lock();
+                let actions = t.tick(now);
+                self.publish(&t);
+                (
+                    actions,
+                    Arc::clone(&t.config),
+                    t.timers.values().filter_map(JobTimer::next).min(),
+                )
+            };
+            for action in actions {
+                self.act(&config, action).await;
+            }
             let wait = earliest
                 .map_or(MAX_SLEEP, |at| {
                     (at - now).to_std().unwrap_or(Duration::ZERO)
@@ -68,48 +124,37 @@ impl Scheduler {
                 .min(MAX_SLEEP);
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                changed = self.config.changed() => {
-                    if changed.is_err() { return; }
-                    self.rebuild(Utc::now());
-                }
+                () = self.changed.notified() => {}
                 () = stop.cancelled() => return,
             }
         }
     }
 
-    /// Polls every timer until each says Wait, starting runs as they come due.
-    async fn tick(&mut self, now: DateTime<Utc>) {
-        let config = self.config.borrow().clone();
-        let tz = config.daemon.timezone;
-        let mut handled = false;
-        for (name, timer) in &mut self.timers {
-            loop {
-                match timer.poll(now, tz) {
-                    Tick::Wait(_) => break,
-                    Tick::Fire { slot, late } => {
-                        handled = true;
-                        self.slots.insert(name.clone(), slot);
-                        let trigger = if late {
-                            Trigger::CatchUp
-                        } else {
-                            Trigger::Schedule
-                        };
-                        if let Some(job) = config.jobs.get(name) {
-                            start(&self.runner, job, trigger, slot).await;
-                        }
+    async fn act(&self, config: &Config, action: Action) {
+        match action {
+            Action::Missed { job, slot } => {
+                tracing::warn!(job = %job, "missed the run due at {slot} (the daemon was down or the clock jumped); catch-up is off");
+            }
+            Action::Start { job, trigger, slot } => {
+                let Some(job) = config.jobs.get(&job) else {
+                    return;
+                };
+                match self
+                    .runner
+                    .start(job.name.as_str(), trigger, RunOptions::default())
+                {
+                    Ok(_) => {}
+                    Err(StartError::AlreadyRunning { run_id, .. }) => {
+                        self.runner.record_skipped(job, trigger, &run_id).await;
                     }
-                    Tick::Missed { slot } => {
-                        handled = true;
-                        self.slots.insert(name.clone(), slot);
-                        tracing::warn!(job = %name, "missed the run due at {slot} (the daemon was down or the clock jumped); catch-up is off");
-                    }
+                    Err(e) => tracing::warn!(job = %job.name, "run due at {slot} not started: {e}"),
                 }
             }
         }
-        if handled {
-            self.save();
-        }
-        let next: BTreeMap<_, _> = self
+    }
+
+    fn publish(&self, t: &Timers) {
+        let next: BTreeMap<_, _> = t
             .timers
             .iter()
             .filter_map(|(n, t)| t.next().map(|at| (n.clone(), at)))
@@ -121,13 +166,53 @@ impl Scheduler {
         });
     }
 
-    /// Builds a timer per scheduled job of the current configuration. Timers are rebuilt from
-    /// the persisted last slots, so a reload never fires a slot twice nor forgets one.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Timers> {
+        self.timers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Timers {
+    /// Polls every timer until each says Wait; returns what to do.
+    fn tick(&mut self, now: DateTime<Utc>) -> Vec<Action> {
+        let tz = self.config.daemon.timezone;
+        let mut actions = Vec::new();
+        for (name, timer) in &mut self.timers {
+            loop {
+                match timer.poll(now, tz) {
+                    Tick::Wait(_) => break,
+                    Tick::Fire { slot, late } => {
+                        self.slots.insert(name.clone(), slot);
+                        let trigger = if late {
+                            Trigger::CatchUp
+                        } else {
+                            Trigger::Schedule
+                        };
+                        actions.push(Action::Start {
+                            job: name.clone(),
+                            trigger,
+                            slot,
+                        });
+                    }
+                    Tick::Missed { slot } => {
+                        self.slots.insert(name.clone(), slot);
+                        actions.push(Action::Missed {
+                            job: name.clone(),
+                            slot,
+                        });
+                    }
+                }
+            }
+        }
+        if !actions.is_empty() {
+            self.save();
+        }
+        actions
+    }
+
     fn rebuild(&mut self, now: DateTime<Utc>) {
-        let config = self.config.borrow().clone();
-        let tz = config.daemon.timezone;
+        let tz = self.config.daemon.timezone;
         let mut timers = BTreeMap::new();
-        for job in config.jobs.values() {
+        for job in self.config.jobs.values() {
             let Some(schedule) = &job.schedule else {
                 continue;
             };
@@ -153,16 +238,6 @@ impl Scheduler {
                 self.state_path.display()
             );
         }
-    }
-}
-
-async fn start(runner: &Arc<Runner>, job: &JobConfig, trigger: Trigger, slot: DateTime<Utc>) {
-    match runner.start(job.name.as_str(), trigger, RunOptions::default()) {
-        Ok(_) => {}
-        Err(StartError::AlreadyRunning { run_id, .. }) => {
-            runner.record_skipped(job, trigger, &run_id).await
-        }
-        Err(e) => tracing::warn!(job = %job.name, "run due at {slot} not started: {e}"),
     }
 }
 

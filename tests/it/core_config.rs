@@ -67,7 +67,8 @@ fn bad_cases() -> Vec<Bad> {
         set("redis.url", "url =", "redis", "url", "\"http://127.0.0.1:6379/0\""),
         raw("jobs.x.kind", "[jobs.x]", "[jobs.x]\ncommand = [\"true\"]"),
         raw("jobs.x.kind", "kind =", "[jobs.x]\nkind = \"bogus\"\ncommand = [\"true\"]"),
-        raw("jobs.x.kind", "kind =", "[jobs.x]\nkind = \"backup\"\ncommand = [\"true\"]"),
+        raw("jobs.x.kind", "kind =", "[jobs.x]\nkind = \"rotate\"\ncommand = [\"true\"]"),
+        raw("jobs.x.command", "command =", "[jobs.x]\nkind = \"backup\"\ncommand = [\"true\"]"),
         raw("jobs.x.schedule", "schedule =", "[jobs.x]\nkind = \"command\"\ncommand = [\"true\"]\nschedule = \"61 * * * *\""),
         raw("jobs.x.schedule", "schedule =", "[jobs.x]\nkind = \"command\"\ncommand = [\"true\"]\nschedule = \"0 0 0 * * * 2030\""),
         raw("jobs.x.schedule", "schedule =", "[jobs.x]\nkind = \"command\"\ncommand = [\"true\"]\nschedule = \"every 500ms\""),
@@ -300,7 +301,7 @@ fn a_missing_socket_group_stops_the_daemon_at_start_naming_it() {
         Ok(_) => panic!("atpred started with a socket group that does not exist"),
         Err(f) => f,
     };
-    assert!(failure.status.is_some_and(|s| !s.success()), "{failure}");
+    assert_eq!(failure.status.and_then(|s| s.code()), Some(78), "{failure}");
     assert!(failure.log.contains("atpred-no-such-group"), "{failure}");
 }
 

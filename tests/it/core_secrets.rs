@@ -4,6 +4,7 @@
 //! scrubbed of systemd's variables and carries ATPRED_JOB and ATPRED_RUN_ID.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::core_support::{ctl_json, sh_job, start_run, wait_for_pids, wait_for_run};
 use crate::harness::{self, Daemon, DaemonBuilder, toml_path, toml_str};
@@ -57,6 +58,11 @@ fn secrets_stay_out_of_logs_replies_and_children() {
 
     let run_id = start_run(&daemon, "peek");
     let pid = wait_for_pids(&pids)[0];
+    // The shell wrote its pid just before `exec sleep`; /proc shows the old or an empty
+    // command line until the exec is done.
+    harness::wait_until(Duration::from_secs(10), || {
+        proc_entries(pid, "cmdline") == ["sleep", "30"]
+    });
     let cmdline = proc_entries(pid, "cmdline");
     assert_eq!(cmdline, ["sleep", "30"], "the job runs as configured");
     let environ = proc_entries(pid, "environ");
