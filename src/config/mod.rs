@@ -229,7 +229,7 @@ fn parse(
     serde_path_to_error::deserialize(layered).map_err(|e| {
         let key = e.path().to_string();
         let key = (key != "." && !key.is_empty()).then_some(key);
-        let env_var = key.as_deref().and_then(|k| env_var_for(k, &vars));
+        let env_var = key.as_deref().and_then(|k| env_var_for(k, vars));
         let position = match (&key, &env_var) {
             (Some(k), None) => locate::locate(text, k),
             _ => None,
