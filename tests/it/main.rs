@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The one integration-test binary of atpred.
 //!
 //! Every test module shares the harness in `harness/`: throw-away PostgreSQL and Redis servers,
