@@ -72,6 +72,9 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: Option<BackupsCommand>,
     },
+    /// Try a retention policy offline: reads RFC 3339 timestamps (one per line) on stdin and
+    /// prints which backups it would keep and why. Needs no daemon.
+    Retention(RetentionArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Print a man page (roff) for atprectl, or for atpred with --daemon.
@@ -93,4 +96,42 @@ pub enum BackupsCommand {
         #[arg(long, default_value = "full", value_parser = ["checksum", "full", "restore"])]
         level: String,
     },
+}
+
+/// A retention policy, as in a `kind = "prune"` job.
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    #[arg(long)]
+    pub keep_last: Option<u32>,
+    #[arg(long)]
+    pub keep_hourly: Option<u32>,
+    #[arg(long)]
+    pub keep_daily: Option<u32>,
+    #[arg(long)]
+    pub keep_weekly: Option<u32>,
+    #[arg(long)]
+    pub keep_monthly: Option<u32>,
+    #[arg(long)]
+    pub keep_yearly: Option<u32>,
+    /// Keep every backup up to this much older than the newest ("2d", "36h").
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_within: Option<std::time::Duration>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_within_hourly: Option<std::time::Duration>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_within_daily: Option<std::time::Duration>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_within_weekly: Option<std::time::Duration>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_within_monthly: Option<std::time::Duration>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub keep_within_yearly: Option<std::time::Duration>,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub min_keep: u32,
+    /// The time to plan at (RFC 3339); default: now.
+    #[arg(long)]
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+    /// Calendar periods are taken in this IANA time zone.
+    #[arg(long, default_value = "UTC")]
+    pub timezone: chrono_tz::Tz,
 }

@@ -18,6 +18,7 @@ use tracing::Instrument;
 use crate::config::{Config, JobConfig};
 use crate::daemon::history::History;
 use crate::ids::{JobName, RunId};
+use crate::jobs::catalog::InUse;
 use crate::jobs::{self, JobContext, JobError, JobReport};
 use crate::protocol::{Outcome, RunRecord, RunningRun, Trigger};
 
@@ -67,6 +68,7 @@ pub struct Runner {
     root: CancellationToken,
     /// Bumped whenever a run starts or ends, so the supervisor can refresh STATUS=.
     changes: watch::Sender<u64>,
+    in_use: Arc<InUse>,
 }
 
 impl Runner {
@@ -85,11 +87,17 @@ impl Runner {
             tracker: TaskTracker::new(),
             root,
             changes: watch::Sender::new(0),
+            in_use: Arc::default(),
         })
     }
 
     pub fn history(&self) -> &History {
         &self.history
+    }
+
+    /// Backups claimed by verifications and removals.
+    pub fn in_use(&self) -> &Arc<InUse> {
+        &self.in_use
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
@@ -328,6 +336,13 @@ impl Runner {
             );
             ctx.dry_run = run.opts.dry_run;
             ctx.force = run.opts.force;
+            ctx.in_use = Arc::clone(&self.in_use);
+            ctx.running = self
+                .running()
+                .into_iter()
+                .filter(|r| r.job != run.job.name)
+                .filter_map(|r| Some((r.job.clone(), run.config.jobs.get(&r.job)?.spec.kind())))
+                .collect();
             let result =
                 until_deadline(jobs::execute(&ctx), &mut deadline, &run.token, &timed_out).await;
             match result {

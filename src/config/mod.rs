@@ -10,6 +10,7 @@ mod backup;
 mod error;
 mod jobs;
 mod locate;
+mod prune;
 mod raw;
 mod validate;
 
@@ -102,6 +103,7 @@ pub struct JobConfig {
 #[derive(Debug, Clone)]
 pub enum JobSpec {
     Backup(BackupSpec),
+    Prune(crate::jobs::prune::PruneSpec),
     Command(CommandSpec),
 }
 
@@ -109,6 +111,7 @@ impl JobSpec {
     pub fn kind(&self) -> Kind {
         match self {
             JobSpec::Backup(_) => Kind::Backup,
+            JobSpec::Prune(_) => Kind::Prune,
             JobSpec::Command(_) => Kind::Command,
         }
     }
@@ -119,6 +122,7 @@ impl JobSpec {
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Backup,
+    Prune,
     Command,
 }
 
@@ -126,6 +130,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Backup => "backup",
+            Kind::Prune => "prune",
             Kind::Command => "command",
         }
     }

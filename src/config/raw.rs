@@ -106,6 +106,35 @@ pub struct RawJob {
     pub verify_identity_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_free_after: Option<String>,
+    // kind = "prune"
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_last: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_hourly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_daily: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_weekly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_monthly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_yearly: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_hourly: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_daily: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_weekly: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_monthly: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_within_yearly: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_keep: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub of: Option<Vec<String>>,
 }
 
 impl RawJob {

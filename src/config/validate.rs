@@ -95,13 +95,15 @@ pub(super) fn validate(
             super::jobs::job(&check, &key, name, job, &postgres)?,
         );
     }
-    Ok(Config {
+    let config = Config {
         source: path.to_owned(),
         daemon,
         postgres,
         redis,
         jobs,
-    })
+    };
+    super::prune::check_targets(&check, &config)?;
+    Ok(config)
 }
 
 fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {

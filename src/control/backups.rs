@@ -62,6 +62,7 @@ pub fn show(config: &Config, id: &str) -> Response {
 
 pub async fn verify(
     config: &Config,
+    in_use: &std::sync::Arc<catalog::InUse>,
     id: &str,
     level: Option<VerifyLevel>,
     cancel: &CancellationToken,
@@ -70,6 +71,13 @@ pub async fn verify(
         return error(
             ErrorCode::UnknownBackup,
             format!("no backup {id:?} in {}", config.daemon.backup_dir.display()),
+        );
+    };
+    // Retention must not remove it while we read it.
+    let Some(_claim) = in_use.claim(id) else {
+        return error(
+            ErrorCode::AlreadyRunning,
+            format!("backup {id} is being verified or removed right now"),
         );
     };
     let manifest = match Manifest::read(&dir) {

@@ -207,7 +207,7 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
             let cancel = CancellationToken::new();
             send(
                 conn,
-                super::backups::verify(&config, &id, level, &cancel).await,
+                super::backups::verify(&config, shared.runner.in_use(), &id, level, &cancel).await,
             )
             .await
         }

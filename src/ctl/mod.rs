@@ -3,6 +3,7 @@
 //! permitted).
 
 mod render;
+mod retention;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,7 @@ pub fn main(args: CtlArgs) -> ExitCode {
             render::write_stdout(&script);
             return ExitCode::SUCCESS;
         }
+        CtlCommand::Retention(r) => return ExitCode::from(retention::run(r, args.json)),
         CtlCommand::Man { daemon } => {
             let cmd = if *daemon {
                 DaemonArgs::command()
@@ -111,7 +113,9 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             id: id.clone(),
             level: VerifyLevel::parse(level),
         },
-        CtlCommand::Completions { .. } | CtlCommand::Man { .. } => return Ok(0),
+        CtlCommand::Completions { .. } | CtlCommand::Man { .. } | CtlCommand::Retention(_) => {
+            return Ok(0);
+        }
     };
     let follow = matches!(
         request,

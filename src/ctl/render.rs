@@ -173,13 +173,18 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
 fn finished(run: &RunRecord) -> String {
     let took = format!("{:.1}s", run.duration_ms as f64 / 1000.0);
     let dry = if run.dry_run { " (dry run)" } else { "" };
-    format!(
-        "{}: run {} {} in {took}{dry}: {}\n",
+    let head = format!(
+        "{}: run {} {} in {took}{dry}",
         run.job,
         run.run_id,
-        run.outcome.as_str(),
-        run.message
-    )
+        run.outcome.as_str()
+    );
+    if run.message.contains('\n') {
+        // A plan: one line per decision, below the summary.
+        format!("{head}:\n{}", run.message.trim_end().to_owned() + "\n")
+    } else {
+        format!("{head}: {}\n", run.message)
+    }
 }
 
 fn local(t: DateTime<Utc>) -> String {

@@ -133,6 +133,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     for stale in crate::jobs::catalog::remove_stale_partials(&config.daemon.backup_dir) {
         tracing::warn!("removed {stale}: an unfinished backup left by a crash");
     }
+    for trash in crate::jobs::catalog::remove_trash(&config.daemon.backup_dir) {
+        tracing::warn!("removed {trash}: a backup whose removal a crash interrupted");
+    }
     let std_listener = control::bind(&config.daemon.socket, socket_gid)?;
     std_listener
         .set_nonblocking(true)

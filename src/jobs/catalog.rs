@@ -113,15 +113,25 @@ pub fn list(dir: &Path) -> Result<Vec<Entry>, CatalogError> {
             None if name.starts_with('.') => continue,
             None => (name.clone(), false),
         };
-        let (manifest, problem) = match Manifest::read(&item.path()) {
+        let (manifest, mut problem) = match Manifest::read(&item.path()) {
             Ok(m) => (Some(m), None),
             Err(e) => (None, Some(e)),
         };
         let state = match (&manifest, failed) {
             (None, _) => State::Unreadable,
             (Some(_), true) => State::Failed,
-            (Some(m), false) if m.verified() && m.id == id => State::Verified,
-            (Some(_), false) => State::Unreadable,
+            (Some(m), false) if m.id != id => {
+                problem = Some(format!(
+                    "its manifest names backup {:?}, not the folder's",
+                    m.id
+                ));
+                State::Unreadable
+            }
+            (Some(m), false) if !m.verified() => {
+                problem = Some("published with a failed verification".into());
+                State::Unreadable
+            }
+            (Some(_), false) => State::Verified,
         };
         entries.push(Entry {
             id,
@@ -160,4 +170,72 @@ pub fn remove_stale_partials(dir: &Path) -> Vec<String> {
         }
     }
     removed
+}
+
+pub const TRASH_PREFIX: &str = ".trash-";
+
+/// Renames `dir/name` (a direct child holding our manifest, not a symlink) to
+/// `.trash-<id>`, fsyncs `dir`, then deletes it. After a crash between the two steps the trash
+/// is removed at start-up ([`remove_trash`]); it never looks like a backup.
+pub fn move_to_trash(dir: &Path, name: &str, id: &str) -> std::io::Result<()> {
+    let path = dir.join(name);
+    let meta = std::fs::symlink_metadata(&path)?;
+    if !meta.is_dir() || name.contains('/') || name == ".." {
+        return Err(std::io::Error::other(format!(
+            "{name} is not a backup folder"
+        )));
+    }
+    Manifest::read(&path).map_err(std::io::Error::other)?;
+    let trash = dir.join(format!("{TRASH_PREFIX}{id}"));
+    std::fs::rename(&path, &trash)?;
+    crate::publish::sync_dir(dir)?;
+    std::fs::remove_dir_all(&trash)
+}
+
+/// Removes `.trash-*` folders left by a crash during removal. Returns their names.
+pub fn remove_trash(dir: &Path) -> Vec<String> {
+    let Ok(items) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    items
+        .flatten()
+        .filter(|i| i.file_name().to_string_lossy().starts_with(TRASH_PREFIX))
+        .filter(|i| i.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|i| std::fs::remove_dir_all(i.path()).is_ok())
+        .map(|i| i.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Backups in use (being verified on request) and being removed: a backup is claimed by one of
+/// them at a time, so retention never removes a backup under a verification.
+#[derive(Debug, Default)]
+pub struct InUse(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl InUse {
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().contains(id)
+    }
+
+    /// Claims `id` until the returned guard is dropped; `None` when it is already claimed.
+    pub fn claim(self: &std::sync::Arc<Self>, id: &str) -> Option<Claim> {
+        self.lock().insert(id.to_owned()).then(|| Claim {
+            set: std::sync::Arc::clone(self),
+            id: id.to_owned(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct Claim {
+    set: std::sync::Arc<InUse>,
+    id: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set.lock().remove(&self.id);
+    }
 }

@@ -7,6 +7,10 @@
 pub mod backup;
 pub mod catalog;
 mod command;
+pub mod prune;
+pub mod retention;
+#[cfg(test)]
+mod retention_tests;
 
 use std::sync::Arc;
 
@@ -14,8 +18,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, JobConfig, JobSpec};
-use crate::ids::RunId;
+use crate::config::{Config, JobConfig, JobSpec, Kind};
+use crate::ids::{JobName, RunId};
 
 /// What a run is given.
 pub struct JobContext {
@@ -27,6 +31,10 @@ pub struct JobContext {
     pub now: DateTime<Utc>,
     pub dry_run: bool,
     pub force: bool,
+    /// The other jobs running when this attempt started (a prune waits for its set's backups).
+    pub running: Vec<(JobName, Kind)>,
+    /// Backups claimed by a verification or a removal.
+    pub in_use: Arc<catalog::InUse>,
     progress: mpsc::UnboundedSender<String>,
 }
 
@@ -47,6 +55,8 @@ impl JobContext {
             now,
             dry_run: false,
             force: false,
+            running: Vec::new(),
+            in_use: Arc::default(),
             progress,
         }
     }
@@ -105,6 +115,7 @@ impl JobError {
 pub async fn execute(ctx: &JobContext) -> Result<JobReport, JobError> {
     match &ctx.job.spec {
         JobSpec::Backup(spec) => backup::run(ctx, spec).await,
+        JobSpec::Prune(spec) => prune::run(ctx, spec).await,
         JobSpec::Command(spec) => command::run(ctx, spec).await,
     }
 }

@@ -1,0 +1,106 @@
+//! Settings of `kind = "prune"` jobs: a retention policy and the backup jobs it applies to.
+
+use std::time::Duration;
+
+use super::ConfigError;
+use super::raw::RawJob;
+use super::validate::Check;
+use crate::ids::JobName;
+use crate::jobs::prune::PruneSpec;
+use crate::jobs::retention::{Period, Policy};
+
+/// The keys a prune job accepts besides the common ones.
+pub(super) const KEYS: &[&str] = &[
+    "keep-last",
+    "keep-hourly",
+    "keep-daily",
+    "keep-weekly",
+    "keep-monthly",
+    "keep-yearly",
+    "keep-within",
+    "keep-within-hourly",
+    "keep-within-daily",
+    "keep-within-weekly",
+    "keep-within-monthly",
+    "keep-within-yearly",
+    "min-keep",
+    "of",
+];
+
+pub(super) fn validate(check: &Check, key: &str, raw: RawJob) -> Result<PruneSpec, ConfigError> {
+    let k = |name: &str| format!("{key}.{name}");
+    let mut policy = Policy {
+        keep_last: raw.keep_last,
+        min_keep: raw.min_keep.unwrap_or(1),
+        ..Policy::default()
+    };
+    if policy.min_keep == 0 {
+        return Err(check.err(
+            &k("min-keep"),
+            "must be at least 1: the newest verified backup always stays",
+        ));
+    }
+    let counts = [
+        (Period::Hourly, raw.keep_hourly),
+        (Period::Daily, raw.keep_daily),
+        (Period::Weekly, raw.keep_weekly),
+        (Period::Monthly, raw.keep_monthly),
+        (Period::Yearly, raw.keep_yearly),
+    ];
+    policy.keep_periods = counts
+        .into_iter()
+        .filter_map(|(p, n)| Some((p, n?)))
+        .collect();
+    let within = |name: &str, v: &Option<String>| -> Result<Option<Duration>, ConfigError> {
+        v.as_deref()
+            .map(|t| check.duration(&k(name), Some(t), Duration::ZERO))
+            .transpose()
+    };
+    policy.keep_within = within("keep-within", &raw.keep_within)?;
+    for (period, value) in [
+        (Period::Hourly, &raw.keep_within_hourly),
+        (Period::Daily, &raw.keep_within_daily),
+        (Period::Weekly, &raw.keep_within_weekly),
+        (Period::Monthly, &raw.keep_within_monthly),
+        (Period::Yearly, &raw.keep_within_yearly),
+    ] {
+        if let Some(d) = within(&format!("keep-within-{}", period.name()), value)? {
+            policy.keep_within_periods.insert(period, d);
+        }
+    }
+    if policy.keeps_nothing() {
+        return Err(check.err(
+            key,
+            "this policy keeps nothing: set at least one of keep-last, keep-daily, ..., keep-within to more than 0",
+        ));
+    }
+    let of = raw
+        .of
+        .unwrap_or_default()
+        .iter()
+        .map(|name| name.parse::<JobName>().map_err(|e| check.err(&k("of"), e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(PruneSpec { policy, of })
+}
+
+/// The names in `of` must be backup jobs of the same configuration.
+pub(super) fn check_targets(check: &Check, config: &super::Config) -> Result<(), ConfigError> {
+    for job in config.jobs.values() {
+        let super::JobSpec::Prune(spec) = &job.spec else {
+            continue;
+        };
+        for target in &spec.of {
+            let is_backup = config
+                .jobs
+                .get(target)
+                .is_some_and(|j| matches!(j.spec, super::JobSpec::Backup(_)));
+            if !is_backup {
+                return Err(check.err(
+                    &format!("jobs.{}.of", job.name),
+                    format!("{target:?} is not a backup job of this configuration"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
