@@ -150,6 +150,7 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Running, ProcessError> {
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
+    die_with_parent(&mut cmd);
     let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
         program: program.clone(),
         source,
@@ -294,6 +295,29 @@ fn signal_group(pgid: Option<Pid>, signal: Signal) {
     if let Some(pgid) = pgid {
         // ESRCH: the group is already gone, which is what we want.
         let _ = killpg(pgid, signal);
+    }
+}
+
+/// Makes the child get SIGKILL when the daemon dies (PR_SET_PDEATHSIG), so a kill -9 of the
+/// daemon never leaves a pg_dump waiting on a lock or a frozen server, or a `pg_dump -Fd`
+/// writing on into a partial folder. (Under systemd the unit's cgroup does this too.)
+///
+/// The signal follows the thread that forked: children are spawned from tokio worker threads,
+/// which live as long as the runtime.
+#[allow(unsafe_code)]
+fn die_with_parent(cmd: &mut Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec. It makes only the
+    // async-signal-safe prctl, getppid and kill system calls and allocates nothing; if the
+    // daemon died before prctl took effect, the child ends itself at once.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                let _ = nix::sys::signal::raise(Signal::SIGKILL);
+            }
+            Ok(())
+        });
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn connect(config: &PostgresConfig, dbname: &str) -> Result<Client, Pg
         host: config.host.clone(),
         port: config.port,
         user: config.user.clone(),
-        message: e.to_string(),
+        message: describe(&e),
     };
     let (client, connection) = tokio::time::timeout(CONNECT_TIMEOUT, pg.connect(NoTls))
         .await
@@ -125,6 +125,22 @@ pub async fn connect(config: &PostgresConfig, dbname: &str) -> Result<Client, Pg
         }
     });
     Ok(client)
+}
+
+/// A tokio-postgres error in PostgreSQL's own words: its `Display` is a bare "db error", the
+/// server's message is in the source.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+        return format!("{}: {}{detail}", db.severity(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }
 
 /// Quotes an identifier for SQL text (`"name"` with quotes doubled).

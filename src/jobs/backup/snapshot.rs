@@ -18,7 +18,7 @@ pub struct Snapshot {
 
 /// Opens the snapshot transaction on `client`; keep it open until pg_dump has finished.
 pub async fn begin(client: Client) -> Result<Snapshot, PgError> {
-    let q = |e: tokio_postgres::Error| PgError::Query(e.to_string());
+    let q = |e: tokio_postgres::Error| PgError::Query(crate::pg::describe(&e));
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -43,7 +43,7 @@ pub async fn begin(client: Client) -> Result<Snapshot, PgError> {
 /// Row counts of every user table (schema-qualified, quoted names), in the client's current
 /// transaction.
 pub async fn count_rows(client: &Client) -> Result<BTreeMap<String, i64>, PgError> {
-    let q = |e: tokio_postgres::Error| PgError::Query(e.to_string());
+    let q = |e: tokio_postgres::Error| PgError::Query(crate::pg::describe(&e));
     let tables = client
         .query(
             "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \

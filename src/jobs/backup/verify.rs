@@ -95,11 +95,7 @@ async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLeve
             .map(|d| (level, format!("{note}{d}")));
     }
     let restore_db = if level == VerifyLevel::Restore {
-        Some(
-            Scratch::create(env.restore_target, &m.database)
-                .await
-                .map_err(|e| Found::Problem(level, e))?,
-        )
+        Some(Scratch::create(env.restore_target, &m.database, env.cancel, level).await?)
     } else {
         None
     };
@@ -150,11 +146,7 @@ async fn directory(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyL
         return Ok((level, sums));
     }
     let restore_db = if level == VerifyLevel::Restore {
-        Some(
-            Scratch::create(env.restore_target, &m.database)
-                .await
-                .map_err(|e| Found::Problem(level, e))?,
-        )
+        Some(Scratch::create(env.restore_target, &m.database, env.cancel, level).await?)
     } else {
         None
     };
@@ -286,10 +278,25 @@ struct Scratch {
     target: PostgresConfig,
     name: String,
     maintenance_db: String,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
+/// Restore drills run one at a time: they all use `<db>_atpred_verify`, and two at once would
+/// drop each other's database (a nightly run and `backups verify --level restore`).
+static DRILLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Scratch {
-    async fn create(target: &PostgresConfig, database: &str) -> Result<Scratch, String> {
+    async fn create(
+        target: &PostgresConfig,
+        database: &str,
+        cancel: &CancellationToken,
+        level: VerifyLevel,
+    ) -> Result<Scratch, Found> {
+        let turn = tokio::select! {
+            t = DRILLS.lock() => t,
+            () = cancel.cancelled() => return Err(Found::Cancelled),
+        };
+        let problem = |e: String| Found::Problem(level, e);
         let mut name = format!("{database}_atpred_verify");
         name.truncate(63);
         let (client, maintenance_db) = match pg::connect(target, "postgres").await {
@@ -297,26 +304,27 @@ impl Scratch {
             Err(_) => (
                 pg::connect(target, &target.dbname)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .map_err(|e| problem(e.to_string()))?,
                 target.dbname.clone(),
             ),
         };
         let quoted = pg::quote_ident(&name);
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted}"))
-            .await
-            .and(
-                client
-                    .batch_execute(&format!("CREATE DATABASE {quoted}"))
-                    .await,
-            )
-            .map_err(|e| {
-                format!("cannot create the scratch database {name} (the role needs CREATEDB): {e}")
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {quoted}"),
+            format!("CREATE DATABASE {quoted}"),
+        ] {
+            client.batch_execute(&sql).await.map_err(|e| {
+                problem(format!(
+                    "cannot create the scratch database {name} (the role needs CREATEDB): {}",
+                    pg::describe(&e)
+                ))
             })?;
+        }
         Ok(Scratch {
             target: target.clone(),
             name,
             maintenance_db,
+            _turn: turn,
         })
     }
 
@@ -340,7 +348,7 @@ impl Scratch {
                     pg::quote_ident(&self.name)
                 ))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(|e| pg::describe(&e))
         };
         if let Err(e) = dropped.await {
             tracing::warn!("cannot drop the scratch database {}: {e}", self.name);
