@@ -268,6 +268,12 @@ pub fn ctl_json(daemon: &Daemon, args: &[&str]) -> Value {
 /// `atprectl --json run JOB --wait`: the finished run record, whatever its outcome.
 pub fn run_job(daemon: &Daemon, job: &str) -> Value {
     let out = ctl(daemon, &["--json", "run", job, "--wait"]);
+    finished_record(job, &out)
+}
+
+/// The run record in the last reply of `atprectl --json run JOB --wait`, whose exit status must
+/// follow the outcome (0 succeeded, 1 otherwise).
+fn finished_record(job: &str, out: &CtlOutput) -> Value {
     let last = out
         .stdout
         .lines()
@@ -284,6 +290,61 @@ pub fn run_job(daemon: &Daemon, job: &str) -> Value {
         "the exit code follows the outcome: {run}"
     );
     run
+}
+
+/// `atprectl --json run JOB --wait` in the background, for tests that disturb the run.
+pub struct BackgroundRun {
+    job: String,
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl BackgroundRun {
+    /// Starts the run; its replies go to files in `scratch`.
+    pub fn start(daemon: &Daemon, scratch: &Path, job: &str) -> BackgroundRun {
+        let (out, err) = (
+            scratch.join(format!("run-{job}.out")),
+            scratch.join(format!("run-{job}.err")),
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_atprectl"))
+            .env_remove("ATPRED_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .arg("--socket")
+            .arg(daemon.socket())
+            .args(["--json", "run", job, "--wait"])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("create the run's stdout file"))
+            .stderr(std::fs::File::create(&err).expect("create the run's stderr file"))
+            .spawn()
+            .expect("spawn atprectl");
+        BackgroundRun {
+            job: job.to_owned(),
+            child,
+            out,
+            err,
+        }
+    }
+
+    /// Waits for the run to end and returns its record.
+    pub fn finish(mut self) -> Value {
+        let status = process::wait_timeout(&mut self.child, RUN_TIMEOUT)
+            .unwrap_or_else(|| panic!("run {} did not finish within {RUN_TIMEOUT:?}", self.job));
+        let read =
+            |p: &Path| String::from_utf8_lossy(&std::fs::read(p).unwrap_or_default()).into_owned();
+        let out = CtlOutput {
+            status: process::status_code(status),
+            stdout: read(&self.out),
+            stderr: read(&self.err),
+        };
+        finished_record(&self.job, &out)
+    }
+}
+
+impl Drop for BackgroundRun {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.child);
+    }
 }
 
 /// [`run_job`] expecting success; returns the new backup's id.

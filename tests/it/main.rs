@@ -5,6 +5,8 @@
 //! a notify socket that captures sd_notify messages, and a builder that runs the real `atpred`
 //! and `atprectl` binaries against them. Test modules are declared below.
 
+mod backup_crash;
+mod backup_disk;
 mod backup_manifest;
 mod backup_roundtrip;
 mod backup_support;

@@ -1,0 +1,215 @@
+//! A run that cannot finish leaves no backup, no pg_dump and no partial folder behind, and never
+//! touches an older backup: the daemon killed with SIGKILL mid-dump, PostgreSQL stopped
+//! mid-dump, PostgreSQL frozen until the job's timeout.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::backup_support::{
+    BackgroundRun, Fixture, FrozenServer, TableLock, backup_ok, backups, ctl, entries, pg_dumps_of,
+    snapshot_files, wait_for_pg_dump, wait_for_streaming, wait_past_second_of,
+};
+use crate::harness;
+
+/// Rows of `bulk` (about 140 bytes each in the dump): about 28 MB, which a debug daemon takes
+/// seconds to stream, hash and write, so a test can act while the dump is in flight.
+const BULK_ROWS: u32 = 200_000;
+/// Streamed bytes that prove the dump is under way.
+const STREAMING: u64 = 1 << 20;
+
+const JOB: &str = "[jobs.nightly]\nkind = \"backup\"\ncompress = \"none\"\nverify = \"checksum\"";
+
+fn assert_no_pg_dump_left(fx: &Fixture, when: &str) {
+    let mut left = Vec::new();
+    let gone = harness::wait_until(Duration::from_secs(10), || {
+        left = pg_dumps_of(&fx.pg);
+        left.is_empty()
+    });
+    assert!(gone, "pg_dump still running {when}: {left:?}");
+}
+
+#[test]
+fn backup_daemon_killed_mid_dump_leaves_no_backup_no_pg_dump_and_partial_removed_at_restart() {
+    let fx = Fixture::new();
+    fx.create_bulk_table(BULK_ROWS);
+    let mut daemon = fx.daemon(JOB).spawn();
+    let started = ctl(&daemon, &["run", "nightly"]);
+    assert_eq!(started.status, 0, "{}", started.stderr);
+    let partial = wait_for_streaming(&fx.backup_dir(), STREAMING);
+    let dump = wait_for_pg_dump(&daemon);
+    daemon.signal(Signal::SIGKILL);
+    assert!(
+        daemon.wait_exit(Duration::from_secs(10)).is_some(),
+        "SIGKILL ends the daemon"
+    );
+    assert!(
+        !daemon.log().contains("published"),
+        "the dump finished before the kill; raise BULK_ROWS:\n{}",
+        daemon.log()
+    );
+
+    // pg_dump writes into a pipe nobody reads any more: it must end, not linger as an orphan.
+    assert_no_pg_dump_left(&fx, "after the daemon was killed");
+    assert!(!harness::process_alive(dump), "pg_dump {dump} is gone");
+    let name = partial
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(
+        entries(&fx.backup_dir()),
+        [name.clone()],
+        "a crash runs no cleanup"
+    );
+
+    daemon.restart();
+    assert!(
+        !partial.exists(),
+        "the stale partial is removed at start-up"
+    );
+    assert!(
+        daemon.log().contains(&format!("removed {name}")),
+        "and the log says so:\n{}",
+        daemon.log()
+    );
+    assert!(backups(&daemon).is_empty(), "no backup listed");
+    assert!(
+        entries(&fx.backup_dir()).is_empty(),
+        "{:?}",
+        entries(&fx.backup_dir())
+    );
+}
+
+/// pg_dump locks every table before it writes a byte: while it waits for a lock it never
+/// touches its stdout, so the closed pipe cannot end it. Nothing else does either.
+#[test]
+#[ignore = "BUG: after kill -9 of atpred, a pg_dump that is not writing (waiting for a lock, \
+            or on a frozen server) survives as an orphan: no PR_SET_PDEATHSIG or equivalent"]
+fn backup_daemon_killed_while_pg_dump_waits_leaves_no_orphan_pg_dump() {
+    let fx = Fixture::new();
+    fx.sql("CREATE TABLE held (id integer PRIMARY KEY); INSERT INTO held VALUES (1)");
+    let lock = TableLock::hold(&fx.pg, crate::backup_support::DB, "held");
+    let mut daemon = fx.daemon(JOB).spawn();
+    let started = ctl(&daemon, &["run", "nightly"]);
+    assert_eq!(started.status, 0, "{}", started.stderr);
+    let dump = wait_for_pg_dump(&daemon);
+    daemon.signal(Signal::SIGKILL);
+    assert!(
+        daemon.wait_exit(Duration::from_secs(10)).is_some(),
+        "SIGKILL ends the daemon"
+    );
+    let gone = harness::wait_until(Duration::from_secs(10), || !harness::process_alive(dump));
+    drop(lock);
+    // Whatever the outcome, do not leave it behind: once the lock is gone it writes and dies.
+    let ended = harness::wait_until(Duration::from_secs(10), || pg_dumps_of(&fx.pg).is_empty());
+    assert!(
+        gone,
+        "pg_dump {dump} outlived the daemon by 10 s while waiting for a lock"
+    );
+    assert!(ended);
+}
+
+#[test]
+fn backup_fails_cleanly_when_postgresql_stops_mid_dump() {
+    let mut fx = Fixture::new();
+    let daemon = fx.daemon(JOB).spawn();
+    let older = backup_ok(&daemon, "nightly");
+    let before = snapshot_files(&fx.backup_dir().join(&older));
+    fx.create_bulk_table(BULK_ROWS);
+    wait_past_second_of(&older);
+
+    let run = BackgroundRun::start(&daemon, fx.dir.path(), "nightly");
+    wait_for_streaming(&fx.backup_dir(), STREAMING);
+    fx.pg.stop();
+    let record = run.finish();
+
+    assert_eq!(record["outcome"], "failed", "{record:#}");
+    let message = record["message"].as_str().expect("message");
+    assert!(message.contains("pg_dump failed"), "{message}");
+    assert!(
+        [
+            "terminating connection",
+            "server closed the connection",
+            "connection to server"
+        ]
+        .iter()
+        .any(|s| message.contains(s)),
+        "pg_dump's own reason is in the message: {message}"
+    );
+    assert_no_pg_dump_left(&fx, "after the failed run");
+    assert_eq!(
+        entries(&fx.backup_dir()),
+        [older.clone()],
+        "no new folder, no partial"
+    );
+    assert_eq!(
+        snapshot_files(&fx.backup_dir().join(&older)),
+        before,
+        "older backup untouched"
+    );
+    let listed = backups(&daemon);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0]["id"].as_str(), listed[0]["state"].as_str()),
+        (Some(older.as_str()), Some("verified"))
+    );
+}
+
+#[test]
+fn backup_times_out_cleanly_when_postgresql_is_frozen_mid_dump() {
+    let fx = Fixture::new();
+    let daemon = fx
+        .daemon(&format!(
+            "{JOB}\ntimeout = \"3s\"\n\n[jobs.before]\nkind = \"backup\"\nverify = \"checksum\""
+        ))
+        .spawn();
+    let older = backup_ok(&daemon, "before");
+    let before = snapshot_files(&fx.backup_dir().join(&older));
+    fx.create_bulk_table(BULK_ROWS);
+
+    let t0 = Instant::now();
+    let run = BackgroundRun::start(&daemon, fx.dir.path(), "nightly");
+    wait_for_streaming(&fx.backup_dir(), STREAMING);
+    let frozen = FrozenServer::freeze(&fx.pg);
+    let record = run.finish();
+    let took = t0.elapsed();
+
+    assert_eq!(record["outcome"], "timed_out", "{record:#}");
+    assert!(
+        record["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timed out after 3s")),
+        "{record:#}"
+    );
+    // 3 s, then pg_dump gets SIGTERM and 5 s more before SIGKILL: it may hang in its handler
+    // trying to send a cancel request to the frozen server.
+    assert!(
+        took < Duration::from_secs(12),
+        "the run ended {took:?} after it started"
+    );
+    assert!(
+        pg_dumps_of(&fx.pg).is_empty(),
+        "pg_dump ended with the run: {:?}",
+        pg_dumps_of(&fx.pg)
+    );
+    assert_eq!(
+        entries(&fx.backup_dir()),
+        [older.clone()],
+        "no new folder, no partial"
+    );
+    drop(frozen);
+    assert_eq!(
+        fx.pg.psql("postgres", "SELECT 1"),
+        "1",
+        "the server continues"
+    );
+    assert_eq!(
+        snapshot_files(&fx.backup_dir().join(&older)),
+        before,
+        "older backup untouched"
+    );
+    let listed = backups(&daemon);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    eprintln!("frozen server: run timed out and cleaned up {took:?} after it started");
+}
