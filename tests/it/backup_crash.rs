@@ -59,7 +59,7 @@ fn backup_daemon_killed_mid_dump_leaves_no_backup_no_pg_dump_and_partial_removed
         .into_owned();
     assert_eq!(
         entries(&fx.backup_dir()),
-        [name.clone()],
+        std::slice::from_ref(&name),
         "a crash runs no cleanup"
     );
 
@@ -140,7 +140,7 @@ fn backup_fails_cleanly_when_postgresql_stops_mid_dump() {
     assert_no_pg_dump_left(&fx, "after the failed run");
     assert_eq!(
         entries(&fx.backup_dir()),
-        [older.clone()],
+        std::slice::from_ref(&older),
         "no new folder, no partial"
     );
     assert_eq!(
@@ -195,7 +195,7 @@ fn backup_times_out_cleanly_when_postgresql_is_frozen_mid_dump() {
     );
     assert_eq!(
         entries(&fx.backup_dir()),
-        [older.clone()],
+        std::slice::from_ref(&older),
         "no new folder, no partial"
     );
     drop(frozen);

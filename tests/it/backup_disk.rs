@@ -61,7 +61,7 @@ fn backup_on_a_full_disk_fails_cleanly_and_keeps_older_backups() {
     );
     assert_eq!(
         entries(&fx.backup_dir()),
-        [older.clone()],
+        std::slice::from_ref(&older),
         "no partial left on the full disk"
     );
     assert_eq!(

@@ -13,19 +13,6 @@ use crate::backup_support::{
     DB, Fixture, backup_ok, backups, entries, manifest, quote, row_counts, shell,
 };
 
-/// Tables of every kind the row counts must cover: empty, partitioned, a quoted unicode name.
-const SMALL_SCHEMA: &str = r#"
-CREATE TABLE accounts (id integer PRIMARY KEY, name text);
-INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 1500) g;
-CREATE TABLE "Ünï Tab" (id integer PRIMARY KEY, v jsonb);
-INSERT INTO "Ünï Tab" VALUES (1, '{"a": 1}'), (2, '[]'), (3, NULL);
-CREATE TABLE empty_one (id integer PRIMARY KEY);
-CREATE TABLE events (id integer, at date NOT NULL) PARTITION BY RANGE (at);
-CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
-CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
-INSERT INTO events SELECT g, date '2024-06-01' + g % 400 FROM generate_series(1, 2000) g;
-"#;
-
 /// `atpred` with its umask set to 000 first: nothing it creates may rely on the umask.
 fn umask_000_launcher(config: &Path) -> Command {
     let mut cmd = Command::new("sh");
@@ -69,7 +56,7 @@ fn sha256_of(path: &Path) -> String {
 #[test]
 fn backup_manifest_tells_the_truth_and_files_are_private_under_umask_000() {
     let fx = Fixture::new();
-    fx.sql(SMALL_SCHEMA);
+    fx.create_small_schema();
     // backup-dir and its parent do not exist yet: the daemon creates them.
     let backup_dir = fx.dir.path().join("nested").join("backups");
     let daemon = fx

@@ -69,6 +69,11 @@ impl Fixture {
         self.sql(RICH_SCHEMA);
     }
 
+    /// Creates the small schema ([`SMALL_SCHEMA`]) in `atp_app`.
+    pub fn create_small_schema(&self) {
+        self.sql(SMALL_SCHEMA);
+    }
+
     /// One table `bulk` of `rows` rows of about 140 bytes each in a plain dump: big enough, at a
     /// few hundred thousand rows, for the dump to stream for seconds in a debug build.
     pub fn create_bulk_table(&self, rows: u32) {
@@ -145,6 +150,20 @@ ALTER TABLE attachments ADD PRIMARY KEY (id),
 CREATE INDEX orders_customer ON orders (customer_id);
 SELECT setval('invoice_no', 4242);
 SELECT nextval('invoice_no');
+"#;
+
+/// Six small tables of every kind row counts must cover: empty, partitioned (parent and
+/// partitions), a quoted unicode name; 5,503 rows.
+pub const SMALL_SCHEMA: &str = r#"
+CREATE TABLE accounts (id integer PRIMARY KEY, name text);
+INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 1500) g;
+CREATE TABLE "Ünï Tab" (id integer PRIMARY KEY, v jsonb);
+INSERT INTO "Ünï Tab" VALUES (1, '{"a": 1}'), (2, '[]'), (3, NULL);
+CREATE TABLE empty_one (id integer PRIMARY KEY);
+CREATE TABLE events (id integer, at date NOT NULL) PARTITION BY RANGE (at);
+CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+INSERT INTO events SELECT g, date '2024-06-01' + g % 400 FROM generate_series(1, 2000) g;
 "#;
 
 /// Rows of each table of [`RICH_SCHEMA`].

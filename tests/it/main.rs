@@ -7,8 +7,12 @@
 
 mod backup_crash;
 mod backup_disk;
+mod backup_encryption;
 mod backup_manifest;
+mod backup_progress;
 mod backup_roundtrip;
+mod backup_secrets;
 mod backup_support;
+mod backup_verification;
 mod harness;
 mod harness_selftest;
