@@ -8,7 +8,8 @@ use nix::sys::signal::Signal;
 
 use crate::backup_support::{
     BackgroundRun, Fixture, FrozenServer, TableLock, backup_ok, backups, ctl, entries, pg_dumps_of,
-    snapshot_files, wait_for_pg_dump, wait_for_streaming, wait_past_second_of,
+    snapshot_files, tree_size, wait_for_lock_waiter, wait_for_pg_dump, wait_for_streaming,
+    wait_past_second_of,
 };
 use crate::harness;
 
@@ -94,6 +95,8 @@ fn backup_daemon_killed_while_pg_dump_waits_leaves_no_orphan_pg_dump() {
     let started = ctl(&daemon, &["run", "nightly"]);
     assert_eq!(started.status, 0, "{}", started.stderr);
     let dump = wait_for_pg_dump(&daemon);
+    // Past the import of the daemon's snapshot, which dies with the daemon's connection.
+    wait_for_lock_waiter(&fx.pg, "LOCK TABLE");
     daemon.signal(Signal::SIGKILL);
     assert!(
         daemon.wait_exit(Duration::from_secs(10)).is_some(),
@@ -106,6 +109,41 @@ fn backup_daemon_killed_while_pg_dump_waits_leaves_no_orphan_pg_dump() {
     assert!(
         gone,
         "pg_dump {dump} outlived the daemon by 10 s while waiting for a lock"
+    );
+    assert!(ended);
+}
+
+/// The directory format: pg_dump writes its files itself and never touches a pipe of the
+/// daemon, so nothing tells it the daemon is gone and it dumps on into the partial folder.
+#[test]
+#[ignore = "BUG: after kill -9 of atpred, pg_dump --format=directory (and its -j workers) runs on \
+            to the end of the dump, writing into the .partial folder: no PR_SET_PDEATHSIG or \
+            equivalent"]
+fn backup_daemon_killed_mid_directory_dump_leaves_no_orphan_pg_dump() {
+    let fx = Fixture::new();
+    // Twice the rows: pg_dump alone (no daemon hashing in between) must still take seconds.
+    fx.create_bulk_table(2 * BULK_ROWS);
+    let mut daemon = fx
+        .daemon("[jobs.folder]\nkind = \"backup\"\nformat = \"directory\"\nparallel = 2\ncompress-level = 9")
+        .spawn();
+    let started = ctl(&daemon, &["run", "folder"]);
+    assert_eq!(started.status, 0, "{}", started.stderr);
+    let partial = wait_for_streaming(&fx.backup_dir(), STREAMING);
+    daemon.signal(Signal::SIGKILL);
+    assert!(
+        daemon.wait_exit(Duration::from_secs(10)).is_some(),
+        "SIGKILL ends the daemon"
+    );
+    let at_kill = tree_size(&partial);
+    let gone = harness::wait_until(Duration::from_secs(2), || pg_dumps_of(&fx.pg).is_empty());
+    let later = tree_size(&partial);
+    // Leave no orphan to the next test whatever happened: the restart removes its folder.
+    daemon.restart();
+    let ended = harness::wait_until(Duration::from_secs(30), || pg_dumps_of(&fx.pg).is_empty());
+    assert!(
+        gone,
+        "pg_dump still dumps 2 s after the daemon was killed ({at_kill} -> {later} bytes in {})",
+        partial.display()
     );
     assert!(ended);
 }
@@ -212,4 +250,61 @@ fn backup_times_out_cleanly_when_postgresql_is_frozen_mid_dump() {
     let listed = backups(&daemon);
     assert_eq!(listed.len(), 1, "{listed:?}");
     eprintln!("frozen server: run timed out and cleaned up {took:?} after it started");
+}
+
+#[test]
+fn backup_cancelled_mid_dump_leaves_nothing_behind() {
+    let fx = Fixture::new();
+    fx.create_bulk_table(BULK_ROWS);
+    let daemon = fx.daemon(JOB).spawn();
+    let run = BackgroundRun::start(&daemon, fx.dir.path(), "nightly");
+    wait_for_streaming(&fx.backup_dir(), STREAMING);
+    let cancel = ctl(&daemon, &["cancel", "nightly"]);
+    assert_eq!(cancel.status, 0, "{}{}", cancel.stdout, cancel.stderr);
+    let record = run.finish();
+    assert_eq!(record["outcome"], "cancelled", "{record:#}");
+    assert!(pg_dumps_of(&fx.pg).is_empty(), "{:?}", pg_dumps_of(&fx.pg));
+    assert!(
+        entries(&fx.backup_dir()).is_empty(),
+        "{:?}",
+        entries(&fx.backup_dir())
+    );
+    assert!(backups(&daemon).is_empty());
+}
+
+#[test]
+fn backup_running_when_the_daemon_stops_is_cancelled_and_cleaned_up() {
+    let fx = Fixture::new();
+    fx.sql("CREATE TABLE held (id integer PRIMARY KEY); INSERT INTO held VALUES (1)");
+    let lock = TableLock::hold(&fx.pg, crate::backup_support::DB, "held");
+    let mut daemon = fx.daemon(JOB).stop_timeout("1s").spawn();
+    let started = ctl(&daemon, &["run", "nightly"]);
+    assert_eq!(started.status, 0, "{}", started.stderr);
+    // pg_dump waits for the lock: the run cannot finish before the daemon gives up on it.
+    wait_for_pg_dump(&daemon);
+    wait_for_lock_waiter(&fx.pg, "LOCK TABLE");
+    let t0 = Instant::now();
+    daemon.signal(Signal::SIGTERM);
+    let status = daemon.wait_exit(Duration::from_secs(20));
+    let took = t0.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        daemon.log()
+    );
+    assert!(
+        took < Duration::from_secs(8),
+        "stop-timeout 1 s, the daemon took {took:?}"
+    );
+    assert_no_pg_dump_left(&fx, "after the daemon stopped");
+    assert!(
+        entries(&fx.backup_dir()).is_empty(),
+        "{:?}",
+        entries(&fx.backup_dir())
+    );
+    drop(lock);
+    daemon.restart();
+    let history = crate::backup_support::ctl_json(&daemon, &["history"]);
+    assert_eq!(history["runs"][0]["outcome"], "cancelled", "{history:#}");
+    assert!(backups(&daemon).is_empty());
 }

@@ -26,7 +26,9 @@ fn backup_on_a_full_disk_fails_cleanly_and_keeps_older_backups() {
     let daemon = fx
         .daemon(
             "[jobs.nightly]\nkind = \"backup\"\ncompress = \"none\"\nverify = \"checksum\"\n\
-             min-free-after = \"0%\"",
+             min-free-after = \"0%\"\n\n\
+             [jobs.folder]\nkind = \"backup\"\nformat = \"directory\"\ncompress = \"none\"\n\
+             verify = \"checksum\"\nmin-free-after = \"0%\"",
         )
         .spawn();
     let older = backup_ok(&daemon, "nightly");
@@ -72,6 +74,19 @@ fn backup_on_a_full_disk_fails_cleanly_and_keeps_older_backups() {
     let listed = backups(&daemon);
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["state"], "verified");
+
+    // The directory format: pg_dump writes the files and meets the full disk itself.
+    let record = run_job(&daemon, "folder");
+    assert_eq!(record["outcome"], "failed", "{record:#}");
+    let message = record["message"].as_str().expect("message");
+    assert!(
+        message.contains("pg_dump failed") && message.contains("No space left on device"),
+        "{message}"
+    );
+    assert!(pg_dumps_of(&fx.pg).is_empty(), "{:?}", pg_dumps_of(&fx.pg));
+    assert_eq!(entries(&fx.backup_dir()), std::slice::from_ref(&older));
+    assert_eq!(snapshot_files(&fx.backup_dir().join(&older)), before);
+
     let stat = nix::sys::statvfs::statvfs(&fx.backup_dir()).expect("statvfs");
     let free = stat.blocks_available() * stat.fragment_size();
     assert!(

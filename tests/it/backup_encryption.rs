@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::backup_support::{
-    DB, Fixture, backup_ok, backups, fingerprint, manifest, pg_restore_command, quote, shell,
+    DB, Fixture, backup_ok, backups, ctl, fingerprint, manifest, pg_restore_command, quote, shell,
 };
 use crate::harness::{self, process::find_in_path, process::run_with_timeout};
 
@@ -115,6 +115,14 @@ fn backup_encrypted_with_age_round_trips_through_the_age_cli() {
         "decrypted, restored, identical"
     );
     assert_eq!(restored.len(), 6, "{restored:?}");
+
+    let again = ctl(&daemon, &["backups", "verify", &id]);
+    assert_eq!(again.status, 0, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("passed (full)"),
+        "decrypted again: {}",
+        again.stdout
+    );
 
     let blind = backup_ok(&daemon, "blind");
     let v = manifest(&daemon, &blind)["verification"].clone();

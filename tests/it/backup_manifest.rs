@@ -9,8 +9,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::harness;
+
 use crate::backup_support::{
-    DB, Fixture, backup_ok, backups, entries, manifest, quote, row_counts, shell,
+    DB, Fixture, backup_ok, backups, ctl, entries, manifest, quote, row_counts, run_job, shell,
 };
 
 /// `atpred` with its umask set to 000 first: nothing it creates may rely on the umask.
@@ -196,4 +198,80 @@ fn backup_manifest_tells_the_truth_and_files_are_private_under_umask_000() {
         "{listed:?}"
     );
     assert_eq!(entries(&backup_dir), expected, "nothing else in backup-dir");
+}
+
+#[test]
+fn backup_dir_that_is_a_symlink_or_writable_by_others_is_refused() {
+    let fx = Fixture::new();
+    let real = fx.dir.path().join("real");
+    std::fs::create_dir(&real).expect("create real");
+    harness::set_mode(&real, 0o700);
+    let configured = fx.dir.path().join("configured");
+    std::os::unix::fs::symlink(&real, &configured).expect("symlink");
+    let daemon = fx
+        .daemon("[jobs.nightly]\nkind = \"backup\"\nverify = \"checksum\"")
+        .backup_dir(&configured)
+        .spawn();
+    let record = run_job(&daemon, "nightly");
+    assert_eq!(record["outcome"], "failed", "{record:#}");
+    let message = record["message"].as_str().expect("message");
+    assert!(message.contains("is a symlink"), "{message}");
+    assert!(
+        entries(&real).is_empty(),
+        "nothing written through the link"
+    );
+
+    std::fs::remove_file(&configured).expect("remove the link");
+    std::fs::create_dir(&configured).expect("create the folder");
+    harness::set_mode(&configured, 0o777);
+    let record = run_job(&daemon, "nightly");
+    assert_eq!(record["outcome"], "failed", "{record:#}");
+    let message = record["message"].as_str().expect("message");
+    assert!(
+        message.contains("writable by other users") && message.contains("chmod 700"),
+        "{message}"
+    );
+    assert!(entries(&configured).is_empty());
+    assert_eq!(mode(&configured), 0o777, "refused, not silently changed");
+}
+
+#[test]
+fn backup_folders_without_a_valid_manifest_are_not_backups() {
+    let fx = Fixture::new();
+    fx.create_small_schema();
+    let daemon = fx
+        .daemon("[jobs.nightly]\nkind = \"backup\"\nverify = \"checksum\"")
+        .spawn();
+    let id = backup_ok(&daemon, "nightly");
+    let dir = fx.backup_dir();
+    let (bare, broken, renamed) = (
+        "20200101T000000Z-nightly",
+        "20200102T000000Z-nightly",
+        "20200103T000000Z-nightly",
+    );
+    shell(&format!(
+        "cd {} && mkdir -m 700 {bare} && cp -p {id}/database.backup {bare}/ \
+         && cp -a {id} {broken} && echo '{{' > {broken}/manifest.json && cp -a {id} {renamed}",
+        quote(&dir)
+    ));
+    let listed = backups(&daemon);
+    let state = |id: &str| {
+        listed
+            .iter()
+            .find(|b| b["id"] == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {listed:?}"))["state"]
+            .clone()
+    };
+    assert_eq!(state(&id), "verified");
+    // A copy under another name keeps a valid manifest for another id: listed as unreadable.
+    assert_eq!(state(renamed), "unreadable", "{listed:#?}");
+    for not_a_backup in [bare, broken] {
+        assert_eq!(state(not_a_backup), "unreadable", "{listed:#?}");
+        let out = ctl(&daemon, &["backups", "verify", not_a_backup]);
+        assert_eq!(
+            out.status, 2,
+            "{not_a_backup}: {}{}",
+            out.stdout, out.stderr
+        );
+    }
 }

@@ -45,6 +45,15 @@ fn backup_refuses_a_readable_passfile_and_never_shows_the_password() {
             .contains("Pw7f3a9c1e")
     );
 
+    if harness::is_root() {
+        // libpq does not check the owner; the daemon does: another user could swap the file.
+        std::os::unix::fs::chown(&passfile, Some(65534), None).expect("chown the passfile");
+        let foreign = run_job(&daemon, "nightly");
+        assert_eq!(foreign["outcome"], "failed", "{foreign:#}");
+        let message = foreign["message"].as_str().expect("message");
+        assert!(message.contains("owned by uid 65534"), "{message}");
+        std::os::unix::fs::chown(&passfile, Some(0), None).expect("chown the passfile back");
+    }
     harness::set_mode(&passfile, 0o644);
     let refused = run_job(&daemon, "nightly");
     assert_eq!(refused["outcome"], "failed", "{refused:#}");

@@ -439,13 +439,18 @@ pub fn pg_dumps_of(pg: &PgServer) -> Vec<(Pid, String)> {
         .collect()
 }
 
-/// The daemon's pg_dump child, once it runs (10 s at most).
+/// The daemon's pg_dump child dumping the database (not `pg_dump --version`), once it runs
+/// (10 s at most).
 pub fn wait_for_pg_dump(daemon: &Daemon) -> Pid {
     let mut found = None;
     let ok = harness::wait_until(Duration::from_secs(10), || {
         found = proc_children(daemon.pid())
             .into_iter()
-            .find(|p| p.comm == "pg_dump" && p.state != 'Z')
+            .filter(|p| p.comm == "pg_dump" && p.state != 'Z')
+            .find(|p| {
+                std::fs::read(format!("/proc/{}/cmdline", p.pid))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--snapshot="))
+            })
             .map(|p| p.pid);
         found.is_some()
     });
@@ -457,8 +462,8 @@ pub fn wait_for_pg_dump(daemon: &Daemon) -> Pid {
     found.expect("found")
 }
 
-/// The `.partial-*` folder of the running backup and its dump file, once the dump has
-/// streamed at least `bytes` into it; panics if the run ends first or nothing comes in 20 s.
+/// The `.partial-*` folder of the running backup, once the dump has written at least `bytes`
+/// into it (a file, or a folder of them); panics if the run ends first or nothing comes in 20 s.
 pub fn wait_for_streaming(backup_dir: &Path, bytes: u64) -> PathBuf {
     let mut partial = None;
     let ok = harness::wait_until(Duration::from_secs(20), || {
@@ -466,9 +471,7 @@ pub fn wait_for_streaming(backup_dir: &Path, bytes: u64) -> PathBuf {
             .into_iter()
             .find(|n| n.starts_with(".partial-"))
             .map(|n| backup_dir.join(n));
-        partial.as_ref().is_some_and(|p| {
-            std::fs::metadata(p.join("database.backup")).is_ok_and(|m| m.len() >= bytes)
-        })
+        partial.as_ref().is_some_and(|p| tree_size(p) >= bytes)
     });
     assert!(
         ok,
@@ -477,6 +480,23 @@ pub fn wait_for_streaming(backup_dir: &Path, bytes: u64) -> PathBuf {
         entries(backup_dir)
     );
     partial.expect("found")
+}
+
+/// Bytes of the files under `path` (0 once it is gone).
+pub fn tree_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some(if meta.is_dir() {
+                tree_size(&e.path())
+            } else {
+                meta.len()
+            })
+        })
+        .sum()
 }
 
 /// Waits until the UTC clock is past the second of backup `id` (`YYYYMMDDTHHMMSSZ-job`), so a
@@ -555,6 +575,23 @@ impl TableLock {
         assert!(held, "the lock on {table} was not granted within 10 s");
         lock
     }
+}
+
+/// Waits until a session of this server waits for a lock in a statement starting with
+/// `statement` (e.g. pg_dump's `LOCK TABLE`): then it has got past everything before it.
+pub fn wait_for_lock_waiter(pg: &PgServer, statement: &str) {
+    let query = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+         AND query LIKE {}",
+        sql_literal(&format!("{statement}%"))
+    );
+    let waiting = harness::wait_until(Duration::from_secs(10), || {
+        pg.psql("postgres", &query) != "0"
+    });
+    assert!(
+        waiting,
+        "no session waits for a lock in {statement:?} within 10 s"
+    );
 }
 
 impl Drop for TableLock {

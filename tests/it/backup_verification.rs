@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::backup_support::{Fixture, backup_ok, backups, ctl, entries, run_job};
+use crate::backup_support::{
+    BackgroundRun, Fixture, backup_ok, backups, ctl, entries, run_job, wait_past_second_of,
+};
 use crate::harness;
 
 const ACCOUNTS: &str = "CREATE TABLE accounts (id integer PRIMARY KEY, name text, balance numeric); \
@@ -165,4 +167,37 @@ fn backup_failing_its_verification_is_kept_apart_as_failed() {
         ),
         "0"
     );
+}
+
+/// Two restore drills of one database at once (two jobs, or `backups verify --level restore`
+/// while the nightly runs) both use the scratch database `<db>_atpred_verify`: the second drops
+/// or fails to create what the first is restoring into.
+#[test]
+#[ignore = "BUG: concurrent restore drills of one database share the scratch database \
+            <db>_atpred_verify (src/jobs/backup/verify.rs Scratch::create): the later one fails \
+            with \"cannot create the scratch database ... (the role needs CREATEDB): db error\", \
+            or drops the earlier one's database under it"]
+fn backup_restore_drills_of_one_database_do_not_collide() {
+    let fx = Fixture::new();
+    fx.sql(ACCOUNTS);
+    let daemon = fx
+        .daemon("[jobs.nightly]\nkind = \"backup\"\ncompress = \"none\"\nverify = \"restore\"")
+        .spawn();
+    let older = backup_ok(&daemon, "nightly");
+    // Enough rows for the next drill to restore for seconds.
+    fx.create_bulk_table(200_000);
+    wait_past_second_of(&older);
+    let run = BackgroundRun::start(&daemon, fx.dir.path(), "nightly");
+    let scratch = "SELECT count(*) FROM pg_database WHERE datname = 'atp_app_atpred_verify'";
+    let drilling = harness::wait_until(std::time::Duration::from_secs(60), || {
+        fx.pg.psql("postgres", scratch) == "1"
+    });
+    assert!(drilling, "the nightly's restore drill did not start");
+    let (status, said) = verify(&daemon, &older, Some("restore"));
+    let record = run.finish();
+    assert_eq!(
+        record["outcome"], "succeeded",
+        "the nightly's own drill: {record:#}"
+    );
+    assert_eq!(status, 0, "the drill on request, beside it: {said}");
 }

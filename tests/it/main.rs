@@ -8,6 +8,7 @@
 mod backup_crash;
 mod backup_disk;
 mod backup_encryption;
+mod backup_errors;
 mod backup_manifest;
 mod backup_progress;
 mod backup_roundtrip;
