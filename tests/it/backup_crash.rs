@@ -39,6 +39,10 @@ fn backup_daemon_killed_mid_dump_leaves_no_backup_no_pg_dump_and_partial_removed
     assert_eq!(started.status, 0, "{}", started.stderr);
     let partial = wait_for_streaming(&fx.backup_dir(), STREAMING);
     let dump = wait_for_pg_dump(&daemon);
+    assert!(
+        harness::process_alive(dump),
+        "pg_dump ended before the kill; raise BULK_ROWS"
+    );
     daemon.signal(Signal::SIGKILL);
     assert!(
         daemon.wait_exit(Duration::from_secs(10)).is_some(),
@@ -164,6 +168,7 @@ fn backup_fails_cleanly_when_postgresql_stops_mid_dump() {
 
     assert_eq!(record["outcome"], "failed", "{record:#}");
     let message = record["message"].as_str().expect("message");
+    eprintln!("PostgreSQL stopped mid-dump: {message}");
     assert!(message.contains("pg_dump failed"), "{message}");
     assert!(
         [
@@ -208,7 +213,8 @@ fn backup_times_out_cleanly_when_postgresql_is_frozen_mid_dump() {
 
     let t0 = Instant::now();
     let run = BackgroundRun::start(&daemon, fx.dir.path(), "nightly");
-    wait_for_streaming(&fx.backup_dir(), STREAMING);
+    // Freeze early: the 3 s of the job's timeout include connecting and the snapshot.
+    wait_for_streaming(&fx.backup_dir(), 64 << 10);
     let frozen = FrozenServer::freeze(&fx.pg);
     let record = run.finish();
     let took = t0.elapsed();

@@ -60,6 +60,7 @@ fn backup_verify_catches_a_bit_flip_and_a_truncation_and_says_why() {
         "{said}"
     );
     let (status, said) = verify(&daemon, &id, None);
+    eprintln!("bit flip, full: {said}");
     assert_eq!(status, 1, "{said}");
     assert!(said.contains("FAILED"), "{said}");
     assert!(
@@ -81,6 +82,7 @@ fn backup_verify_catches_a_bit_flip_and_a_truncation_and_says_why() {
 
     std::fs::write(&file, &good[..good.len() / 2]).expect("truncate the dump");
     let (status, said) = verify(&daemon, &id, None);
+    eprintln!("truncated, full: {said}");
     assert_eq!(status, 1, "{said}");
     assert!(
         said.contains("pg_restore failed") || said.contains("checksum mismatch"),
