@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
+use crate::backup_disturb::{
+    FrozenServer, TableLock, pg_dumps_of, tree_size, wait_for_lock_waiter, wait_for_pg_dump,
+    wait_for_streaming,
+};
 use crate::backup_support::{
-    BackgroundRun, Fixture, FrozenServer, TableLock, backup_ok, backups, ctl, entries, pg_dumps_of,
-    snapshot_files, tree_size, wait_for_lock_waiter, wait_for_pg_dump, wait_for_streaming,
-    wait_past_second_of,
+    BackgroundRun, Fixture, backup_ok, backups, ctl, entries, snapshot_files, wait_past_second_of,
 };
 use crate::harness;
 

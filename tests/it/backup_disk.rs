@@ -1,9 +1,9 @@
 //! A full disk fails the run cleanly (no partial left, older backups intact), and the free-space
 //! preflight refuses a backup that cannot fit before pg_dump starts.
 
+use crate::backup_disturb::{Tmpfs, pg_dumps_of};
 use crate::backup_support::{
-    Fixture, Tmpfs, backup_ok, backups, entries, pg_dumps_of, run_job, snapshot_files,
-    wait_past_second_of,
+    Fixture, backup_ok, backups, entries, run_job, snapshot_files, wait_past_second_of,
 };
 use crate::harness;
 

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::backup_schema::fingerprint;
 use crate::backup_support::{
-    DB, Fixture, backup_ok, backups, ctl, fingerprint, manifest, pg_restore_command, quote, shell,
+    DB, Fixture, backup_ok, backups, ctl, manifest, pg_restore_command, quote, shell,
 };
 use crate::harness::{self, process::find_in_path, process::run_with_timeout};
 

@@ -9,11 +9,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness;
-
+use crate::backup_schema::row_counts;
 use crate::backup_support::{
-    DB, Fixture, backup_ok, backups, ctl, entries, manifest, quote, row_counts, run_job, shell,
+    DB, Fixture, backup_ok, backups, ctl, entries, manifest, quote, run_job, shell,
 };
+use crate::harness;
 
 /// `atpred` with its umask set to 000 first: nothing it creates may rely on the umask.
 fn umask_000_launcher(config: &Path) -> Command {

@@ -4,9 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::backup_support::{
-    Fixture, RICH_ROWS, backup_ok, fingerprint, manifest, pg_restore_command, quote, shell,
-};
+use crate::backup_schema::{RICH_ROWS, fingerprint};
+use crate::backup_support::{Fixture, backup_ok, manifest, pg_restore_command, quote, shell};
 use crate::harness::PgServer;
 
 /// Restores with `script` (a shell pipeline ending in pg_restore) into a new database `restored`

@@ -5,10 +5,8 @@
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::backup_support::{
-    BackgroundRun, DB, Fixture, PASSWORD, TableLock, backups, ctl, entries, run_job,
-    wait_for_pg_dump,
-};
+use crate::backup_disturb::{TableLock, wait_for_pg_dump};
+use crate::backup_support::{BackgroundRun, DB, Fixture, PASSWORD, backups, ctl, entries, run_job};
 use crate::harness;
 
 /// Fragments of the password that must never show: the whole, the passfile-escaped form, and

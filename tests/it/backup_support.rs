@@ -1,23 +1,21 @@
 //! What the backup tests share: a PostgreSQL server with password auth and the application role,
-//! a schema worth backing up, `atprectl` with a deadline fit for backup runs, the real
-//! `pg_restore` to check a backup from the outside, and the means to disturb a running dump
-//! (a frozen server, a held table lock, a tiny file system).
+//! `atprectl` with a deadline fit for backup runs, the real `pg_restore` and a shell to check a
+//! backup from the outside, and the backup folder as the file system sees it.
 //!
-//! Nothing here trusts the daemon's own view: counts and checksums come from PostgreSQL, processes
-//! from `/proc`, files from the file system.
+//! Nothing here trusts the daemon's own view: counts and checksums come from PostgreSQL, files
+//! from the file system. The schemas are in `backup_schema`, the means to disturb a running
+//! dump in `backup_disturb`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::Value;
 
+use crate::backup_schema::{RICH_SCHEMA, SMALL_SCHEMA};
 use crate::harness::process::{self, kill_and_reap, run_with_timeout};
-use crate::harness::{self, CtlOutput, Daemon, DaemonBuilder, PgServer, proc_children};
+use crate::harness::{self, CtlOutput, Daemon, DaemonBuilder, PgServer};
 
 /// The application role the daemon logs in as.
 pub const ROLE: &str = "atp_user";
@@ -82,140 +80,6 @@ impl Fixture {
              INSERT INTO bulk SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, {rows}) g"
         ));
     }
-}
-
-/// Several tables with jsonb, bytea, numeric, dates, unicode text and names, NULLs, a foreign
-/// key, an index, a sequence moved by hand and a view: 225,000 rows.
-pub const RICH_SCHEMA: &str = r#"
-CREATE TABLE customers (
-    id bigserial,
-    name text NOT NULL,
-    email text,
-    created timestamptz NOT NULL,
-    profile jsonb
-);
-CREATE TABLE orders (
-    id bigserial,
-    customer_id bigint NOT NULL,
-    amount numeric(12, 2) NOT NULL,
-    note text,
-    placed date NOT NULL
-);
-CREATE TABLE attachments (
-    id integer,
-    customer_id bigint,
-    mime text,
-    content bytea NOT NULL
-);
-CREATE TABLE "Événements ✓" (
-    id integer PRIMARY KEY,
-    "libellé" text,
-    payload jsonb
-);
-CREATE SEQUENCE invoice_no START 1000;
-CREATE VIEW big_spenders AS
-    SELECT c.id, c.name, sum(o.amount) AS total
-    FROM customers c JOIN orders o ON o.customer_id = c.id
-    GROUP BY c.id, c.name HAVING sum(o.amount) > 2000;
-INSERT INTO customers (name, email, created, profile)
-    SELECT 'Client ' || g || CASE g % 4
-               WHEN 0 THEN ' Zoë Ångström'
-               WHEN 1 THEN ' 日本語テキスト'
-               WHEN 2 THEN ' Ελληνικά 🐘'
-               ELSE E' O''Brien, "quoted"\ttab\\slash' END,
-           'c' || g || '@example.org',
-           timestamptz '2020-01-01 00:00:00+00' + g * interval '17 minutes',
-           CASE WHEN g % 10 = 0 THEN NULL ELSE jsonb_build_object(
-               'tier', g % 5, 'tags', jsonb_build_array('a', 'β', g), 'score', g * 1.5,
-               'active', g % 3 = 0, 'nested', jsonb_build_object('ü', repeat('z', g % 7))) END
-    FROM generate_series(1, 50000) g;
-INSERT INTO orders (customer_id, amount, note, placed)
-    SELECT 1 + g % 50000, (g % 997) * 1.37,
-           CASE WHEN g % 3 = 0 THEN NULL ELSE 'note ' || md5(g::text) END,
-           date '2021-01-01' + g % 700
-    FROM generate_series(1, 150000) g;
-INSERT INTO attachments
-    SELECT g, 1 + g % 50000, 'application/octet-stream',
-           decode(md5(g::text) || md5((-g)::text), 'hex') || '\x00ff0a5c'::bytea
-    FROM generate_series(1, 20000) g;
-INSERT INTO "Événements ✓"
-    SELECT g, 'événement n°' || g || E'\nligne 2', jsonb_build_object('k', repeat('x', g % 50), 'ü', g)
-    FROM generate_series(1, 5000) g;
--- Constraints after the data: one index build or join each instead of a check per row.
-ALTER TABLE customers ADD PRIMARY KEY (id), ADD UNIQUE (email);
-ALTER TABLE orders ADD PRIMARY KEY (id),
-    ADD FOREIGN KEY (customer_id) REFERENCES customers (id);
-ALTER TABLE attachments ADD PRIMARY KEY (id),
-    ADD FOREIGN KEY (customer_id) REFERENCES customers (id);
-CREATE INDEX orders_customer ON orders (customer_id);
-SELECT setval('invoice_no', 4242);
-SELECT nextval('invoice_no');
-"#;
-
-/// Six small tables of every kind row counts must cover: empty, partitioned (parent and
-/// partitions), a quoted unicode name; 5,503 rows.
-pub const SMALL_SCHEMA: &str = r#"
-CREATE TABLE accounts (id integer PRIMARY KEY, name text);
-INSERT INTO accounts SELECT g, 'account ' || g FROM generate_series(1, 1500) g;
-CREATE TABLE "Ünï Tab" (id integer PRIMARY KEY, v jsonb);
-INSERT INTO "Ünï Tab" VALUES (1, '{"a": 1}'), (2, '[]'), (3, NULL);
-CREATE TABLE empty_one (id integer PRIMARY KEY);
-CREATE TABLE events (id integer, at date NOT NULL) PARTITION BY RANGE (at);
-CREATE TABLE events_2024 PARTITION OF events FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
-CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
-INSERT INTO events SELECT g, date '2024-06-01' + g % 400 FROM generate_series(1, 2000) g;
-"#;
-
-/// Rows of each table of [`RICH_SCHEMA`].
-pub const RICH_ROWS: [(&str, i64); 4] = [
-    ("public.attachments", 20_000),
-    ("public.customers", 50_000),
-    ("public.orders", 150_000),
-    ("public.\"Événements ✓\"", 5_000),
-];
-
-/// Per user table (named as `quote_ident(schema).quote_ident(table)`, as the manifest names
-/// them): its row count and the md5 of all its rows as text in `id` order.
-pub fn fingerprint(pg: &PgServer, db: &str) -> BTreeMap<String, (i64, String)> {
-    let tables = pg.psql(
-        db,
-        "SELECT quote_ident(schemaname) || '.' || quote_ident(tablename) FROM pg_tables \
-         WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-    );
-    // One query for all tables: a psql per table costs more than the counting.
-    let query = tables
-        .lines()
-        .map(|table| {
-            format!(
-                "SELECT {lit}, count(*), md5(coalesce(string_agg(t::text, ',' ORDER BY t.id), '')) \
-                 FROM {table} t",
-                lit = sql_literal(table)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
-    pg.psql(db, &query)
-        .lines()
-        .map(|row| {
-            let mut fields = row.rsplitn(3, '|');
-            let md5 = fields.next().expect("md5").to_owned();
-            let count = fields.next().expect("count").parse().expect("a count");
-            let table = fields.next().expect("table").to_owned();
-            (table, (count, md5))
-        })
-        .collect()
-}
-
-fn sql_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// Just the row counts of [`fingerprint`].
-pub fn row_counts(pg: &PgServer, db: &str) -> BTreeMap<String, i64> {
-    fingerprint(pg, db)
-        .into_iter()
-        .map(|(t, (n, _))| (t, n))
-        .collect()
 }
 
 /// `pg_restore` as the superuser into `target`, stopping at the first error, owners dropped:
@@ -424,81 +288,6 @@ pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     files
 }
 
-/// Live processes whose command line names pg_dump and this test's server (its socket dir):
-/// the dumps of this test, and no other test's.
-pub fn pg_dumps_of(pg: &PgServer) -> Vec<(Pid, String)> {
-    let socket = pg.socket_dir().to_string_lossy().into_owned();
-    process::all_processes()
-        .into_iter()
-        .filter(|p| p.state != 'Z')
-        .filter_map(|p| {
-            let raw = std::fs::read(format!("/proc/{}/cmdline", p.pid)).ok()?;
-            let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-            (cmdline.contains("pg_dump") && cmdline.contains(&socket)).then_some((p.pid, cmdline))
-        })
-        .collect()
-}
-
-/// The daemon's pg_dump child dumping the database (not `pg_dump --version`), once it runs
-/// (10 s at most).
-pub fn wait_for_pg_dump(daemon: &Daemon) -> Pid {
-    let mut found = None;
-    let ok = harness::wait_until(Duration::from_secs(10), || {
-        found = proc_children(daemon.pid())
-            .into_iter()
-            .filter(|p| p.comm == "pg_dump" && p.state != 'Z')
-            .find(|p| {
-                std::fs::read(format!("/proc/{}/cmdline", p.pid))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("--snapshot="))
-            })
-            .map(|p| p.pid);
-        found.is_some()
-    });
-    assert!(
-        ok,
-        "no pg_dump child of the daemon within 10 s:\n{}",
-        daemon.log()
-    );
-    found.expect("found")
-}
-
-/// The `.partial-*` folder of the running backup, once the dump has written at least `bytes`
-/// into it (a file, or a folder of them); panics if the run ends first or nothing comes in 20 s.
-pub fn wait_for_streaming(backup_dir: &Path, bytes: u64) -> PathBuf {
-    let mut partial = None;
-    let ok = harness::wait_until(Duration::from_secs(20), || {
-        partial = entries(backup_dir)
-            .into_iter()
-            .find(|n| n.starts_with(".partial-"))
-            .map(|n| backup_dir.join(n));
-        partial.as_ref().is_some_and(|p| tree_size(p) >= bytes)
-    });
-    assert!(
-        ok,
-        "no dump streaming {bytes} bytes into {} within 20 s (entries: {:?})",
-        backup_dir.display(),
-        entries(backup_dir)
-    );
-    partial.expect("found")
-}
-
-/// Bytes of the files under `path` (0 once it is gone).
-pub fn tree_size(path: &Path) -> u64 {
-    std::fs::read_dir(path)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let meta = e.metadata().ok()?;
-            Some(if meta.is_dir() {
-                tree_size(&e.path())
-            } else {
-                meta.len()
-            })
-        })
-        .sum()
-}
-
 /// Waits until the UTC clock is past the second of backup `id` (`YYYYMMDDTHHMMSSZ-job`), so a
 /// new run of the same job gets a new id: ids have one-second resolution.
 pub fn wait_past_second_of(id: &str) {
@@ -511,132 +300,4 @@ pub fn wait_past_second_of(id: &str) {
             > second
     });
     assert!(moved, "the clock did not move past {second}");
-}
-
-/// Every PostgreSQL process of `pg` stopped with SIGSTOP (postmaster first, so it starts no new
-/// backend), continued when dropped — also when the test fails.
-pub struct FrozenServer(Vec<Pid>);
-
-impl FrozenServer {
-    pub fn freeze(pg: &PgServer) -> FrozenServer {
-        let postmaster = pg.pid();
-        kill(postmaster, Signal::SIGSTOP).expect("SIGSTOP the postmaster");
-        let mut pids = vec![postmaster];
-        for p in proc_children(postmaster) {
-            if kill(p.pid, Signal::SIGSTOP).is_ok() {
-                pids.push(p.pid);
-            }
-        }
-        FrozenServer(pids)
-    }
-}
-
-impl Drop for FrozenServer {
-    fn drop(&mut self) {
-        for pid in self.0.iter().rev() {
-            let _ = kill(*pid, Signal::SIGCONT);
-        }
-    }
-}
-
-/// A superuser session holding `ACCESS EXCLUSIVE` on a table until dropped: pg_dump (which
-/// locks every table before it writes anything) waits on it, so a real pg_dump stays alive for
-/// as long as a test needs to inspect it.
-pub struct TableLock {
-    child: Child,
-    stdin: Option<ChildStdin>,
-}
-
-impl TableLock {
-    pub fn hold(pg: &PgServer, db: &str, table: &str) -> TableLock {
-        let mut cmd = pg.psql_command("postgres", db);
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn psql");
-        let mut stdin = child.stdin.take().expect("psql stdin");
-        writeln!(
-            stdin,
-            "BEGIN;\nLOCK TABLE {table} IN ACCESS EXCLUSIVE MODE;"
-        )
-        .expect("send");
-        stdin.flush().expect("flush psql stdin");
-        let lock = TableLock {
-            child,
-            stdin: Some(stdin),
-        };
-        let query = format!(
-            "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
-             AND mode = 'AccessExclusiveLock' AND granted"
-        );
-        let held = harness::wait_until(Duration::from_secs(10), || pg.psql(db, &query) == "1");
-        assert!(held, "the lock on {table} was not granted within 10 s");
-        lock
-    }
-}
-
-/// Waits until a session of this server waits for a lock in a statement starting with
-/// `statement` (e.g. pg_dump's `LOCK TABLE`): then it has got past everything before it.
-pub fn wait_for_lock_waiter(pg: &PgServer, statement: &str) {
-    let query = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-         AND query LIKE {}",
-        sql_literal(&format!("{statement}%"))
-    );
-    let waiting = harness::wait_until(Duration::from_secs(10), || {
-        pg.psql("postgres", &query) != "0"
-    });
-    assert!(
-        waiting,
-        "no session waits for a lock in {statement:?} within 10 s"
-    );
-}
-
-impl Drop for TableLock {
-    fn drop(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = writeln!(stdin, "COMMIT;");
-        }
-        if process::wait_timeout(&mut self.child, Duration::from_secs(10)).is_none() {
-            kill_and_reap(&mut self.child);
-        }
-    }
-}
-
-/// A tmpfs of `size` mounted on `path` (mode 0700), unmounted when dropped. Needs root.
-pub struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    pub fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).expect("create the mount point");
-        let out = run_with_timeout(
-            Command::new("mount")
-                .args([
-                    "-t",
-                    "tmpfs",
-                    "-o",
-                    &format!("size={size},mode=0700"),
-                    "tmpfs",
-                ])
-                .arg(path),
-            Duration::from_secs(10),
-        );
-        assert_eq!(
-            out.status,
-            0,
-            "mount tmpfs on {}: {}",
-            path.display(),
-            out.stderr
-        );
-        Tmpfs(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazy: a daemon still holding a file there must not leave the mount behind.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }

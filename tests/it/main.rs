@@ -7,11 +7,13 @@
 
 mod backup_crash;
 mod backup_disk;
+mod backup_disturb;
 mod backup_encryption;
 mod backup_errors;
 mod backup_manifest;
 mod backup_progress;
 mod backup_roundtrip;
+mod backup_schema;
 mod backup_secrets;
 mod backup_support;
 mod backup_verification;
