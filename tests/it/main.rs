@@ -4,7 +4,8 @@
 //! a notify socket that captures sd_notify messages, and a builder that runs the real `atpred`
 //! and `atprectl` binaries against them. Test modules are declared below: `core_*` prove the
 //! daemon's core (config, reload, schedules, runner, shutdown, socket, protocol, secrets,
-//! atprectl, notify, history) through the real binaries.
+//! atprectl, notify, history) through the real binaries; `backup_*` prove the backup job (round
+//! trips through the real pg_restore, manifests, crashes, full disks, damage, secrets, age).
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -14,6 +15,18 @@
     reason = "integration tests fail by panicking"
 )]
 
+mod backup_crash;
+mod backup_disk;
+mod backup_disturb;
+mod backup_encryption;
+mod backup_errors;
+mod backup_manifest;
+mod backup_progress;
+mod backup_roundtrip;
+mod backup_schema;
+mod backup_secrets;
+mod backup_support;
+mod backup_verification;
 mod core_config;
 mod core_ctl;
 mod core_history;
