@@ -80,6 +80,19 @@ pub struct ProcessOutput {
     pub stderr_tail: Vec<String>,
 }
 
+impl ProcessOutput {
+    /// The last `n` non-empty stderr lines joined with " | ", for one-line messages.
+    pub fn stderr_summary(&self, n: usize) -> String {
+        let lines: Vec<&str> = self
+            .stderr_tail
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        lines[lines.len().saturating_sub(n)..].join(" | ")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error("cannot start {program}: {source}")]

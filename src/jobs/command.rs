@@ -54,15 +54,7 @@ pub async fn run(ctx: &JobContext, spec: &CommandSpec) -> Result<JobReport, JobE
             details,
         });
     }
-    let tail = output
-        .stderr_tail
-        .iter()
-        .rev()
-        .take(5)
-        .rev()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join(" | ");
+    let tail = output.stderr_summary(5);
     let message = if tail.is_empty() {
         format!("{} failed with {status}", spec.argv[0])
     } else {

@@ -89,7 +89,7 @@ fn backup_daemon_killed_mid_dump_leaves_no_backup_no_pg_dump_and_partial_removed
 }
 
 /// pg_dump locks every table before it writes a byte: while it waits for a lock it never
-/// touches its stdout, so the closed pipe cannot end it. Nothing else does either.
+/// touches its stdout, so the closed pipe cannot end it; only the parent-death signal does.
 #[test]
 fn backup_daemon_killed_while_pg_dump_waits_leaves_no_orphan_pg_dump() {
     let fx = Fixture::new();

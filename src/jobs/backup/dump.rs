@@ -187,7 +187,7 @@ fn log_stderr(stream: Stream, line: &str) {
 }
 
 fn dump_failed(out: &process::ProcessOutput) -> JobError {
-    let tail = out.stderr_tail.join(" | ");
+    let tail = out.stderr_summary(10);
     let message = format!(
         "pg_dump failed with {}: {tail}",
         process::describe_status(&out.status)

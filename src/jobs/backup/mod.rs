@@ -127,12 +127,12 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
     manifest
         .write(partial.path())
         .map_err(|e| JobError::permanent(format!("writing the manifest: {e}")))?;
-    let secs = t0.elapsed().as_secs_f64().max(0.001);
+    let dump_secs = (manifest.duration_ms as f64 / 1000.0).max(0.001);
     let details = json!({
         "id": id,
         "bytes": bytes,
         "duration_ms": manifest.duration_ms,
-        "throughput_bytes_per_s": (bytes as f64 / secs) as u64,
+        "throughput_bytes_per_s": (bytes as f64 / dump_secs) as u64,
         "database_bytes": snap.database_bytes,
         "tables": manifest.table_count,
         "verify": manifest.verification,

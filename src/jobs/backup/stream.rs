@@ -91,6 +91,8 @@ pub fn write_stream(
             Some(level) => {
                 let mut z = zstd::stream::write::Encoder::new(&mut encrypted, level)?;
                 z.multithread(zstd_threads())?;
+                // A frame checksum lets a plain `zstd -dc | pg_restore` notice damage too.
+                z.include_checksum(true)?;
                 copy_counting(&mut input, &mut z, read)?;
                 z.finish()?;
             }

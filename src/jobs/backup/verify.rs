@@ -195,7 +195,7 @@ fn restore_outcome(
             format!(
                 "pg_restore failed with {}: {}",
                 process::describe_status(&out.status),
-                out.stderr_tail.join(" | ")
+                out.stderr_summary(10)
             ),
         )),
         Ok(_) => Ok(()),
