@@ -112,20 +112,33 @@ pub enum ProcessError {
     Cancelled,
 }
 
-/// Kills a process group with SIGKILL when dropped, unless disarmed.
-pub struct GroupGuard(Option<Pid>);
+/// Kills a process group with SIGKILL when dropped, unless disarmed; either way its record in
+/// the group registry goes.
+pub struct GroupGuard {
+    pgid: Option<Pid>,
+    record: Option<PathBuf>,
+}
 
 impl GroupGuard {
+    fn new(pgid: Option<Pid>) -> Self {
+        let record = pgid.and_then(registry::record);
+        GroupGuard { pgid, record }
+    }
+
     pub fn disarm(&mut self) {
-        self.0 = None;
+        self.pgid = None;
+        if let Some(r) = self.record.take() {
+            let _ = std::fs::remove_file(r);
+        }
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
+        if let Some(pgid) = self.pgid {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
+        self.disarm();
     }
 }
 
@@ -176,7 +189,7 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Running, ProcessError> {
         program,
         child,
         pgid,
-        guard: GroupGuard(pgid),
+        guard: GroupGuard::new(pgid),
     })
 }
 
@@ -311,9 +324,12 @@ fn signal_group(pgid: Option<Pid>, signal: Signal) {
     }
 }
 
-/// Makes the child get SIGKILL when the daemon dies (PR_SET_PDEATHSIG), so a kill -9 of the
-/// daemon never leaves a pg_dump waiting on a lock or a frozen server, or a `pg_dump -Fd`
-/// writing on into a partial folder. (Under systemd the unit's cgroup does this too.)
+/// Makes the child get SIGTERM when the daemon dies (PR_SET_PDEATHSIG), so a kill -9 of the
+/// daemon does not leave a pg_dump waiting on a lock. SIGTERM rather than SIGKILL because
+/// pg_dump and pg_restore then end their parallel workers themselves (the death signal is not
+/// inherited by grandchildren). What still survives — a child ignoring SIGTERM, a grandchild —
+/// is ended at the next start by [`registry::reap`]. (Under systemd the unit's cgroup does
+/// all of this too.)
 ///
 /// The signal follows the thread that forked: children are spawned from tokio worker threads,
 /// which live as long as the runtime.
@@ -325,7 +341,7 @@ fn die_with_parent(cmd: &mut Command) {
     // daemon died before prctl took effect, the child ends itself at once.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
             if nix::unistd::getppid() != parent {
                 let _ = nix::sys::signal::raise(Signal::SIGKILL);
             }
@@ -344,5 +360,127 @@ pub fn describe_status(status: &ExitStatus) -> String {
             Err(_) => format!("killed by signal {sig}"),
         },
         _ => "ended".to_owned(),
+    }
+}
+
+/// The registry of live process groups: one file per group under the state directory, so a
+/// daemon restarted after a crash can end the groups its predecessor left running.
+pub mod registry {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+
+    use nix::sys::signal::{Signal, killpg};
+    use nix::unistd::Pid;
+
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+
+    /// Starts recording groups under `dir` after ending those a previous daemon left behind.
+    /// Returns a description of each group ended.
+    pub fn start(dir: &Path) -> std::io::Result<Vec<String>> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let ended = reap(dir);
+        let _ = DIR.set(dir.to_owned());
+        Ok(ended)
+    }
+
+    /// Records group `pgid`; returns the record's path.
+    pub(super) fn record(pgid: Pid) -> Option<PathBuf> {
+        let dir = DIR.get()?;
+        let start = start_time(pgid.as_raw())?;
+        let path = dir.join(pgid.as_raw().to_string());
+        std::fs::write(&path, format!("{} {start}\n", boot_id())).ok()?;
+        Some(path)
+    }
+
+    /// Kills every recorded group that still has members started since it was recorded (in
+    /// this boot), and removes the records.
+    fn reap(dir: &Path) -> Vec<String> {
+        let mut ended = Vec::new();
+        let boot = boot_id();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let pgid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<i32>().ok());
+            let recorded = std::fs::read_to_string(&path).unwrap_or_default();
+            let mut fields = recorded.split_whitespace();
+            let (same_boot, since) = (
+                fields.next() == Some(boot.as_str()),
+                fields.next().and_then(|s| s.parse::<u64>().ok()),
+            );
+            if let (Some(pgid), true, Some(since)) = (pgid, same_boot, since) {
+                let members = members(pgid, since);
+                if !members.is_empty() && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok() {
+                    ended.push(format!("process group {pgid} ({})", members.join(", ")));
+                    // Gone before the caller cleans up after them (partial folders).
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    while !self::members(pgid, since).is_empty()
+                        && std::time::Instant::now() < deadline
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+        ended
+    }
+
+    /// Names of the live (not zombie) processes in group `pgid` that started at or after
+    /// `since` (clock ticks).
+    fn members(pgid: i32, since: u64) -> Vec<String> {
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                let (comm, fields) = parse_stat(&stat)?;
+                let alive = fields.first().is_some_and(|state| *state != "Z");
+                let group: i32 = fields.get(2)?.parse().ok()?;
+                let start: u64 = fields.get(19)?.parse().ok()?;
+                (alive && group == pgid && start >= since).then_some(comm)
+            })
+            .collect()
+    }
+
+    fn start_time(pid: i32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_stat(&stat)?.1.get(19)?.parse().ok()
+    }
+
+    /// `(comm, fields after the comm)` of a /proc/PID/stat line; the comm may hold spaces.
+    fn parse_stat(stat: &str) -> Option<(String, Vec<&str>)> {
+        let open = stat.find('(')?;
+        let close = stat.rfind(')')?;
+        let comm = stat.get(open + 1..close)?.to_owned();
+        Some((comm, stat.get(close + 1..)?.split_whitespace().collect()))
+    }
+
+    fn boot_id() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn parses_stat_with_spaces_in_comm() {
+            let (comm, f) = super::parse_stat(
+                "42 (my (odd) cmd) S 1 42 42 0 -1 4194304 1 2 3 4 5 6 7 8 20 0 1 0 12345 0",
+            )
+            .unwrap();
+            assert_eq!(comm, "my (odd) cmd");
+            assert_eq!(f[2], "42");
+            assert_eq!(f[19], "12345");
+        }
     }
 }

@@ -130,6 +130,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             history_path.display()
         );
     }
+    match crate::process::registry::start(&config.daemon.state_dir.join("groups")) {
+        Ok(ended) => {
+            for group in ended {
+                tracing::warn!("ended {group}, left running by a daemon that crashed");
+            }
+        }
+        Err(e) => tracing::warn!("cannot keep the process group registry: {e}"),
+    }
     for stale in crate::jobs::catalog::remove_stale_partials(&config.daemon.backup_dir) {
         tracing::warn!("removed {stale}: an unfinished backup left by a crash");
     }

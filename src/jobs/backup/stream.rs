@@ -114,57 +114,75 @@ pub fn write_stream(
     })
 }
 
+/// What reading a backup back found.
+pub struct ReadBack {
+    /// Hash and size of the whole file, always read to its end.
+    pub written: Written,
+    /// Why decrypting, decoding or feeding the sink stopped, if it did.
+    pub decode_error: Option<io::Error>,
+}
+
 /// Reads `path`, hashing every byte, and writes the decoded stream (decrypted with `identities`
-/// when given, zstd-decoded when `zstd`) into `sink`; returns the file's hash and size.
+/// when given, zstd-decoded when `zstd`) into `sink`. The file is hashed to its end even when
+/// decoding fails, so damage is reported as a checksum mismatch, not only as a decoder error.
 /// With `sink = None` only the checksum is computed.
 pub fn read_stream(
     path: &Path,
     zstd: bool,
     identities: Option<&[Box<dyn age::Identity>]>,
     sink: Option<&mut dyn Write>,
-) -> io::Result<Written> {
+) -> io::Result<ReadBack> {
     let file = File::open(path)?;
     let mut hashing = HashingReader {
         inner: BufReader::with_capacity(BUF, file),
         hasher: Sha256::new(),
         bytes: 0,
     };
-    match sink {
-        None => {
-            io::copy(&mut hashing, &mut io::sink())?;
-        }
-        Some(sink) => {
-            let decrypted: Box<dyn Read + '_> = match identities {
-                Some(ids) => {
-                    let decryptor = age::Decryptor::new(&mut hashing).map_err(io::Error::other)?;
-                    Box::new(
-                        decryptor
-                            .decrypt(ids.iter().map(|i| i.as_ref()))
-                            .map_err(io::Error::other)?,
-                    )
-                }
-                None => Box::new(&mut hashing),
-            };
-            let mut decoded: Box<dyn Read + '_> = if zstd {
-                Box::new(zstd::stream::read::Decoder::new(decrypted)?)
-            } else {
-                decrypted
-            };
-            io::copy(&mut decoded, sink)?;
-            sink.flush()?;
-        }
-    }
+    let decode_error = match sink {
+        None => None,
+        Some(sink) => feed(&mut hashing, zstd, identities, sink).err(),
+    };
     // Whatever the decoders left unread still counts for the checksum.
     io::copy(&mut hashing, &mut io::sink())?;
-    Ok(Written {
+    let written = Written {
         bytes: hashing.bytes,
         sha256: hex(&hashing.hasher.finalize()),
+    };
+    Ok(ReadBack {
+        written,
+        decode_error,
     })
+}
+
+fn feed(
+    input: &mut impl Read,
+    zstd: bool,
+    identities: Option<&[Box<dyn age::Identity>]>,
+    sink: &mut dyn Write,
+) -> io::Result<()> {
+    let decrypted: Box<dyn Read + '_> = match identities {
+        Some(ids) => {
+            let decryptor = age::Decryptor::new(input).map_err(io::Error::other)?;
+            Box::new(
+                decryptor
+                    .decrypt(ids.iter().map(|i| i.as_ref()))
+                    .map_err(io::Error::other)?,
+            )
+        }
+        None => Box::new(input),
+    };
+    let mut decoded: Box<dyn Read + '_> = if zstd {
+        Box::new(zstd::stream::read::Decoder::new(decrypted)?)
+    } else {
+        decrypted
+    };
+    io::copy(&mut decoded, sink)?;
+    sink.flush()
 }
 
 /// SHA-256 and size of a file, read once.
 pub fn hash_file(path: &Path) -> io::Result<Written> {
-    read_stream(path, false, None, None)
+    read_stream(path, false, None, None).map(|r| r.written)
 }
 
 struct HashingReader<R> {
@@ -261,7 +279,8 @@ mod tests {
             let mut out = Vec::new();
             let again =
                 read_stream(&path, zstd, encrypt.then_some(&ids[..]), Some(&mut out)).unwrap();
-            assert_eq!(again.sha256, written.sha256);
+            assert!(again.decode_error.is_none());
+            assert_eq!(again.written.sha256, written.sha256);
             assert_eq!(out, data, "zstd={zstd} encrypt={encrypt}");
             assert_eq!(hash_file(&path).unwrap().sha256, written.sha256);
         }

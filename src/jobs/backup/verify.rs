@@ -119,18 +119,29 @@ async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLeve
     });
     let (waited, fed) = tokio::join!(running.wait(env.cancel, |_, _| {}), feed);
     let fed = fed.map_err(|e| Found::Problem(level, e.to_string()))?;
-    let result = restore_outcome(level, waited);
-    let result = match (result, fed) {
-        (Err(f), _) => Err(f),
-        (Ok(()), Err(e)) => Err(Found::Problem(level, format!("reading {}: {e}", file.path))),
-        (Ok(()), Ok(w)) if w.sha256 != file.sha256 || w.bytes != file.bytes => Err(Found::Problem(
+    let fed = fed.map_err(|e| Found::Problem(level, format!("reading {}: {e}", file.path)))?;
+    let restored = restore_outcome(level, waited);
+    let w = &fed.written;
+    // Damage is named first as what it is: the bytes differ from what was written.
+    let result = if w.sha256 != file.sha256 || w.bytes != file.bytes {
+        let also = match (&fed.decode_error, &restored) {
+            (Some(e), _) => format!("; decoding failed too: {e}"),
+            (None, Err(Found::Problem(_, p))) => format!("; {p}"),
+            _ => String::new(),
+        };
+        Err(Found::Problem(
             level,
             format!(
-                "{}: checksum mismatch ({} bytes, sha256 {}; manifest says {} bytes, {})",
+                "{}: checksum mismatch ({} bytes, sha256 {}; manifest says {} bytes, {}){also}",
                 file.path, w.bytes, w.sha256, file.bytes, file.sha256
             ),
-        )),
-        (Ok(()), Ok(_)) => Ok(()),
+        ))
+    } else {
+        match (restored, fed.decode_error) {
+            (Err(f), _) => Err(f),
+            (Ok(()), Some(e)) => Err(Found::Problem(level, format!("reading {}: {e}", file.path))),
+            (Ok(()), None) => Ok(()),
+        }
     };
     finish(level, result, restore_db, m, note).await
 }
