@@ -205,3 +205,37 @@ fn max_concurrent_jobs_keeps_runs_apart() {
         "with two slots both start before either ends: {parallel:?}"
     );
 }
+
+/// After kill -9 of the daemon, its job's direct child gets the parent-death signal, and what
+/// ignores it (a shell trapping TERM, its background children) is ended by the next start.
+#[test]
+fn a_restart_after_kill_9_ends_the_groups_the_dead_daemon_left() {
+    let dir = harness::tempdir();
+    let pids = dir.path().join("pids");
+    let mut daemon = Daemon::builder(&dir)
+        .toml(&sh_job(
+            "stubborn",
+            &group_script("trap '' TERM;", &pids),
+            "",
+        ))
+        .spawn();
+    start_run(&daemon, "stubborn");
+    let pids = wait_for_pids(&pids);
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        daemon
+            .wait_exit(std::time::Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(
+        pids.iter().all(|p| process_alive(*p)),
+        "the shell ignores the parent-death SIGTERM and its children never got it"
+    );
+    daemon.restart();
+    assert_all_gone(&pids);
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("ended process group {}", pids[0])),
+        "{log}"
+    );
+}
