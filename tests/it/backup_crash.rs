@@ -11,7 +11,8 @@ use crate::backup_disturb::{
     wait_for_streaming,
 };
 use crate::backup_support::{
-    BackgroundRun, Fixture, backup_ok, backups, ctl, entries, snapshot_files, wait_past_second_of,
+    BackgroundRun, Fixture, assert_only_older_intact, backup_ok, backups, ctl, entries,
+    snapshot_files, wait_past_second_of,
 };
 use crate::harness;
 
@@ -178,22 +179,7 @@ fn backup_fails_cleanly_when_postgresql_stops_mid_dump() {
         "pg_dump's own reason is in the message: {message}"
     );
     assert_no_pg_dump_left(&fx, "after the failed run");
-    assert_eq!(
-        entries(&fx.backup_dir()),
-        std::slice::from_ref(&older),
-        "no new folder, no partial"
-    );
-    assert_eq!(
-        snapshot_files(&fx.backup_dir().join(&older)),
-        before,
-        "older backup untouched"
-    );
-    let listed = backups(&daemon);
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(
-        (listed[0]["id"].as_str(), listed[0]["state"].as_str()),
-        (Some(older.as_str()), Some("verified"))
-    );
+    assert_only_older_intact(&fx, &daemon, &older, &before, "PostgreSQL stopped");
 }
 
 #[test]
@@ -234,24 +220,13 @@ fn backup_times_out_cleanly_when_postgresql_is_frozen_mid_dump() {
         "pg_dump ended with the run: {:?}",
         pg_dumps_of(&fx.pg)
     );
-    assert_eq!(
-        entries(&fx.backup_dir()),
-        std::slice::from_ref(&older),
-        "no new folder, no partial"
-    );
     drop(frozen);
     assert_eq!(
         fx.pg.psql("postgres", "SELECT 1"),
         "1",
         "the server continues"
     );
-    assert_eq!(
-        snapshot_files(&fx.backup_dir().join(&older)),
-        before,
-        "older backup untouched"
-    );
-    let listed = backups(&daemon);
-    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_only_older_intact(&fx, &daemon, &older, &before, "PostgreSQL frozen");
     eprintln!("frozen server: run timed out and cleaned up {took:?} after it started");
 }
 

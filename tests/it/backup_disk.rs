@@ -3,7 +3,8 @@
 
 use crate::backup_disturb::{Tmpfs, pg_dumps_of};
 use crate::backup_support::{
-    Fixture, backup_ok, backups, entries, run_job, snapshot_files, wait_past_second_of,
+    Fixture, assert_only_older_intact, backup_ok, backups, entries, run_job, snapshot_files,
+    wait_past_second_of,
 };
 use crate::harness;
 
@@ -61,19 +62,13 @@ fn backup_on_a_full_disk_fails_cleanly_and_keeps_older_backups() {
         "pg_dump stopped: {:?}",
         pg_dumps_of(&fx.pg)
     );
-    assert_eq!(
-        entries(&fx.backup_dir()),
-        std::slice::from_ref(&older),
-        "no partial left on the full disk"
+    assert_only_older_intact(
+        &fx,
+        &daemon,
+        &older,
+        &before,
+        "custom format on a full disk",
     );
-    assert_eq!(
-        snapshot_files(&fx.backup_dir().join(&older)),
-        before,
-        "older backup untouched"
-    );
-    let listed = backups(&daemon);
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0]["state"], "verified");
 
     // The directory format: pg_dump writes the files and meets the full disk itself.
     let record = run_job(&daemon, "folder");

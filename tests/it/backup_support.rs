@@ -301,3 +301,31 @@ pub fn wait_past_second_of(id: &str) {
     });
     assert!(moved, "the clock did not move past {second}");
 }
+
+/// After a failed run: backup-dir holds only `older`, byte for byte as `before`, and it is
+/// still the one verified backup listed.
+pub fn assert_only_older_intact(
+    fx: &Fixture,
+    daemon: &Daemon,
+    older: &str,
+    before: &BTreeMap<PathBuf, Vec<u8>>,
+    why: &str,
+) {
+    assert_eq!(
+        entries(&fx.backup_dir()),
+        [older.to_owned()],
+        "{why}: no new folder, no partial"
+    );
+    assert_eq!(
+        &snapshot_files(&fx.backup_dir().join(older)),
+        before,
+        "{why}: older backup untouched"
+    );
+    let listed = backups(daemon);
+    assert_eq!(listed.len(), 1, "{why}: {listed:?}");
+    assert_eq!(
+        (listed[0]["id"].as_str(), listed[0]["state"].as_str()),
+        (Some(older), Some("verified")),
+        "{why}"
+    );
+}
