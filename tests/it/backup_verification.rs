@@ -199,3 +199,32 @@ fn backup_restore_drills_of_one_database_do_not_collide() {
     );
     assert_eq!(status, 0, "the drill on request, beside it: {said}");
 }
+
+/// `verify-every` raises a run to a restore drill when the job's last drill is older than the
+/// interval (or there is none), and leaves the configured level otherwise.
+#[test]
+fn verify_every_raises_a_run_to_a_restore_drill_when_one_is_due() {
+    let fx = Fixture::new();
+    fx.sql(ACCOUNTS);
+    let daemon = fx
+        .daemon("[jobs.nightly]\nkind = \"backup\"\nverify = \"checksum\"\nverify-every = \"7d\"")
+        .spawn();
+    let level_of = |id: &str| {
+        crate::backup_support::manifest(&daemon, id)["verification"]["level"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let first = backup_ok(&daemon, "nightly");
+    assert_eq!(
+        level_of(&first).as_deref(),
+        Some("restore"),
+        "no drill yet: this run is one"
+    );
+    wait_past_second_of(&first);
+    let second = backup_ok(&daemon, "nightly");
+    assert_eq!(
+        level_of(&second).as_deref(),
+        Some("checksum"),
+        "a drill ran today: the configured level"
+    );
+}
