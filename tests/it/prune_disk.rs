@@ -1,0 +1,147 @@
+//! Safety on disk: a symlink in backup-dir is never followed nor removed, a folder whose
+//! manifest cannot be read stops the whole run, a stale `.partial-*` folder goes with the
+//! prune run, `.trash-<id>` left by a crash goes at the next start-up, and `min-keep` holds.
+
+use crate::backup_support::{Fixture, backup_ok, backups, entries, run_job, snapshot_files};
+use crate::prune_support::{
+    NIGHTLY, at, craft_copy, craft_copy_as, decision, dry_run, log_lines, prune_job, sorted,
+    started_of,
+};
+
+#[test]
+fn prune_never_follows_a_symlink_removes_a_stale_partial_and_respects_min_keep() {
+    let fx = Fixture::new();
+    fx.create_small_schema();
+    let policy = "keep-last = 1\nmin-keep = 2";
+    let daemon = fx
+        .daemon(&format!("{NIGHTLY}\n{}", prune_job("prune", policy)))
+        .spawn();
+    let dir = fx.backup_dir();
+    let r1 = backup_ok(&daemon, "nightly");
+    let today = started_of(&dir, &r1).date_naive();
+    let c1 = craft_copy(&dir, &r1, at(today, 1, 12));
+    let c2 = craft_copy(&dir, &r1, at(today, 2, 12));
+    // Outside backup-dir, a folder that looks exactly like an old backup, linked in under its
+    // own id: followed, it would be the oldest backup and the first to go.
+    let outside = fx.dir.path().join("outside");
+    let linked = craft_copy_as(&dir, &r1, at(today, 30, 12), Some(&outside));
+    std::os::unix::fs::symlink(&outside, dir.join(&linked)).expect("symlink");
+    let outside_before = snapshot_files(&outside);
+    // A partial folder whose writer is gone: its lock file exists but nobody holds it.
+    let partial = dir.join(".partial-20261101T000000Z-nightly");
+    std::fs::create_dir(&partial).expect("create the partial folder");
+    std::fs::write(partial.join(".lock"), b"").expect("lock file");
+    std::fs::write(partial.join("database.backup"), b"half a dump").expect("half a dump");
+
+    let plan = sorted(&dry_run(&daemon, "prune"));
+    assert_eq!(
+        plan.keys().collect::<Vec<_>>(),
+        [&c2, &c1, &r1],
+        "the symlink is no backup"
+    );
+    assert_eq!(plan[&r1], decision(true, &["newest verified", "last 1"]));
+    assert_eq!(plan[&c1], decision(true, &["min-keep"]));
+    assert_eq!(plan[&c2], decision(false, &["no rule keeps it"]));
+    assert!(partial.exists(), "a dry run removes no partial either");
+
+    let run = run_job(&daemon, "prune");
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    assert_eq!(
+        run["details"]["removed"],
+        serde_json::json!([c2]),
+        "{run:#}"
+    );
+    let link = std::fs::symlink_metadata(dir.join(&linked)).expect("the symlink is still there");
+    assert!(link.file_type().is_symlink());
+    assert_eq!(
+        snapshot_files(&outside),
+        outside_before,
+        "its target untouched"
+    );
+    assert!(!partial.exists(), "the stale partial is removed");
+    let said = log_lines(
+        &daemon,
+        &[".partial-20261101T000000Z-nightly", "no live writer"],
+    );
+    assert_eq!(said.len(), 1, "the log says so:\n{}", daemon.log());
+    let mut left = vec![c1, r1, linked];
+    left.sort();
+    assert_eq!(entries(&dir), left);
+}
+
+#[test]
+fn prune_removes_nothing_when_a_manifest_cannot_be_read_and_names_it() {
+    let fx = Fixture::new();
+    fx.create_small_schema();
+    let daemon = fx
+        .daemon(&format!(
+            "{NIGHTLY}\n{}",
+            prune_job("prune", "keep-last = 1")
+        ))
+        .spawn();
+    let dir = fx.backup_dir();
+    let r1 = backup_ok(&daemon, "nightly");
+    let today = started_of(&dir, &r1).date_naive();
+    craft_copy(&dir, &r1, at(today, 2, 12));
+    let corrupt = craft_copy(&dir, &r1, at(today, 1, 12));
+    let manifest = dir.join(&corrupt).join("manifest.json");
+    let text = std::fs::read(&manifest).expect("read the manifest");
+    std::fs::write(&manifest, &text[..text.len() / 2]).expect("cut the manifest short");
+    let before = entries(&dir);
+
+    for dry in [true, false] {
+        let mut args = vec!["--json", "run", "prune", "--wait"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let out = crate::backup_support::ctl(&daemon, &args);
+        let run = crate::prune_support::finished(&out);
+        assert_eq!(
+            (out.status, &run["outcome"]),
+            (1, &"failed".into()),
+            "{run:#}"
+        );
+        let message = run["message"].as_str().expect("message");
+        assert!(
+            message.contains("removing nothing") && message.contains(&corrupt),
+            "names the folder: {message}"
+        );
+        assert_eq!(entries(&dir), before, "nothing removed (dry run: {dry})");
+    }
+}
+
+#[test]
+fn prune_trash_left_by_a_crash_is_never_listed_and_goes_at_the_next_start() {
+    let fx = Fixture::new();
+    fx.create_small_schema();
+    let mut daemon = fx
+        .daemon(&format!(
+            "{NIGHTLY}\n{}",
+            prune_job("prune", "keep-last = 1")
+        ))
+        .spawn();
+    let dir = fx.backup_dir();
+    let r1 = backup_ok(&daemon, "nightly");
+    let today = started_of(&dir, &r1).date_naive();
+    // A crash between the rename to `.trash-<id>` and the delete leaves a whole backup there.
+    let doomed = craft_copy(&dir, &r1, at(today, 1, 12));
+    let trash = dir.join(format!(".trash-{doomed}"));
+    std::fs::rename(dir.join(&doomed), &trash).expect("rename to trash");
+    let r1_before = snapshot_files(&dir.join(&r1));
+
+    let listed: Vec<_> = backups(&daemon).iter().map(|b| b["id"].clone()).collect();
+    assert_eq!(listed, [r1.as_str()], "trash is not a backup");
+    let plan = dry_run(&daemon, "prune");
+    assert_eq!(plan.keys().collect::<Vec<_>>(), [&r1], "nor planned");
+
+    daemon.restart();
+    assert!(!trash.exists(), "trash removed at start-up");
+    let said = log_lines(&daemon, &[&format!("removed .trash-{doomed}"), "crash"]);
+    assert_eq!(said.len(), 1, "the log says so:\n{}", daemon.log());
+    assert_eq!(entries(&dir), std::slice::from_ref(&r1));
+    assert_eq!(
+        snapshot_files(&dir.join(&r1)),
+        r1_before,
+        "the backup untouched"
+    );
+}
