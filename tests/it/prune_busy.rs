@@ -1,5 +1,6 @@
 //! Never under a running backup, never a backup in use: a prune while a backup of its set runs
-//! fails as transient (so it retries) and removes nothing; a backup being verified on request
+//! fails as transient (so it retries) and removes nothing, while a prune of another set goes
+//! ahead without touching the running backup's partial folder; a backup being verified on request
 //! is kept ("in use") until the verification ends.
 //!
 //! Both are held busy deterministically by PostgreSQL locks the test holds: a table lock makes
@@ -25,12 +26,17 @@ fn prune_refuses_to_run_while_a_backup_of_its_set_runs_and_removes_nothing() {
     let fx = Fixture::new();
     fx.sql("CREATE TABLE held (id integer PRIMARY KEY); INSERT INTO held VALUES (1)");
     let policy = "keep-last = 1\nretries = 1\nretry-delay = \"1s\"\nof = [\"nightly\"]";
-    let daemon = fx
-        .daemon(&format!("{NIGHTLY}\n{}", prune_job("prune", policy)))
-        .spawn();
+    let jobs = format!(
+        "{NIGHTLY}\n{}\n[jobs.hourly]\nkind = \"backup\"\nverify = \"checksum\"\n\n{}",
+        prune_job("prune", policy),
+        prune_job("tidy", "keep-last = 1\nof = [\"hourly\"]")
+    );
+    let daemon = fx.daemon(&jobs).spawn();
     let dir = fx.backup_dir();
     let r1 = backup_ok(&daemon, "nightly");
     let old = craft_copy(&dir, &r1, at(started_of(&dir, &r1).date_naive(), 1, 12));
+    let h1 = backup_ok(&daemon, "hourly");
+    let h0 = craft_copy(&dir, &h1, at(started_of(&dir, &h1).date_naive(), 1, 12));
 
     wait_past_second_of(&r1);
     let lock = TableLock::hold(&fx.pg, DB, "held");
@@ -56,7 +62,22 @@ fn prune_refuses_to_run_while_a_backup_of_its_set_runs_and_removes_nothing() {
     assert_eq!(retried.len(), 1, "{}", daemon.log());
     assert_eq!(entries(&dir), before, "nothing removed");
 
+    // A prune of another set is not held up, and leaves the running backup's partial alone.
+    let other = run_job(&daemon, "tidy");
+    assert_eq!(other["outcome"], "succeeded", "{other:#}");
+    assert_eq!(
+        other["details"]["removed"],
+        serde_json::json!([h0]),
+        "{other:#}"
+    );
+    let partials = entries(&dir)
+        .into_iter()
+        .filter(|n| n.starts_with(".partial-"))
+        .count();
+    assert_eq!(partials, 1, "the live partial stays: {:?}", entries(&dir));
+
     drop(lock);
+    // The backup still publishes: nothing was taken from under it.
     wait_for_runs(&daemon, "nightly", 2, |r| r["outcome"] == "succeeded");
     let run = run_job(&daemon, "prune");
     assert_eq!(run["outcome"], "succeeded", "{run:#}");
