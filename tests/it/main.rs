@@ -5,7 +5,9 @@
 //! and `atprectl` binaries against them. Test modules are declared below: `core_*` prove the
 //! daemon's core (config, reload, schedules, runner, shutdown, socket, protocol, secrets,
 //! atprectl, notify, history) through the real binaries; `backup_*` prove the backup job (round
-//! trips through the real pg_restore, manifests, crashes, full disks, damage, secrets, age).
+//! trips through the real pg_restore, manifests, crashes, full disks, damage, secrets, age);
+//! `prune_*` prove the retention job on real backup folders (plans, reasons, safety on disk,
+//! busy and in-use backups, config errors) and the offline `atprectl retention` planner.
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -41,3 +43,10 @@ mod core_socket;
 mod core_support;
 mod harness;
 mod harness_selftest;
+mod prune_busy;
+mod prune_config;
+mod prune_disk;
+mod prune_failed;
+mod prune_offline;
+mod prune_plan;
+mod prune_support;
