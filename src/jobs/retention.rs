@@ -129,7 +129,12 @@ pub fn plan(candidates: &[Candidate], policy: &Policy, now: DateTime<Utc>, tz: T
     sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); sorted.len()];
     let mut warnings = Vec::new();
-    let verified: Vec<usize> = (0..sorted.len()).filter(|&i| sorted[i].verified).collect();
+    // Backups dated in the future (the clock went back) are kept below but take part in no
+    // rule: otherwise they would fill `keep-last` and the period slots, and the backup made
+    // just now — the freshest data — would be the one removed.
+    let verified: Vec<usize> = (0..sorted.len())
+        .filter(|&i| sorted[i].verified && sorted[i].time <= now)
+        .collect();
 
     for (i, c) in sorted.iter().enumerate() {
         if c.in_use {
@@ -148,7 +153,11 @@ pub fn plan(candidates: &[Candidate], policy: &Policy, now: DateTime<Utc>, tz: T
         apply_rules(&sorted, &verified, policy, tz, &mut reasons);
     }
     // Failed or unverified backups go once a newer verified one exists; until then they stay.
-    for (i, c) in sorted.iter().enumerate().filter(|(_, c)| !c.verified) {
+    for (i, c) in sorted
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.verified && c.time <= now)
+    {
         let newer_verified = verified.iter().any(|&v| sorted[v].time > c.time);
         if !newer_verified {
             reasons[i].push("not verified, but no newer verified backup yet".into());

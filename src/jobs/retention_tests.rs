@@ -198,6 +198,30 @@ fn failed_in_use_future_and_min_keep() {
     assert_eq!(plan.warnings.len(), 1);
 }
 
+#[test]
+fn a_backup_dated_in_the_future_does_not_displace_the_one_made_now() {
+    let c = [
+        verified("future", at("2026-11-30T02:00:00Z")),
+        verified("now", at("2026-11-28T11:00:00Z")),
+    ];
+    for p in [
+        policy(|p| p.keep_last = Some(1)),
+        policy(|p| {
+            p.keep_periods.insert(Period::Daily, 1);
+        }),
+    ] {
+        let plan = plan(&c, &p, at(NOW), chrono_tz::UTC);
+        assert_eq!(kept(&plan), ["future", "now"], "{p:?}");
+        assert!(
+            plan.decisions[1]
+                .reasons
+                .contains(&"newest verified".to_owned()),
+            "{plan:?}"
+        );
+        assert_eq!(plan.decisions[0].reasons, ["dated in the future"]);
+    }
+}
+
 fn arb_candidates() -> impl Strategy<Value = Vec<Candidate>> {
     prop::collection::vec(
         (
@@ -265,6 +289,10 @@ proptest! {
         let newest_verified = c.iter().filter(|x| x.verified).max_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
         if let Some(n) = newest_verified {
             prop_assert!(decision(&n.id).keep, "newest verified {} removed", n.id);
+        }
+        let newest_until_now = c.iter().filter(|x| x.verified && x.time <= now).max_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        if let Some(n) = newest_until_now {
+            prop_assert!(decision(&n.id).keep, "the newest verified backup up to now, {}, removed", n.id);
         }
         let verified_total = c.iter().filter(|x| x.verified).count();
         let verified_kept = c.iter().filter(|x| x.verified && decision(&x.id).keep).count();
