@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 const BUF: usize = 1 << 20;
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 /// Compression and encryption of the stream.
 #[derive(Clone)]
@@ -91,6 +92,10 @@ pub fn write_stream(
             Some(level) => {
                 let mut z = zstd::stream::write::Encoder::new(&mut encrypted, level)?;
                 z.multithread(zstd_threads())?;
+                // zstd's default job size at level 3 is 8 MiB, and with two workers it keeps
+                // several jobs in flight (about 50 MiB resident); 2 MiB jobs keep it near 17 MiB
+                // at the same speed, for a ratio a fraction of a percent worse.
+                z.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 // A frame checksum lets a plain `zstd -dc | pg_restore` notice damage too.
                 z.include_checksum(true)?;
                 copy_counting(&mut input, &mut z, read)?;
