@@ -26,7 +26,14 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
     if want_journald {
         match tracing_journald::layer() {
             Ok(layer) => {
+                // journalctl's own reading of levels: info is 6, not tracing-journald's 5.
+                let priorities = tracing_journald::PriorityMappings {
+                    info: tracing_journald::Priority::Informational,
+                    debug: tracing_journald::Priority::Debug,
+                    ..tracing_journald::PriorityMappings::new()
+                };
                 let layer = layer
+                    .with_priority_mappings(priorities)
                     .with_field_prefix(None)
                     .with_syslog_identifier("atpred".into());
                 let _ = tracing_subscriber::registry()

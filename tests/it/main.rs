@@ -32,6 +32,7 @@ mod backup_verification;
 mod core_config;
 mod core_ctl;
 mod core_history;
+mod core_journald;
 mod core_notify;
 mod core_protocol;
 mod core_reload;
