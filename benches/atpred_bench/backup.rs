@@ -123,6 +123,7 @@ pub fn run(env: &Env) -> Result<Vec<Row>> {
         .collect();
     eprintln!("  warm-up: pg_dump -Fc -Z0 > /dev/null (not counted)");
     measure(env, Case::Floor, &dir, &bare)?;
+    settle(env);
     for round in 0..env.runs {
         let mut order: Vec<usize> = (0..rows.len()).collect();
         if round % 2 == 1 {
@@ -143,6 +144,7 @@ pub fn run(env: &Env) -> Result<Vec<Row>> {
                     .unwrap_or_default()
             );
             rows[i].samples.push(sample);
+            settle(env);
         }
     }
     Ok(rows)
@@ -218,6 +220,16 @@ fn measure(env: &Env, case: Case, dir: &Path, bare: &Path) -> Result<Sample> {
             })
         }
     }
+}
+
+/// Lets the next measurement start from a quiet server and disk: CHECKPOINT (atp_user has
+/// pg_checkpoint) and `sync`, so no run pays for the writes of the one before (a restore drill
+/// leaves about a gigabyte of dirty pages behind).
+fn settle(env: &Env) {
+    if let Err(e) = crate::psql(env, "CHECKPOINT") {
+        eprintln!("  (no CHECKPOINT between measurements: {e:#})");
+    }
+    let _ = Command::new("sync").status();
 }
 
 fn timed(t0: Instant, bytes: Option<u64>) -> Sample {

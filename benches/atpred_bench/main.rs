@@ -182,7 +182,7 @@ fn machine(env: &Env) -> Result<String> {
     Ok(s)
 }
 
-fn psql(env: &Env, query: &str) -> Result<String> {
+pub fn psql(env: &Env, query: &str) -> Result<String> {
     let out = Command::new(env.pg_bin.join("psql"))
         .arg("--host")
         .arg(&env.pg_host)
@@ -224,7 +224,8 @@ const METHOD: &str = "## How it is measured
 - **Backups**: each atpred row starts a fresh daemon (so VmHWM is that run's peak, start-up
   included), times `atprectl run JOB --wait` from spawn to exit, then stops the daemon and
   removes the published backup. pg_dump rows time `pg_dump` and then `sync` of what it wrote
-  (atpred fsyncs its files too). All rows of a round run back to back; the order is reversed
-  every other round, after one uncounted warm-up dump. `dump MiB` is the dump itself
+  (atpred fsyncs its files too). All rows of a round run one after the other, each after a
+  `CHECKPOINT` and a `sync` (not timed); the order is reversed every other round, after one
+  uncounted warm-up dump. `dump MiB` is the dump itself
   (`database.backup*`), without manifest and SHA256SUMS.
 ";
