@@ -58,6 +58,9 @@ pub struct Core {
     pub rps: Vec<f64>,
     pub p50_ms: Vec<f64>,
     pub p99_ms: Vec<f64>,
+    /// CPU time (µs) per `status` request of the daemon and of the bench's client thread.
+    pub daemon_us_per_req: Vec<f64>,
+    pub client_us_per_req: Vec<f64>,
     /// The status daemon's VmHWM (MiB) after all load rounds.
     pub load_hwm_mib: f64,
 }
@@ -129,10 +132,16 @@ fn load(env: &Env, core: &mut Core) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(round(&d.socket, CLIENTS, 20))?;
+    let hz = daemon::clock_ticks() as f64;
     for i in 0..env.runs {
+        let cpu0 = (d.cpu_ticks()?, daemon::cpu_ticks_of(std::process::id())?);
         let (elapsed, mut latencies) =
             rt.block_on(round(&d.socket, CLIENTS, REQUESTS_PER_CLIENT))?;
+        let cpu1 = (d.cpu_ticks()?, daemon::cpu_ticks_of(std::process::id())?);
         let total = latencies.len() as f64;
+        let per_req = |ticks: u64| ticks as f64 * 1e6 / hz / total;
+        core.daemon_us_per_req.push(per_req(cpu1.0 - cpu0.0));
+        core.client_us_per_req.push(per_req(cpu1.1 - cpu0.1));
         latencies.sort_by(f64::total_cmp);
         let rps = total / elapsed.as_secs_f64();
         let p50 = crate::stats::percentile(&latencies, 50.0);

@@ -147,17 +147,7 @@ impl Daemon {
 
     /// utime + stime of the daemon itself, in clock ticks.
     pub fn cpu_ticks(&self) -> Result<u64> {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
-        // Fields after the command name (which may hold spaces) start at field 3, "state".
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| -> Result<u64> {
-            fields
-                .get(n - 3)
-                .and_then(|f| f.parse().ok())
-                .with_context(|| format!("field {n} of /proc/{}/stat", self.pid))
-        };
-        Ok(field(14)? + field(15)?)
+        cpu_ticks_of(self.pid)
     }
 }
 
@@ -201,6 +191,21 @@ pub fn status_kib_in(path: &str, key: &str) -> Result<u64> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("{key} in {path}"))
+}
+
+/// utime + stime of a process (all its threads, also those that have exited), in clock ticks.
+pub fn cpu_ticks_of(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start at field 3, "state".
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("field {n} of /proc/{pid}/stat"))
+    };
+    Ok(field(14)? + field(15)?)
 }
 
 /// Clock ticks per second of /proc/PID/stat (USER_HZ).

@@ -92,6 +92,22 @@ pub fn core_table(out: &mut String, c: &Core, runs: usize, idle_secs: u64) {
         Some(median(&c.p99_ms) < 2.0),
     );
     row(
+        "CPU per `status` request: daemon (µs, utime+stime)".into(),
+        &c.daemon_us_per_req,
+        1,
+        runs,
+        "",
+        None,
+    );
+    row(
+        "CPU per `status` request: the bench's client thread (µs)".into(),
+        &c.client_us_per_req,
+        1,
+        runs,
+        "",
+        None,
+    );
+    row(
         "VmHWM of that daemon after the rounds (MiB)".into(),
         &[c.load_hwm_mib],
         1,
@@ -195,6 +211,24 @@ fn derived(out: &mut String, rows: &[Row]) {
     let get = |c| row_of(rows, c);
     let med = |r: &Row| median(&secs(r));
     let size = |r: &Row| median(&mib_of(r));
+    for (job, base) in [("checksum", Case::PgDumpCustom), ("dir", Case::PgDumpDir)] {
+        if let (Some(r), Some(b)) = (get(Case::Job(job)), get(base)) {
+            let paired: Vec<f64> = r
+                .samples
+                .iter()
+                .zip(&b.samples)
+                .map(|(r, b)| r.secs / b.secs)
+                .collect();
+            let _ = writeln!(
+                out,
+                "- {} against {} in the same round: {}× (median of {})",
+                r.label,
+                short(base),
+                num(median(&paired), 2),
+                list(&paired, 2)
+            );
+        }
+    }
     if let (Some(z), Some(g)) = (get(Case::Job("checksum")), get(Case::Job("gzip"))) {
         let _ = writeln!(
             out,
@@ -264,6 +298,12 @@ pub fn every_run(out: &mut String, core: Option<&Core>, rows: &[Row]) {
         let _ = writeln!(out, "- status req/s: {}", list(&c.rps, 0));
         let _ = writeln!(out, "- status p50 ms: {}", list(&c.p50_ms, 3));
         let _ = writeln!(out, "- status p99 ms: {}", list(&c.p99_ms, 3));
+        let _ = writeln!(
+            out,
+            "- status CPU µs per request, daemon: {}; client: {}",
+            list(&c.daemon_us_per_req, 1),
+            list(&c.client_us_per_req, 1)
+        );
     }
     for r in rows {
         let hwm = hwm_of(r);
