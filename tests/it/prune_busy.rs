@@ -18,7 +18,8 @@ use crate::core_support::wait_for_runs;
 use crate::harness::process::{self, kill_and_reap};
 use crate::harness::{self, Daemon, PgServer};
 use crate::prune_support::{
-    NIGHTLY, at, craft_copy, decision, dry_run, log_lines, prune_job, sorted, started_of,
+    NIGHTLY, at, craft_copy, decision, dry_run, log_lines, nightly_with_prune, prune_job, sorted,
+    started_of,
 };
 
 #[test]
@@ -90,16 +91,7 @@ fn prune_refuses_to_run_while_a_backup_of_its_set_runs_and_removes_nothing() {
 
 #[test]
 fn prune_keeps_a_backup_while_it_is_being_verified() {
-    let fx = Fixture::new();
-    fx.create_small_schema();
-    let daemon = fx
-        .daemon(&format!(
-            "{NIGHTLY}\n{}",
-            prune_job("prune", "keep-last = 1")
-        ))
-        .spawn();
-    let dir = fx.backup_dir();
-    let r1 = backup_ok(&daemon, "nightly");
+    let (fx, daemon, dir, r1) = nightly_with_prune("keep-last = 1");
     let old = craft_copy(&dir, &r1, at(started_of(&dir, &r1).date_naive(), 1, 12));
 
     let held = DatabaseLock::hold(&fx.pg, "template1");

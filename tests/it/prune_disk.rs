@@ -2,22 +2,15 @@
 //! manifest cannot be read stops the whole run, a stale `.partial-*` folder goes with the
 //! prune run, `.trash-<id>` left by a crash goes at the next start-up, and `min-keep` holds.
 
-use crate::backup_support::{Fixture, backup_ok, backups, entries, run_job, snapshot_files};
+use crate::backup_support::{backups, entries, run_job, snapshot_files};
 use crate::prune_support::{
-    NIGHTLY, at, craft_copy, craft_copy_as, decision, dry_run, log_lines, prune_job, sorted,
+    at, craft_copy, craft_copy_as, decision, dry_run, log_lines, nightly_with_prune, sorted,
     started_of,
 };
 
 #[test]
 fn prune_never_follows_a_symlink_removes_a_stale_partial_and_respects_min_keep() {
-    let fx = Fixture::new();
-    fx.create_small_schema();
-    let policy = "keep-last = 1\nmin-keep = 2";
-    let daemon = fx
-        .daemon(&format!("{NIGHTLY}\n{}", prune_job("prune", policy)))
-        .spawn();
-    let dir = fx.backup_dir();
-    let r1 = backup_ok(&daemon, "nightly");
+    let (fx, daemon, dir, r1) = nightly_with_prune("keep-last = 1\nmin-keep = 2");
     let today = started_of(&dir, &r1).date_naive();
     let c1 = craft_copy(&dir, &r1, at(today, 1, 12));
     let c2 = craft_copy(&dir, &r1, at(today, 2, 12));
@@ -71,16 +64,7 @@ fn prune_never_follows_a_symlink_removes_a_stale_partial_and_respects_min_keep()
 
 #[test]
 fn prune_removes_nothing_when_a_manifest_cannot_be_read_and_names_it() {
-    let fx = Fixture::new();
-    fx.create_small_schema();
-    let daemon = fx
-        .daemon(&format!(
-            "{NIGHTLY}\n{}",
-            prune_job("prune", "keep-last = 1")
-        ))
-        .spawn();
-    let dir = fx.backup_dir();
-    let r1 = backup_ok(&daemon, "nightly");
+    let (_fx, daemon, dir, r1) = nightly_with_prune("keep-last = 1");
     let today = started_of(&dir, &r1).date_naive();
     craft_copy(&dir, &r1, at(today, 2, 12));
     let corrupt = craft_copy(&dir, &r1, at(today, 1, 12));
@@ -112,16 +96,7 @@ fn prune_removes_nothing_when_a_manifest_cannot_be_read_and_names_it() {
 
 #[test]
 fn prune_trash_left_by_a_crash_is_never_listed_and_goes_at_the_next_start() {
-    let fx = Fixture::new();
-    fx.create_small_schema();
-    let mut daemon = fx
-        .daemon(&format!(
-            "{NIGHTLY}\n{}",
-            prune_job("prune", "keep-last = 1")
-        ))
-        .spawn();
-    let dir = fx.backup_dir();
-    let r1 = backup_ok(&daemon, "nightly");
+    let (_fx, mut daemon, dir, r1) = nightly_with_prune("keep-last = 1");
     let today = started_of(&dir, &r1).date_naive();
     // A crash between the rename to `.trash-<id>` and the delete leaves a whole backup there.
     let doomed = craft_copy(&dir, &r1, at(today, 1, 12));
@@ -150,16 +125,7 @@ fn prune_trash_left_by_a_crash_is_never_listed_and_goes_at_the_next_start() {
 /// no slot of the rules (keep-last 1 keeps the backup made now).
 #[test]
 fn prune_keeps_a_backup_dated_in_the_future_with_a_warning() {
-    let fx = Fixture::new();
-    fx.create_small_schema();
-    let daemon = fx
-        .daemon(&format!(
-            "{NIGHTLY}\n{}",
-            prune_job("prune", "keep-last = 1")
-        ))
-        .spawn();
-    let dir = fx.backup_dir();
-    let r1 = backup_ok(&daemon, "nightly");
+    let (_fx, daemon, dir, r1) = nightly_with_prune("keep-last = 1");
     let ahead = craft_copy(&dir, &r1, started_of(&dir, &r1) + chrono::Days::new(2));
     let old = craft_copy(&dir, &r1, at(started_of(&dir, &r1).date_naive(), 3, 12));
 

@@ -8,20 +8,14 @@ use std::collections::BTreeMap;
 use crate::backup_support::{Fixture, backup_ok, backups, entries, run_job, wait_past_second_of};
 use crate::core_support::history;
 use crate::prune_support::{
-    NIGHTLY, at, bytes_of, craft_copy, decision, dry_run, log_lines, mib, prune_job, sorted,
-    started_of,
+    NIGHTLY, at, bytes_of, craft_copy, decision, dry_run, log_lines, mib, nightly_with_prune,
+    prune_job, sorted, started_of,
 };
 
 #[test]
 fn prune_dry_run_prints_the_plan_and_a_real_run_removes_exactly_it() {
-    let fx = Fixture::new();
-    fx.create_small_schema();
-    let policy = "keep-last = 2\nkeep-daily = 3\nof = [\"nightly\"]";
-    let daemon = fx
-        .daemon(&format!("{NIGHTLY}\n{}", prune_job("prune", policy)))
-        .spawn();
-    let dir = fx.backup_dir();
-    let r1 = backup_ok(&daemon, "nightly");
+    let (_fx, daemon, dir, r1) =
+        nightly_with_prune("keep-last = 2\nkeep-daily = 3\nof = [\"nightly\"]");
     wait_past_second_of(&r1);
     let r2 = backup_ok(&daemon, "nightly");
     let today = started_of(&dir, &r1).date_naive();

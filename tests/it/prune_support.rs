@@ -7,16 +7,29 @@
 //! copied byte for byte, so it stays valid (proved by `sha256sum -c` in [`craft_copy`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde_json::Value;
 
-use crate::backup_support::{ctl, quote, shell};
+use crate::backup_support::{Fixture, backup_ok, ctl, quote, shell};
 use crate::harness::{self, Daemon};
 
 /// A small backup job: the default format, checked by checksum (fast on two busy cores).
 pub const NIGHTLY: &str = "[jobs.nightly]\nkind = \"backup\"\nverify = \"checksum\"\n";
+
+/// A small database, a daemon with the `nightly` backup job and a `prune` job with `policy`, and
+/// one real backup: (fixture, daemon, backup-dir, the backup's id).
+pub fn nightly_with_prune(policy: &str) -> (Fixture, Daemon, PathBuf, String) {
+    let fx = Fixture::new();
+    fx.create_small_schema();
+    let daemon = fx
+        .daemon(&format!("{NIGHTLY}\n{}", prune_job("prune", policy)))
+        .spawn();
+    let dir = fx.backup_dir();
+    let r1 = backup_ok(&daemon, "nightly");
+    (fx, daemon, dir, r1)
+}
 
 /// `[jobs.NAME]` of kind prune with `policy` (TOML lines).
 pub fn prune_job(name: &str, policy: &str) -> String {
