@@ -172,11 +172,8 @@ pub(super) fn validate(
     if !encrypt_to.is_empty() && format != DumpFormat::Custom {
         return Err(check.err(&k("encrypt-to"), "encryption needs format = \"custom\""));
     }
-    if let Some(id) = &raw.verify_identity_file
-        && !id.is_absolute()
-    {
-        return Err(check.err(&k("verify-identity-file"), "must be an absolute path"));
-    }
+    let verify_identity_file =
+        check.secret_file(&k("verify-identity-file"), raw.verify_identity_file)?;
     let min_free_after = match raw.min_free_after.as_deref() {
         None => FreeSpace::Percent(5.0),
         Some(v) => free_space(v).ok_or_else(|| {
@@ -200,7 +197,9 @@ pub(super) fn validate(
                 port: t.port.unwrap_or(postgres.port),
                 user: t.user.unwrap_or_else(|| postgres.user.clone()),
                 dbname: postgres.dbname.clone(),
-                passfile: t.passfile.or_else(|| postgres.passfile.clone()),
+                passfile: check
+                    .secret_file(&k("restore-target.passfile"), t.passfile)?
+                    .or_else(|| postgres.passfile.clone()),
                 bin_dir: t.bin_dir.or_else(|| postgres.bin_dir.clone()),
             }
         }
@@ -214,7 +213,7 @@ pub(super) fn validate(
         verify_every,
         restore_target,
         encrypt_to,
-        verify_identity_file: raw.verify_identity_file,
+        verify_identity_file,
         min_free_after,
     })
 }

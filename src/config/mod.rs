@@ -162,8 +162,12 @@ impl Config {
     pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let text = read_checked(path)?;
         let vars = our_vars(env);
+        let credentials = env
+            .iter()
+            .find(|(k, _)| k == CREDENTIALS_VAR)
+            .map(|(_, v)| PathBuf::from(v));
         let raw = parse(path, &text, &vars)?;
-        validate::validate(raw, path, &text, &vars)
+        validate::validate(raw, path, &text, &vars, credentials.as_deref())
     }
 }
 
@@ -187,6 +191,11 @@ fn read_checked(path: &Path) -> Result<String, ConfigError> {
     }
     std::fs::read_to_string(path).map_err(read_err)
 }
+
+/// Set by systemd for a unit with `LoadCredential=`: where its credentials are.
+const CREDENTIALS_VAR: &str = "CREDENTIALS_DIRECTORY";
+/// A secret file given as `credential:NAME` is `$CREDENTIALS_DIRECTORY/NAME`.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
 
 /// The variables that are ours: `ATPRED__...`, as (variable, value) pairs.
 fn our_vars(env: &[(String, String)]) -> BTreeMap<String, String> {

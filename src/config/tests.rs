@@ -280,3 +280,31 @@ fn secrets_stay_out_of_debug_and_errors() {
     let err = load("[redis]\nurl = \"http://:hunter2@cache\"\n", &[]).unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[test]
+fn a_credential_names_a_file_in_the_credentials_directory() {
+    let text = format!("{BASE}\n[postgres]\npassfile = \"credential:pgpass\"\n");
+    let c = load(
+        &text,
+        &[("CREDENTIALS_DIRECTORY", "/run/credentials/atpred.service")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.postgres.passfile.as_deref(),
+        Some(Path::new("/run/credentials/atpred.service/pgpass"))
+    );
+}
+
+#[test]
+fn a_credential_outside_systemd_is_a_clear_error() {
+    let text = format!("{BASE}\n[postgres]\npassfile = \"credential:pgpass\"\n");
+    let err = load(&text, &[]).unwrap_err().to_string();
+    assert!(err.contains("postgres.passfile"), "{err}");
+    assert!(err.contains("LoadCredential=pgpass"), "{err}");
+    let text = format!("{BASE}\n[redis]\npassword-file = \"credential:../etc/shadow\"\n");
+    let err = load(&text, &[("CREDENTIALS_DIRECTORY", "/run/c")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("redis.password-file"), "{err}");
+    assert!(err.contains("not a credential name"), "{err}");
+}

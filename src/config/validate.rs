@@ -19,6 +19,8 @@ pub(super) struct Check<'a> {
     text: &'a str,
     /// The `ATPRED__*` overrides in force: an error in a value they set names the variable.
     vars: &'a BTreeMap<String, String>,
+    /// `$CREDENTIALS_DIRECTORY`, where `credential:NAME` paths point.
+    credentials: Option<&'a Path>,
 }
 
 impl Check<'_> {
@@ -74,6 +76,50 @@ impl Check<'_> {
         }
         Ok(p)
     }
+
+    /// A file holding a secret: an absolute path, or `credential:NAME` for a credential systemd
+    /// passed with `LoadCredential=NAME:…` (read from `$CREDENTIALS_DIRECTORY`, so the original
+    /// may stay readable by root only).
+    pub(super) fn secret_file(
+        &self,
+        key: &str,
+        value: Option<PathBuf>,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(path) = value.filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(None);
+        };
+        let Some(name) = path
+            .to_str()
+            .and_then(|p| p.strip_prefix(super::CREDENTIAL_PREFIX))
+        else {
+            if !path.is_absolute() {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "must be an absolute path or credential:NAME, got {}",
+                        path.display()
+                    ),
+                ));
+            }
+            return Ok(Some(path));
+        };
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(self.err(
+                key,
+                format!("{name:?} is not a credential name (no \"/\", not empty)"),
+            ));
+        }
+        let Some(dir) = self.credentials else {
+            return Err(self.err(
+                key,
+                format!(
+                    "credential:{name} needs $CREDENTIALS_DIRECTORY, which systemd sets for a unit \
+                     with LoadCredential={name}:PATH; outside systemd give the file's path"
+                ),
+            ));
+        };
+        Ok(Some(dir.join(name)))
+    }
 }
 
 pub(super) fn validate(
@@ -81,8 +127,14 @@ pub(super) fn validate(
     path: &Path,
     text: &str,
     vars: &BTreeMap<String, String>,
+    credentials: Option<&Path>,
 ) -> Result<Config, ConfigError> {
-    let check = Check { path, text, vars };
+    let check = Check {
+        path,
+        text,
+        vars,
+        credentials,
+    };
     let daemon = daemon(&check, raw.daemon)?;
     let postgres = postgres(&check, raw.postgres)?;
     let redis = redis(&check, raw.redis)?;
@@ -168,17 +220,13 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
 }
 
 pub(super) fn postgres(check: &Check, raw: RawPostgres) -> Result<PostgresConfig, ConfigError> {
-    if let Some(p) = &raw.passfile
-        && !p.is_absolute()
-    {
-        return Err(check.err("postgres.passfile", "must be an absolute path"));
-    }
+    let passfile = check.secret_file("postgres.passfile", raw.passfile)?;
     Ok(PostgresConfig {
         host: raw.host.unwrap_or_else(|| "/var/run/postgresql".to_owned()),
         port: raw.port.unwrap_or(5432),
         user: raw.user.unwrap_or_else(|| "atp_user".to_owned()),
         dbname: raw.dbname.unwrap_or_else(|| "atp_re".to_owned()),
-        passfile: raw.passfile,
+        passfile,
         bin_dir: raw.bin_dir.filter(|p| !p.as_os_str().is_empty()),
     })
 }
@@ -200,6 +248,6 @@ fn redis(check: &Check, raw: RawRedis) -> Result<RedisConfig, ConfigError> {
     }
     Ok(RedisConfig {
         url,
-        password_file: raw.password_file.filter(|p| !p.as_os_str().is_empty()),
+        password_file: check.secret_file("redis.password-file", raw.password_file)?,
     })
 }

@@ -1,8 +1,12 @@
-//! Binding the control socket so that it is never reachable by others, not even for an instant.
+//! The control socket: taken from systemd when it passed one, else bound so that it is never
+//! reachable by others, not even for an instant.
 //!
-//! The socket is bound inside a fresh 0700 directory next to its final path, given its mode
-//! (0660) and group there, and only then renamed into place. A stale socket left by a crash is
-//! replaced; a live daemon answering on the path makes us refuse to start.
+//! Under `atpred.socket`, systemd created the socket with its owner, group and mode before we
+//! started, and keeps it across restarts (requests wait in the backlog); it is passed as fd 3
+//! (`LISTEN_FDS`/`LISTEN_PID`). Without it, the socket is bound inside a fresh 0700 directory
+//! next to its final path, given its mode (0660) and group there, and only then renamed into
+//! place. A stale socket left by a crash is replaced; a live daemon answering on the path makes
+//! us refuse to start.
 
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -17,6 +21,8 @@ pub enum BindError {
     InUse(String),
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: String },
+    #[error("cannot use the control socket systemd passed (LISTEN_FDS): {0}")]
+    Passed(#[source] io::Error),
     #[error("cannot bind the control socket {path}: {source}")]
     Io {
         path: String,
@@ -26,6 +32,56 @@ pub enum BindError {
 }
 
 pub const SOCKET_MODE: u32 = 0o660;
+
+/// Where the listening socket came from; it decides who removes the path at exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Passed by systemd socket activation: systemd owns the path.
+    Systemd,
+    /// Bound by us: we remove the path at exit.
+    Bound,
+}
+
+/// The control socket: systemd's if it passed one, else our own bound at `path`.
+pub fn open(path: &Path, group: Option<Gid>) -> Result<(UnixListener, Origin), BindError> {
+    match from_systemd(path)? {
+        Some(listener) => Ok((listener, Origin::Systemd)),
+        None => Ok((bind(path, group)?, Origin::Bound)),
+    }
+}
+
+/// The socket systemd passed (the first of `LISTEN_FDS`, for our pid), if any.
+fn from_systemd(path: &Path) -> Result<Option<UnixListener>, BindError> {
+    let io_err = BindError::Passed;
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() > 1 {
+        tracing::warn!(
+            "systemd passed {} sockets; only the first is the control socket",
+            fds.len()
+        );
+    }
+    let Some(listener) = fds.take_unix_listener(0).map_err(io_err)? else {
+        return Ok(None);
+    };
+    // Passed descriptors are inheritable; no child (pg_dump, hooks) may hold our socket.
+    nix::fcntl::fcntl(
+        &listener,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| io_err(e.into()))?;
+    let bound = listener.local_addr().map_err(io_err)?;
+    if bound.as_pathname() != Some(path) {
+        let shown = bound.as_pathname().map_or_else(
+            || "an unnamed socket".to_owned(),
+            |p| p.display().to_string(),
+        );
+        tracing::warn!(
+            "systemd passed {shown}, not daemon.socket = {}: atprectl must be given --socket {shown}",
+            path.display()
+        );
+    }
+    Ok(Some(listener))
+}
 
 pub fn bind(path: &Path, group: Option<Gid>) -> Result<UnixListener, BindError> {
     let shown = path.display().to_string();

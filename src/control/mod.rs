@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use bind::{BindError, bind};
+pub use bind::{BindError, Origin, open};
 
 use crate::daemon::state::Shared;
 use crate::protocol::{ErrorCode, Response};

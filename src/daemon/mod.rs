@@ -144,7 +144,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     for trash in crate::jobs::catalog::remove_trash(&config.daemon.backup_dir) {
         tracing::warn!("removed {trash}: a backup whose removal a crash interrupted");
     }
-    let std_listener = control::bind(&config.daemon.socket, socket_gid)?;
+    let (std_listener, socket_origin) = control::open(&config.daemon.socket, socket_gid)?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| control::BindError::Io {
@@ -202,7 +202,13 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         commands: commands_rx,
     };
     notify::ready(&supervisor.shared.summary(Utc::now()));
-    tracing::info!(pid = std::process::id(), socket = %socket_path.display(), "atpred {} ready", crate::VERSION);
+    tracing::info!(
+        pid = std::process::id(),
+        socket = %socket_path.display(),
+        socket_from = ?socket_origin,
+        "atpred {} ready",
+        crate::VERSION
+    );
 
     supervisor.run().await;
 
@@ -213,7 +219,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     supervisor.finish_runs(&runner, &root).await;
     control_stop.cancel();
     let _ = control_task.await;
-    let _ = std::fs::remove_file(&socket_path);
+    if socket_origin == control::Origin::Bound {
+        let _ = std::fs::remove_file(&socket_path);
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -29,6 +29,7 @@ mod backup_schema;
 mod backup_secrets;
 mod backup_support;
 mod backup_verification;
+mod core_activation;
 mod core_config;
 mod core_ctl;
 mod core_history;

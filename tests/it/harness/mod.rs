@@ -67,6 +67,15 @@ pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> boo
     }
 }
 
+/// Panics with `hint` unless an executable `name` is on `PATH`: a missing tool fails the test
+/// with what to install, it never skips it.
+pub fn require_binary(name: &str, hint: &str) {
+    assert!(
+        process::find_in_path(name).is_some(),
+        "{name} is not on PATH: {hint}"
+    );
+}
+
 /// True when the tests run as root (as CI does).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
