@@ -52,3 +52,4 @@ mod prune_failed;
 mod prune_offline;
 mod prune_plan;
 mod prune_support;
+mod systemd_units;
