@@ -158,6 +158,16 @@ impl Config {
         Self::load_with_env(path, &vars)
     }
 
+    /// As [`Config::load`], for `atpred --check` run by an administrator outside the unit:
+    /// `credential:NAME` paths resolve to where systemd will put them for atpred.service.
+    pub fn load_for_check(path: &Path) -> Result<Config, ConfigError> {
+        let mut vars: Vec<(String, String)> = std::env::vars().collect();
+        if !vars.iter().any(|(k, _)| k == CREDENTIALS_VAR) {
+            vars.push((CREDENTIALS_VAR.to_owned(), UNIT_CREDENTIALS_DIR.to_owned()));
+        }
+        Self::load_with_env(path, &vars)
+    }
+
     /// As [`Config::load`], with the environment given explicitly (for tests).
     pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let text = read_checked(path)?;
@@ -194,6 +204,8 @@ fn read_checked(path: &Path) -> Result<String, ConfigError> {
 
 /// Set by systemd for a unit with `LoadCredential=`: where its credentials are.
 const CREDENTIALS_VAR: &str = "CREDENTIALS_DIRECTORY";
+/// Where systemd 252+ puts the credentials of atpred.service.
+const UNIT_CREDENTIALS_DIR: &str = "/run/credentials/atpred.service";
 /// A secret file given as `credential:NAME` is `$CREDENTIALS_DIRECTORY/NAME`.
 pub const CREDENTIAL_PREFIX: &str = "credential:";
 

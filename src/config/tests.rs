@@ -49,7 +49,11 @@ fn the_base_config_loads_with_defaults() {
 fn the_reference_config_loads() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("etc/atpred.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let c = load(&text, &[]).unwrap();
+    let c = load(
+        &text,
+        &[("CREDENTIALS_DIRECTORY", "/run/credentials/atpred.service")],
+    )
+    .unwrap();
     assert_eq!(c.daemon.socket_group.as_deref(), Some("atpre"));
     assert!(c.jobs.contains_key(&"vacuum".parse().unwrap()));
 }

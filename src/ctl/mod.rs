@@ -30,13 +30,14 @@ pub fn main(args: CtlArgs) -> ExitCode {
         }
         CtlCommand::Retention(r) => return ExitCode::from(retention::run(r, args.json)),
         CtlCommand::Man { daemon } => {
-            let cmd = if *daemon {
-                DaemonArgs::command()
+            // The daemon is an administrator's command (section 8), atprectl a user's (1).
+            let man = if *daemon {
+                clap_mangen::Man::new(DaemonArgs::command()).section("8")
             } else {
-                CtlArgs::command()
+                clap_mangen::Man::new(CtlArgs::command())
             };
             let mut page = Vec::new();
-            return match clap_mangen::Man::new(cmd).render(&mut page) {
+            return match man.render(&mut page) {
                 Ok(()) => {
                     render::write_stdout(&page);
                     ExitCode::SUCCESS

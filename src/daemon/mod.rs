@@ -71,7 +71,12 @@ pub enum StartupError {
 
 /// The daemon's `main`: `--check`, or load, log, run, exit code.
 pub fn main(args: DaemonArgs) -> ExitCode {
-    let config = match Config::load(&args.config) {
+    let loaded = if args.check {
+        Config::load_for_check(&args.config)
+    } else {
+        Config::load(&args.config)
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("atpred: {e}");
