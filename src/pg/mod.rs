@@ -143,6 +143,27 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     text
 }
 
+/// Authentication failures in a libpq tool's stderr: retrying will not fix them.
+const AUTH_FAILURES: &[&str] = &[
+    "no password supplied",
+    "password authentication failed",
+    "Peer authentication failed",
+    "no pg_hba.conf entry",
+];
+
+/// When a libpq tool's stderr says authentication failed, what to check: `None` otherwise.
+pub fn auth_hint(stderr: &str) -> Option<&'static str> {
+    if !AUTH_FAILURES.iter().any(|s| stderr.contains(s)) {
+        return None;
+    }
+    Some(if stderr.contains("no password supplied") {
+        "no line of the passfile matched: its fields are host:port:dbname:user:password, and for \
+         the default socket directory (/var/run/postgresql) libpq looks up the host \"localhost\""
+    } else {
+        "the server refused the role: check the password in the passfile and pg_hba.conf"
+    })
+}
+
 /// Quotes an identifier for SQL text (`"name"` with quotes doubled).
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -160,5 +181,20 @@ pub async fn tool_version(path: &Path) -> String {
     {
         Ok(out) => out.stdout_tail.join(" ").trim().to_owned(),
         Err(e) => format!("unknown ({e})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn authentication_failures_get_a_hint() {
+        let stderr = "pg_dump: error: connection to server on socket \"/var/run/postgresql/.s.PGSQL.5432\" failed: fe_sendauth: no password supplied";
+        assert!(super::auth_hint(stderr).is_some_and(|h| h.contains("localhost")));
+        let refused = "FATAL:  password authentication failed for user \"x\"";
+        assert!(super::auth_hint(refused).is_some());
+        assert_eq!(
+            super::auth_hint("could not connect to server: No such file"),
+            None
+        );
     }
 }

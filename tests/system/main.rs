@@ -273,11 +273,25 @@ fn access(c: &Container) {
         other.status == 77 || (other.status == 69 && other.stderr.contains("Permission denied")),
         "another user is refused: {other:?}"
     );
-    let log = c.exec(&["journalctl", "-u", "atpred", "--no-pager"]);
-    assert!(
-        !log.stdout.contains("s3cret-Pw"),
-        "the password is in the journal"
+    // Loosen the modes by hand: then the daemon's own peer check is what refuses bob. Under
+    // PrivateUsers= his uid reaches the daemon as nobody (65534), which is never let in.
+    c.sh("chmod 0755 /run/atpred && chmod 0666 /run/atpred/atpred.sock");
+    let other = c.exec(&["runuser", "-u", "bob", "--", "atprectl", "status"]);
+    assert_eq!(
+        other.status, 77,
+        "the peer check refuses another user: {other:?}"
     );
+    assert!(other.stderr.contains("not permitted"), "{other:?}");
+    let member = c.exec(&["runuser", "-u", "alice", "--", "atprectl", "status"]);
+    assert_eq!(member.status, 0, "a member still gets in: {member:?}");
+    c.sh("chmod 0750 /run/atpred && chmod 0660 /run/atpred/atpred.sock");
+    let log = c.exec(&["journalctl", "-u", "atpred", "--no-pager"]).stdout;
+    assert!(
+        log.lines()
+            .any(|l| l.contains("control connection refused") && l.contains("65534")),
+        "the refusal is logged, with bob seen as nobody under PrivateUsers=:\n{log}"
+    );
+    assert!(!log.contains("s3cret-Pw"), "the password is in the journal");
 }
 
 fn reload(c: &Container) {

@@ -192,6 +192,9 @@ fn dump_failed(out: &process::ProcessOutput) -> JobError {
         "pg_dump failed with {}: {tail}",
         process::describe_status(&out.status)
     );
+    if let Some(hint) = crate::pg::auth_hint(&tail) {
+        return JobError::permanent(format!("{message} ({hint})"));
+    }
     let transient = [
         "could not connect",
         "connection to server",
