@@ -240,16 +240,23 @@ pub fn copy_truncate(
     let mut bytes = io::copy(&mut src, &mut dst)?;
     let mut passes = 1;
     let mut buf = vec![0u8; 1 << 20];
+    let mut last_byte = last_byte_of(&mut src, bytes)?;
+    let started = Instant::now();
     loop {
         let n = src.read(&mut buf)?;
         if n > 0 {
             dst.write_all(&buf[..n])?;
             bytes += n as u64;
+            last_byte = Some(buf[n - 1]);
             continue;
         }
         let end = Instant::now();
-        if src.metadata()?.len() > bytes {
+        // A reader can see part of a write in progress (the writer's lock does not stop reads):
+        // truncating then would tear its line in two. Another pass gets the rest.
+        let torn = last_byte.is_some_and(|b| b != b'\n') && started.elapsed() < TEAR_WAIT;
+        if torn || src.metadata()?.len() > bytes {
             passes += 1;
+            std::thread::yield_now();
             continue;
         }
         before_truncate();
@@ -264,6 +271,21 @@ pub fn copy_truncate(
             },
         ));
     }
+}
+
+/// How long copytruncate waits for a line in progress to end before truncating anyway (for a
+/// writer that leaves lines open).
+const TEAR_WAIT: Duration = Duration::from_millis(100);
+
+/// The byte before offset `len` of `f`, leaving the offset at `len`.
+fn last_byte_of(f: &mut File, len: u64) -> io::Result<Option<u8>> {
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut b = [0u8];
+    f.seek(io::SeekFrom::Start(len - 1))?;
+    f.read_exact(&mut b)?;
+    Ok(Some(b[0]))
 }
 
 /// Whether `temp` (left by an interrupted copytruncate) still matches the start of `log`, i.e.

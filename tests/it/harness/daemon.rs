@@ -197,6 +197,15 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Like [`Self::restart`], with `key` removed from the daemon's environment from now on
+    /// (e.g. a test-only hook that made the previous instance stop at a step).
+    pub fn restart_without_env(&mut self, key: &str) {
+        self.builder.env.push((key.into(), None));
+        self.restart();
+    }
+}
+
 /// Starts the daemon process and waits for a READY=1 newer than any message seen before.
 fn launch(
     builder: &DaemonBuilder,
