@@ -144,18 +144,35 @@ fn number(s: &str) -> Option<u32> {
     s.parse().ok()
 }
 
-/// The first free date key at `local` that is not `taken` (`taken(stem)` says whether any file
-/// of that stem, compressed or not, exists).
-pub fn next_date_key(local: NaiveDateTime, taken: impl Fn(&str) -> bool, base: &str) -> Key {
-    let date = local.format("%Y%m%d").to_string();
-    let time = local.format("%H%M%S").to_string();
+/// The date key for a rotation at `local`: the first of day, day-time, day-time-2, ... that is
+/// not `taken` (`taken(stem)`: a file of that stem exists, compressed or not) and is newer than
+/// `newest`, the newest rotated file there is. Newer matters: a day name freed by retention must
+/// not be reused for a later rotation, which would then sort as the oldest. When `newest` lies
+/// ahead of the clock (it went back), its date and time are used.
+pub fn next_date_key(
+    local: NaiveDateTime,
+    taken: impl Fn(&str) -> bool,
+    base: &str,
+    newest: Option<&Key>,
+) -> Key {
+    let mut date = local.format("%Y%m%d").to_string();
+    let mut time = local.format("%H%M%S").to_string();
+    let newer = |k: &Key| newest.is_none_or(|n| Key::newest_first(k, n) == Ordering::Less);
     let day = Key::Date {
         date: date.clone(),
         time: None,
         seq: None,
     };
-    if !taken(&day.stem(base)) {
+    if !taken(&day.stem(base)) && newer(&day) {
         return day;
+    }
+    if let Some(Key::Date {
+        date: d, time: t, ..
+    }) = newest
+        && (d.as_str(), t.as_deref().unwrap_or("")) > (date.as_str(), time.as_str())
+    {
+        date = d.clone();
+        time = t.clone().unwrap_or(time);
     }
     let mut seq = None;
     loop {
@@ -164,7 +181,7 @@ pub fn next_date_key(local: NaiveDateTime, taken: impl Fn(&str) -> bool, base: &
             time: Some(time.clone()),
             seq,
         };
-        if !taken(&key.stem(base)) {
+        if !taken(&key.stem(base)) && newer(&key) {
             return key;
         }
         seq = Some(seq.map_or(2, |n: u32| n.saturating_add(1)));
@@ -240,12 +257,32 @@ mod tests {
             .and_hms_opt(14, 30, 5)
             .unwrap();
         let taken = ["app.log-20261128", "app.log-20261128-143005"];
-        let key = next_date_key(at, |s| taken.contains(&s), "app.log");
+        let key = next_date_key(at, |s| taken.contains(&s), "app.log", None);
         assert_eq!(key.stem("app.log"), "app.log-20261128-143005-2");
-        let key = next_date_key(at, |s| taken[..1].contains(&s), "app.log");
+        let key = next_date_key(at, |s| taken[..1].contains(&s), "app.log", None);
         assert_eq!(key.stem("app.log"), "app.log-20261128-143005");
-        let key = next_date_key(at, |_| false, "app.log");
+        let key = next_date_key(at, |_| false, "app.log", None);
         assert_eq!(key.stem("app.log"), "app.log-20261128");
+    }
+
+    #[test]
+    fn a_new_date_key_is_always_the_newest() {
+        let at = chrono::NaiveDate::from_ymd_opt(2026, 11, 28)
+            .unwrap()
+            .and_hms_opt(14, 30, 5)
+            .unwrap();
+        let key = |name: &str| parse("app.log", Naming::Date, name).unwrap().key;
+        // The day name was freed by retention while later ones of that day remain.
+        let newest = key("app.log-20261128-143005-3");
+        let k = next_date_key(at, |_| false, "app.log", Some(&newest));
+        assert_eq!(k.stem("app.log"), "app.log-20261128-143005-4");
+        // The clock went back a day.
+        let newest = key("app.log-20261129");
+        let k = next_date_key(at, |_| false, "app.log", Some(&newest));
+        assert_eq!(k.stem("app.log"), "app.log-20261129-143005");
+        let newest = key("app.log-20261129-235959");
+        let k = next_date_key(at, |_| false, "app.log", Some(&newest));
+        assert_eq!(k.stem("app.log"), "app.log-20261129-235959-2");
     }
 
     #[test]

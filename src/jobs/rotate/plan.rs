@@ -268,7 +268,11 @@ fn rotate(spec: &RotateSpec, input: &Input, files: &mut Vec<Sim>) -> Rotation {
                         .any(|x| e.name == format!("{stem}{}", x.suffix()))
                 })
             };
-            names::next_date_key(input.local_now, taken, base)
+            let newest = files
+                .iter()
+                .map(|f| &f.rotated.key)
+                .min_by(|a, b| Key::newest_first(a, b));
+            names::next_date_key(input.local_now, taken, base, newest)
         }
     };
     let rotated = Rotated {

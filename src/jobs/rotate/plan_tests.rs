@@ -223,6 +223,10 @@ fn date_names_collide_into_a_time_then_a_sequence() {
     let p = run(&s, log, &taken, false);
     assert_eq!(p.rotation.as_ref().unwrap().to, "app.log-20261128-143005-2");
     assert!(p.remove.is_empty() && shifts(&p).is_empty());
+    // The day name was freed by retention: reusing it would sort the newest file as the oldest.
+    let later = [file("app.log-20261128-143005", 1, 0)];
+    let p = run(&s, Some(file("app.log", 2000, 0)), &later, false);
+    assert_eq!(p.rotation.as_ref().unwrap().to, "app.log-20261128-143005-2");
 }
 
 #[test]
