@@ -53,6 +53,7 @@ mod prune_failed;
 mod prune_offline;
 mod prune_plan;
 mod prune_support;
+mod rotate_crash;
 mod rotate_safety;
 mod rotate_support;
 mod rotate_writer;

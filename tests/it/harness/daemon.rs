@@ -198,10 +198,10 @@ impl Daemon {
 }
 
 impl Daemon {
-    /// Like [`Self::restart`], with `key` removed from the daemon's environment from now on
-    /// (e.g. a test-only hook that made the previous instance stop at a step).
-    pub fn restart_without_env(&mut self, key: &str) {
-        self.builder.env.push((key.into(), None));
+    /// Like [`Self::restart`], with `key` set to `value` (or removed, `None`) in the daemon's
+    /// environment from now on (e.g. a test-only hook that stops the daemon at a step).
+    pub fn restart_with_env(&mut self, key: &str, value: Option<&str>) {
+        self.builder.env.push((key.into(), value.map(Into::into)));
         self.restart();
     }
 }
