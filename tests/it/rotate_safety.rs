@@ -1,7 +1,8 @@
 //! The rotate job on disk through the real daemon: owner and mode kept, symlinks (a symlinked
 //! log, one planted at a rotated name) refused and never followed, a shared directory refused
 //! unless allowed, date names that never collide, retention that only touches this log's rotated
-//! names, empty and missing logs, dry runs, max-age persisted, a corrupt state file rebuilt.
+//! names, empty and missing logs, dry runs, max-age persisted, a corrupt state file rebuilt, a
+//! failed reopen reported and retried.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -251,4 +252,30 @@ fn rotate_safety_max_age_is_persisted_and_a_corrupt_state_file_is_rebuilt() {
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state).expect("state")).expect("valid again");
     assert!(saved["logs"][log.to_str().expect("utf-8")]["last_rotation"].is_string());
+}
+
+#[test]
+fn rotate_safety_a_failed_reopen_fails_the_run_loses_nothing_and_is_retried() {
+    let root = harness::tempdir();
+    let dir = log_dir(root.path());
+    let log = dir.join("app.log");
+    write_log(&log, "before\n");
+    let extra = "max-size = \"1GiB\"\nreopen-command = [\"false\"]\ncompress = \"none\"";
+    let daemon = daemon(root.path(), &log, extra).spawn();
+    let out = run(&daemon, &["--force"]);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(
+        text(&out).contains("reopen-command false failed"),
+        "{out:?}"
+    );
+    assert_eq!(names(&dir), ["app.log", "app.log.1"]);
+    assert_eq!(contents(&dir.join("app.log.1")), b"before\n");
+    // The journal keeps the rotation open: the next run (no trigger met) tells the writer again.
+    let out = run(&daemon, &[]);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(
+        text(&out).contains("reopen-command false failed"),
+        "{out:?}"
+    );
+    assert_eq!(names(&dir), ["app.log", "app.log.1"], "no second rotation");
 }

@@ -35,9 +35,13 @@ pub struct Log {
 }
 
 impl Log {
-    /// Where an interrupted copytruncate's copy lives.
+    /// The name of a copytruncate's copy until it is renamed into place.
+    pub fn copy_temp_name(&self) -> String {
+        format!(".{}.atpred-copy", self.base)
+    }
+
     fn copy_temp(&self) -> PathBuf {
-        self.dir.join(format!(".{}.atpred-copy", self.base))
+        self.dir.join(self.copy_temp_name())
     }
 }
 
@@ -259,8 +263,7 @@ async fn copy_truncate(
     }
     shift(&log.dir, &p.shifts).map_err(failed)?;
     pause::at("shifted", &ctx.cancel).await?;
-    let temp_name = format!(".{}.atpred-copy", log.base);
-    files::rename_noreplace(&log.dir, &temp_name, &p.to).map_err(failed)?;
+    files::rename_noreplace(&log.dir, &log.copy_temp_name(), &p.to).map_err(failed)?;
     crate::publish::sync_dir(&log.dir).map_err(failed)?;
     Ok(finished)
 }

@@ -228,7 +228,7 @@ impl Run<'_> {
     /// A copytruncate copy with no journal (the state file was lost): if the log still holds
     /// all of it, it goes; otherwise it may hold the only copy of lines, and it stays.
     fn orphan_copy(&self, log: &Log) -> Result<(), JobError> {
-        let temp = log.dir.join(format!(".{}.atpred-copy", log.base));
+        let temp = log.dir.join(log.copy_temp_name());
         if temp.symlink_metadata().is_err() {
             return Ok(());
         }
