@@ -14,7 +14,8 @@ use std::time::Duration;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use super::files::{self, CopyReport, Owner};
+use super::copy::{self, CopyReport};
+use super::files::{self, Owner};
 use super::pause;
 use super::state::{Pending, PendingMethod};
 use crate::config::{Method, Reopen};
@@ -68,6 +69,15 @@ pub fn journal(
 ) -> Result<Pending, JobError> {
     let meta = std::fs::symlink_metadata(&log.path).map_err(failed)?;
     let owner = Owner::of(&meta);
+    if !owner.may_be_given() {
+        return Err(failed(format!(
+            "{} belongs to uid {} gid {}, which atpred (uid {}) cannot give the files it creates: not rotated (run atpred as that user or as root)",
+            log.base,
+            owner.uid,
+            owner.gid,
+            nix::unistd::geteuid()
+        )));
+    }
     Ok(Pending {
         started: ctx.now,
         to: to.to_owned(),
@@ -234,7 +244,7 @@ async fn copy_truncate(
     if fresh {
         let (path, t) = (log.path.clone(), temp.clone());
         let (file, report) = blocking(move || {
-            let (file, report) = files::copy_truncate(&path, &t, || pause::blocking("copied"))?;
+            let (file, report) = copy::copy_truncate(&path, &t, || pause::blocking("copied"))?;
             Ok((file, report))
         })
         .await?;
@@ -250,7 +260,7 @@ async fn copy_truncate(
     } else {
         let (t, path) = (temp.clone(), log.path.clone());
         let untruncated =
-            still_original(log, p) && blocking(move || files::copy_is_prefix(&t, &path)).await?;
+            still_original(log, p) && blocking(move || copy::copy_is_prefix(&t, &path)).await?;
         if untruncated {
             std::fs::remove_file(&temp).map_err(failed)?;
             return Ok(Finished {

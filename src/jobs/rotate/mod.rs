@@ -8,6 +8,7 @@
 //! cannot be read, and the run's message says so.
 
 mod compress;
+mod copy;
 mod exec;
 mod files;
 mod names;
@@ -232,7 +233,7 @@ impl Run<'_> {
         if temp.symlink_metadata().is_err() {
             return Ok(());
         }
-        if files::copy_is_prefix(&temp, &log.path).unwrap_or(false) {
+        if copy::copy_is_prefix(&temp, &log.path).unwrap_or(false) {
             return std::fs::remove_file(&temp).map_err(|e| JobError::permanent(e.to_string()));
         }
         Err(JobError::permanent(format!(
