@@ -8,6 +8,7 @@ mod backup;
 mod core_figures;
 mod daemon;
 mod report;
+mod rotate;
 mod stats;
 
 use std::fmt::Write as _;
@@ -117,6 +118,12 @@ fn run() -> Result<()> {
     } else {
         Vec::new()
     };
+    let rotation = if wanted("rotate") {
+        eprintln!("rotate: {} rounds", env.runs);
+        Some(rotate::run(&env)?)
+    } else {
+        None
+    };
     let mut out = String::new();
     let _ = writeln!(out, "# atpred benchmarks\n");
     let _ = writeln!(
@@ -139,6 +146,9 @@ fn run() -> Result<()> {
     }
     if !rows.is_empty() {
         report::backup_table(&mut out, &rows);
+    }
+    if let Some(r) = &rotation {
+        rotate::table(&mut out, r);
     }
     report::every_run(&mut out, core.as_ref(), &rows);
     out.push_str(METHOD);
@@ -228,4 +238,10 @@ const METHOD: &str = "## How it is measured
   `CHECKPOINT` and a `sync` (not timed); the order is reversed every other round, after one
   uncounted warm-up dump. `dump MiB` is the dump itself
   (`database.backup*`), without manifest and SHA256SUMS.
+- **Log rotation**: every case starts from a fresh copy of the same generated 1 GiB log
+  (copied and `sync`ed, not timed). atpred: a daemon already started, timed from
+  `atprectl run JOB --wait --force` to its exit (rename, fresh log, reopen command `true`,
+  zstd into a temp file, fsync, rename, remove). logrotate: `logrotate -f` with create and
+  compress, then `sync` of the compressed file. The order is reversed every other round,
+  after one uncounted warm-up of atpred.
 ";

@@ -20,7 +20,7 @@ const COMMON_KEYS: &[&str] = &[
 ];
 const COMMAND_KEYS: &[&str] = &["command", "working-dir", "env"];
 /// Kinds that later parts of atpred provide; named so the error can say so.
-const PLANNED_KINDS: &[&str] = &["health", "rotate"];
+const PLANNED_KINDS: &[&str] = &["health"];
 const MAX_RETRIES: u32 = 10;
 
 pub(super) fn job(
@@ -40,6 +40,7 @@ pub(super) fn job(
         "command" => COMMAND_KEYS,
         "backup" => super::backup::KEYS,
         "prune" => super::prune::KEYS,
+        "rotate" => super::rotate::KEYS,
         k if PLANNED_KINDS.contains(&k) => {
             return Err(check.err(
                 &format!("{key}.kind"),
@@ -98,6 +99,7 @@ pub(super) fn job(
     let spec = match kind.as_str() {
         "backup" => JobSpec::Backup(super::backup::validate(check, key, raw, postgres)?),
         "prune" => JobSpec::Prune(super::prune::validate(check, key, raw)?),
+        "rotate" => JobSpec::Rotate(super::rotate::validate(check, key, raw)?),
         _ => command(check, key, raw)?,
     };
     Ok(JobConfig {

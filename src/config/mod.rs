@@ -12,6 +12,7 @@ mod jobs;
 mod locate;
 mod prune;
 mod raw;
+mod rotate;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use chrono_tz::Tz;
 
 pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, VerifyLevel};
 pub use error::{ConfigError, Invalid};
+pub use rotate::{Method, Naming, Reopen, RotateSpec};
 
 use crate::ids::JobName;
 use crate::scheduler::Schedule;
@@ -104,6 +106,7 @@ pub struct JobConfig {
 pub enum JobSpec {
     Backup(BackupSpec),
     Prune(crate::jobs::prune::PruneSpec),
+    Rotate(RotateSpec),
     Command(CommandSpec),
 }
 
@@ -112,6 +115,7 @@ impl JobSpec {
         match self {
             JobSpec::Backup(_) => Kind::Backup,
             JobSpec::Prune(_) => Kind::Prune,
+            JobSpec::Rotate(_) => Kind::Rotate,
             JobSpec::Command(_) => Kind::Command,
         }
     }
@@ -123,6 +127,7 @@ impl JobSpec {
 pub enum Kind {
     Backup,
     Prune,
+    Rotate,
     Command,
 }
 
@@ -131,6 +136,7 @@ impl Kind {
         match self {
             Kind::Backup => "backup",
             Kind::Prune => "prune",
+            Kind::Rotate => "rotate",
             Kind::Command => "command",
         }
     }

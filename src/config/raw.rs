@@ -135,6 +135,43 @@ pub struct RawJob {
     pub min_keep: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub of: Option<Vec<String>>,
+    // kind = "rotate" (also `compress` and `compress-level` above)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing_ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub if_empty: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reopen: Option<RawReopen>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reopen_command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub naming: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_compress: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_keep_age: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_shared_dir: Option<bool>,
+}
+
+/// `reopen = { pid-file = "...", signal = "HUP" }` of a rotate job.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawReopen {
+    pub pid_file: Option<PathBuf>,
+    pub signal: Option<String>,
 }
 
 impl RawJob {

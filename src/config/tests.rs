@@ -56,6 +56,8 @@ fn the_reference_config_loads() {
     .unwrap();
     assert_eq!(c.daemon.socket_group.as_deref(), Some("atpre"));
     assert!(c.jobs.contains_key(&"vacuum".parse().unwrap()));
+    let logs = &c.jobs[&"api-logs".parse().unwrap()];
+    assert!(matches!(&logs.spec, JobSpec::Rotate(r) if r.keep == 14));
 }
 
 /// (what is wrong, file text appended to or replacing BASE, the key the error must name,

@@ -11,6 +11,7 @@ pub mod prune;
 pub mod retention;
 #[cfg(test)]
 mod retention_tests;
+pub mod rotate;
 
 use std::sync::Arc;
 
@@ -116,6 +117,7 @@ pub async fn execute(ctx: &JobContext) -> Result<JobReport, JobError> {
     match &ctx.job.spec {
         JobSpec::Backup(spec) => backup::run(ctx, spec).await,
         JobSpec::Prune(spec) => prune::run(ctx, spec).await,
+        JobSpec::Rotate(spec) => rotate::run(ctx, spec).await,
         JobSpec::Command(spec) => command::run(ctx, spec).await,
     }
 }

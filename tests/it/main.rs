@@ -7,7 +7,9 @@
 //! atprectl, notify, history) through the real binaries; `backup_*` prove the backup job (round
 //! trips through the real pg_restore, manifests, crashes, full disks, damage, secrets, age);
 //! `prune_*` prove the retention job on real backup folders (plans, reasons, safety on disk,
-//! busy and in-use backups, config errors) and the offline `atprectl retention` planner.
+//! busy and in-use backups, config errors) and the offline `atprectl retention` planner;
+//! `rotate_*` prove log rotation under a live writer (no lost lines with create + reopen, lines
+//! lost by copytruncate next to logrotate's), its safety on disk, and crash recovery.
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -52,4 +54,8 @@ mod prune_failed;
 mod prune_offline;
 mod prune_plan;
 mod prune_support;
+mod rotate_crash;
+mod rotate_safety;
+mod rotate_support;
+mod rotate_writer;
 mod systemd_units;

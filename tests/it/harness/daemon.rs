@@ -197,6 +197,15 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// Like [`Self::restart`], with `key` set to `value` (or removed, `None`) in the daemon's
+    /// environment from now on (e.g. a test-only hook that stops the daemon at a step).
+    pub fn restart_with_env(&mut self, key: &str, value: Option<&str>) {
+        self.builder.env.push((key.into(), value.map(Into::into)));
+        self.restart();
+    }
+}
+
 /// Starts the daemon process and waits for a READY=1 newer than any message seen before.
 fn launch(
     builder: &DaemonBuilder,

@@ -1,0 +1,279 @@
+//! Carrying out a planned rotation, journaled: the journal ([`Pending`]) is written before the
+//! first step, every step can be redone or skipped by looking at the disk, and [`finish`] both
+//! completes a fresh rotation and one a crash interrupted.
+//!
+//! `create`: shift older files, rename the log (only while it is still the journaled inode),
+//! create the fresh log with the old owner and mode (`O_EXCL`), tell the writer to reopen, wait
+//! (bounded) until it has let go of the rotated file. `copytruncate`: copy to a temp name,
+//! catch up with what was appended, truncate, fsync, shift, rename the copy into place.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use super::copy::{self, CopyReport};
+use super::files::{self, Owner};
+use super::pause;
+use super::state::{Pending, PendingMethod};
+use crate::config::{Method, Reopen};
+use crate::jobs::{JobContext, JobError};
+use crate::process::{self, ProcessSpec, Stream};
+
+/// How long a reopen command may run.
+const REOPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the writer gets to move to the fresh log before compression is left for later.
+const REOPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// One log: its path, directory and file name.
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub base: String,
+}
+
+impl Log {
+    /// The name of a copytruncate's copy until it is renamed into place.
+    pub fn copy_temp_name(&self) -> String {
+        format!(".{}.atpred-copy", self.base)
+    }
+
+    fn copy_temp(&self) -> PathBuf {
+        self.dir.join(self.copy_temp_name())
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> JobError {
+    JobError::permanent(e.to_string())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, JobError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(failed)?
+        .map_err(failed)
+}
+
+/// The journal entry for rotating `log` now.
+pub fn journal(
+    ctx: &JobContext,
+    log: &Log,
+    method: &Method,
+    to: &str,
+    shifts: &[(String, String)],
+) -> Result<Pending, JobError> {
+    let meta = std::fs::symlink_metadata(&log.path).map_err(failed)?;
+    let owner = Owner::of(&meta);
+    if !owner.may_be_given() {
+        return Err(failed(format!(
+            "{} belongs to uid {} gid {}, which atpred (uid {}) cannot give the files it creates: not rotated (run atpred as that user or as root)",
+            log.base,
+            owner.uid,
+            owner.gid,
+            nix::unistd::geteuid()
+        )));
+    }
+    Ok(Pending {
+        started: ctx.now,
+        to: to.to_owned(),
+        shifts: shifts.to_vec(),
+        inode: meta.ino(),
+        uid: owner.uid,
+        gid: owner.gid,
+        mode: owner.mode,
+        method: match method {
+            Method::Create(_) => PendingMethod::Create,
+            Method::CopyTruncate => PendingMethod::CopyTruncate,
+        },
+    })
+}
+
+/// What finishing a rotation did.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub copy: Option<CopyReport>,
+    pub reopened: Option<String>,
+    /// True when the writer still held the rotated file after [`REOPEN_WAIT`].
+    pub still_written: bool,
+    /// True when an interrupted copytruncate turned out not to have truncated: nothing rotated.
+    pub undone: bool,
+}
+
+/// Runs (or completes) the journaled rotation `p` of `log`; `fresh` is false when completing one
+/// found in the journal.
+pub async fn finish(
+    ctx: &JobContext,
+    method: &Method,
+    log: &Log,
+    p: &Pending,
+    fresh: bool,
+) -> Result<Finished, JobError> {
+    match (p.method, method) {
+        (PendingMethod::Create, Method::Create(reopen)) => create(ctx, reopen, log, p).await,
+        (PendingMethod::Create, Method::CopyTruncate) => {
+            // The configuration changed since: finish moving the log, nobody is to be told.
+            create_steps(ctx, log, p).await?;
+            Ok(Finished::default())
+        }
+        (PendingMethod::CopyTruncate, _) => copy_truncate(ctx, log, p, fresh).await,
+    }
+}
+
+fn still_original(log: &Log, p: &Pending) -> bool {
+    std::fs::symlink_metadata(&log.path).is_ok_and(|m| m.is_file() && m.ino() == p.inode)
+}
+
+/// Each shift whose source is there and whose target is free (a crash may have done some).
+fn shift(dir: &Path, shifts: &[(String, String)]) -> std::io::Result<()> {
+    for (from, to) in shifts {
+        if dir.join(from).symlink_metadata().is_ok() && dir.join(to).symlink_metadata().is_err() {
+            files::rename_noreplace(dir, from, to)?;
+        }
+    }
+    crate::publish::sync_dir(dir)
+}
+
+async fn create_steps(ctx: &JobContext, log: &Log, p: &Pending) -> Result<(), JobError> {
+    if still_original(log, p) {
+        shift(&log.dir, &p.shifts).map_err(failed)?;
+        pause::at("shifted", &ctx.cancel).await?;
+        files::rename_noreplace(&log.dir, &log.base, &p.to).map_err(failed)?;
+        crate::publish::sync_dir(&log.dir).map_err(failed)?;
+    }
+    pause::at("renamed", &ctx.cancel).await?;
+    if std::fs::symlink_metadata(&log.path).is_err() {
+        let owner = Owner {
+            uid: p.uid,
+            gid: p.gid,
+            mode: p.mode,
+        };
+        files::create_log(&log.path, owner).map_err(failed)?;
+    }
+    pause::at("created", &ctx.cancel).await
+}
+
+async fn create(
+    ctx: &JobContext,
+    reopen: &Reopen,
+    log: &Log,
+    p: &Pending,
+) -> Result<Finished, JobError> {
+    create_steps(ctx, log, p).await?;
+    let told = tell(ctx, reopen).await?;
+    pause::at("reopened", &ctx.cancel).await?;
+    let rotated = log.dir.join(&p.to);
+    let released = blocking(move || Ok(files::wait_unwritten(&rotated, REOPEN_WAIT))).await?;
+    Ok(Finished {
+        reopened: Some(told),
+        still_written: !released,
+        ..Finished::default()
+    })
+}
+
+/// Asks the writer to reopen its log.
+async fn tell(ctx: &JobContext, reopen: &Reopen) -> Result<String, JobError> {
+    match reopen {
+        Reopen::Signal { pid_file, signal } => {
+            let text = tokio::fs::read_to_string(pid_file)
+                .await
+                .map_err(|e| failed(format!("reopen: cannot read {}: {e}", pid_file.display())))?;
+            let pid = text
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|p| *p > 1)
+                .ok_or_else(|| {
+                    failed(format!(
+                        "reopen: {} does not hold a process id",
+                        pid_file.display()
+                    ))
+                })?;
+            kill(Pid::from_raw(pid), *signal)
+                .map_err(|e| failed(format!("reopen: {signal} to pid {pid}: {e}")))?;
+            Ok(format!("sent {signal} to pid {pid}"))
+        }
+        Reopen::Command(argv) => {
+            let spec = ProcessSpec::new(&argv[0]).args(&argv[1..]);
+            let token = ctx.cancel.child_token();
+            let run = process::run(&spec, &token, |stream, line| {
+                let stream = match stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                };
+                tracing::info!(stream, "reopen-command: {line}");
+            });
+            let output = tokio::time::timeout(REOPEN_TIMEOUT, run)
+                .await
+                .map_err(|_| {
+                    failed(format!(
+                        "reopen-command {} did not finish within {}s",
+                        argv[0],
+                        REOPEN_TIMEOUT.as_secs()
+                    ))
+                })?
+                .map_err(|e| match e {
+                    process::ProcessError::Cancelled => JobError::Cancelled,
+                    e => failed(format!("reopen-command: {e}")),
+                })?;
+            if !output.status.success() {
+                return Err(failed(format!(
+                    "reopen-command {} failed with {}: {}",
+                    argv[0],
+                    process::describe_status(&output.status),
+                    output.stderr_summary(3)
+                )));
+            }
+            Ok(format!("ran {}", argv[0]))
+        }
+    }
+}
+
+async fn copy_truncate(
+    ctx: &JobContext,
+    log: &Log,
+    p: &Pending,
+    fresh: bool,
+) -> Result<Finished, JobError> {
+    let temp = log.copy_temp();
+    let mut finished = Finished::default();
+    if fresh {
+        let (path, t) = (log.path.clone(), temp.clone());
+        let (file, report) = blocking(move || {
+            let (file, report) = copy::copy_truncate(&path, &t, || pause::blocking("copied"))?;
+            Ok((file, report))
+        })
+        .await?;
+        finished.copy = Some(report);
+        pause::at("truncated", &ctx.cancel).await?;
+        blocking(move || file.sync_all()).await?;
+    } else if temp.symlink_metadata().is_err() {
+        // Never copied (nothing happened) or already renamed into place (done).
+        return Ok(Finished {
+            undone: true,
+            ..finished
+        });
+    } else {
+        let (t, path) = (temp.clone(), log.path.clone());
+        let untruncated =
+            still_original(log, p) && blocking(move || copy::copy_is_prefix(&t, &path)).await?;
+        if untruncated {
+            std::fs::remove_file(&temp).map_err(failed)?;
+            return Ok(Finished {
+                undone: true,
+                ..finished
+            });
+        }
+        let t = temp.clone();
+        blocking(move || files::sync_file(&t)).await?;
+    }
+    shift(&log.dir, &p.shifts).map_err(failed)?;
+    pause::at("shifted", &ctx.cancel).await?;
+    files::rename_noreplace(&log.dir, &log.copy_temp_name(), &p.to).map_err(failed)?;
+    crate::publish::sync_dir(&log.dir).map_err(failed)?;
+    Ok(finished)
+}

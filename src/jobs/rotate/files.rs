@@ -1,0 +1,319 @@
+//! The file-system side of rotation: listing a log's directory (with `lstat`, and who holds each
+//! file open for writing), the shared-directory check, owners, and the steps that change names
+//! (copytruncate's copy is in [`super::copy`]). Every new name is created with
+//! `O_EXCL | O_NOFOLLOW` or renamed into with `RENAME_NOREPLACE`, so a symlink planted at a
+//! rotated name can neither redirect a write nor be overwritten.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use nix::fcntl::{RenameFlags, renameat2};
+
+use super::plan::{Entry, EntryKind};
+
+/// The directory's entries (the log among them), each with the pids writing to it.
+pub fn list(dir: &Path) -> io::Result<Vec<Entry>> {
+    let mut found = Vec::new();
+    for item in std::fs::read_dir(dir)? {
+        let item = item?;
+        let Ok(name) = item.file_name().into_string() else {
+            continue; // not UTF-8: never one of our names
+        };
+        let Ok(meta) = item.metadata() else {
+            continue; // removed meanwhile
+        };
+        let kind = if meta.file_type().is_symlink() {
+            EntryKind::Symlink
+        } else if meta.is_file() {
+            EntryKind::File
+        } else {
+            EntryKind::Other
+        };
+        found.push((name, kind, meta));
+    }
+    let inodes: HashSet<(u64, u64)> = found
+        .iter()
+        .filter(|(_, k, _)| *k == EntryKind::File)
+        .map(|(_, _, m)| (m.dev(), m.ino()))
+        .collect();
+    let writers = writers(&inodes);
+    Ok(found
+        .into_iter()
+        .map(|(name, kind, meta)| Entry {
+            name,
+            kind,
+            size: meta.len(),
+            mtime: mtime(&meta),
+            writers: if kind == EntryKind::File {
+                writers
+                    .get(&(meta.dev(), meta.ino()))
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+        })
+        .collect())
+}
+
+fn mtime(meta: &std::fs::Metadata) -> DateTime<Utc> {
+    meta.modified()
+        .map(DateTime::<Utc>::from)
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// For each of `inodes` (device, inode) held open for writing by another process: the pids.
+/// Found through `/proc/PID/fd` and the access mode in `/proc/PID/fdinfo`.
+pub fn writers(inodes: &HashSet<(u64, u64)>) -> HashMap<(u64, u64), Vec<u32>> {
+    let mut out: HashMap<(u64, u64), Vec<u32>> = HashMap::new();
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(meta) = std::fs::metadata(fd.path()) else {
+                continue;
+            };
+            let id = (meta.dev(), meta.ino());
+            if !inodes.contains(&id) {
+                continue;
+            }
+            let info = p.path().join("fdinfo").join(fd.file_name());
+            if writable(&std::fs::read_to_string(info).unwrap_or_default()) {
+                let pids = out.entry(id).or_default();
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `flags:\t0100001` in fdinfo: the access mode is in the low two bits (octal).
+fn writable(fdinfo: &str) -> bool {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .is_some_and(|f| f & 0o3 != 0)
+}
+
+/// Refuses a directory that users other than its owner may write to (group-writable is fine
+/// when the group is the daemon's own), unless `allowed`.
+pub fn check_dir(dir: &Path, allowed: bool) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mode = meta.permissions().mode() & 0o7777;
+    let who = if mode & 0o002 != 0 {
+        Some("all users".to_owned())
+    } else if mode & 0o020 != 0 && meta.gid() != nix::unistd::getegid().as_raw() {
+        Some(format!("group {}", meta.gid()))
+    } else {
+        None
+    };
+    match who {
+        Some(who) if !allowed => Err(format!(
+            "{} is writable by {who} (mode {mode:04o}): someone there could plant files where atpred writes; make it writable by its owner only, or set allow-shared-dir = true",
+            dir.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn dir_fd(dir: &Path) -> io::Result<File> {
+    File::open(dir)
+}
+
+/// Renames `from` to `to` in `dir`, failing if `to` exists (whatever it is).
+pub fn rename_noreplace(dir: &Path, from: &str, to: &str) -> io::Result<()> {
+    let d = dir_fd(dir)?;
+    renameat2(&d, from, &d, to, RenameFlags::RENAME_NOREPLACE).map_err(|e| {
+        io::Error::new(
+            io::Error::from(e).kind(),
+            format!("rename {from} -> {to} in {}: {e}", dir.display()),
+        )
+    })
+}
+
+/// Creates a new, empty file, never following or replacing anything at `path`.
+pub(super) fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .and_then(|f| {
+            f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            Ok(f)
+        })
+        .map_err(|e| io::Error::new(e.kind(), format!("create {}: {e}", path.display())))
+}
+
+/// Owner, group and permission bits of an open file.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+}
+
+impl Owner {
+    pub fn of(meta: &std::fs::Metadata) -> Owner {
+        Owner {
+            uid: meta.uid(),
+            gid: meta.gid(),
+            mode: meta.permissions().mode() & 0o7777,
+        }
+    }
+
+    /// Whether this process may give a file this owner: root may; anyone else only their own
+    /// uid and a group they are in. Checked before a rotation starts, so a daemon that could
+    /// not recreate the log as it was never moves it.
+    pub fn may_be_given(&self) -> bool {
+        let groups: Vec<u32> = nix::unistd::getgroups()
+            .map(|g| g.iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default();
+        may_give(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+            &groups,
+            self,
+        )
+    }
+
+    /// Gives `file` this owner and mode (chown first: it clears set-id bits).
+    pub(super) fn apply(&self, file: &File) -> io::Result<()> {
+        std::os::unix::fs::fchown(file, Some(self.uid), Some(self.gid))?;
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+    }
+}
+
+fn may_give(euid: u32, egid: u32, groups: &[u32], owner: &Owner) -> bool {
+    euid == 0 || (owner.uid == euid && (owner.gid == egid || groups.contains(&owner.gid)))
+}
+
+/// Creates the fresh, empty log of the `create` method.
+pub fn create_log(path: &Path, owner: Owner) -> io::Result<()> {
+    let f = create_new(path, owner.mode)?;
+    owner.apply(&f)?;
+    f.sync_all()?;
+    crate::publish::sync_dir(path.parent().unwrap_or(Path::new("/")))
+}
+
+/// Opens an existing regular file without following a symlink.
+pub(super) fn open_nofollow(path: &Path, write: bool) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// fsyncs a file by path.
+pub fn sync_file(path: &Path) -> io::Result<()> {
+    open_nofollow(path, false)?.sync_all()
+}
+
+/// Removes a file (never following a symlink: the name itself goes).
+pub fn remove(dir: &Path, name: &str) -> io::Result<()> {
+    match std::fs::remove_file(dir.join(name)) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Polls until no other process holds `path` open for writing, or `timeout` passes (false).
+pub fn wait_unwritten(path: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return true;
+        };
+        let id = (meta.dev(), meta.ino());
+        if writers(&HashSet::from([id])).is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fdinfo_access_modes() {
+        assert!(writable("pos:\t0\nflags:\t0102001\nmnt_id:\t1\n"));
+        assert!(writable("flags:\t02\n"));
+        assert!(!writable("pos:\t0\nflags:\t0100000\n"));
+        assert!(!writable(""));
+    }
+
+    #[test]
+    fn rename_never_replaces_and_create_never_follows() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a"), b"a").unwrap();
+        std::fs::write(d.path().join("target"), b"keep").unwrap();
+        std::os::unix::fs::symlink(d.path().join("target"), d.path().join("b")).unwrap();
+        assert!(rename_noreplace(d.path(), "a", "b").is_err());
+        assert!(create_new(&d.path().join("b"), 0o644).is_err());
+        assert_eq!(std::fs::read(d.path().join("target")).unwrap(), b"keep");
+        rename_noreplace(d.path(), "a", "c").unwrap();
+        assert_eq!(std::fs::read(d.path().join("c")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn only_root_gives_files_away() {
+        let owner = |uid, gid| Owner {
+            uid,
+            gid,
+            mode: 0o640,
+        };
+        assert!(may_give(0, 0, &[], &owner(33, 4)));
+        assert!(may_give(100, 100, &[], &owner(100, 100)));
+        assert!(may_give(100, 100, &[4], &owner(100, 4)));
+        assert!(!may_give(100, 100, &[4], &owner(33, 100)), "another user");
+        assert!(
+            !may_give(100, 100, &[4], &owner(100, 5)),
+            "a group it is not in"
+        );
+    }
+
+    #[test]
+    fn a_shared_directory_is_refused_unless_allowed() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = check_dir(d.path(), false).unwrap_err();
+        assert!(err.contains("writable by all users (mode 1777)"), "{err}");
+        assert!(check_dir(d.path(), true).is_ok());
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(check_dir(d.path(), false).is_ok());
+    }
+}
