@@ -156,6 +156,7 @@ fn scenario(c: &Container) {
     access(c);
     reload(c);
     backup(c);
+    rotate(c);
     journal(c);
     stop_and_activation(c);
     watchdog(c);
@@ -231,6 +232,15 @@ passfile = "credential:pgpass"
 kind = "backup"
 schedule = "30 2 * * *"
 verify = "full"
+
+[jobs.api-logs]
+kind = "rotate"
+paths = ["/var/log/atpre/*.log"]
+max-size = "100MiB"
+method = "create"
+reopen-command = ["/bin/true"]
+compress = "zstd"
+keep = 3
 {extra}"#
     );
     let out = c.exec_input(
@@ -250,7 +260,7 @@ fn start(c: &Container) {
     assert_eq!(c.property("atpred.service", "SubState"), "running");
     let status = c.property("atpred.service", "StatusText");
     assert!(
-        status.contains("1 job"),
+        status.contains("2 jobs"),
         "StatusText after READY: {status:?}"
     );
     assert_eq!(
@@ -357,6 +367,26 @@ fn backup(c: &Container) {
          runuser -u postgres -- psql -tA -d restored -c 'SELECT count(*) FROM t'"
     ));
     assert_eq!(count.trim(), "5000", "the restored table");
+}
+
+fn rotate(c: &Container) {
+    let _s = step("a log rotation under the sandbox: owner and mode kept, compressed");
+    c.sh("seq 1 20000 > /var/log/atpre/api.log
+         chown atpre:atpre /var/log/atpre/api.log && chmod 0640 /var/log/atpre/api.log");
+    let out = c.exec(&["atprectl", "run", "api-logs", "--force", "--wait"]);
+    assert_eq!(out.status, 0, "rotation under the hardened unit: {out:?}");
+    assert_eq!(
+        c.sh("stat -c '%U:%G %a %s' /var/log/atpre/api.log").trim(),
+        "atpre:atpre 640 0",
+        "a fresh, empty log with the old owner and mode"
+    );
+    assert_eq!(
+        c.sh("stat -c '%U:%G %a' /var/log/atpre/api.log.1.zst")
+            .trim(),
+        "atpre:atpre 640"
+    );
+    let lines = c.sh("zstd -dc /var/log/atpre/api.log.1.zst | wc -l");
+    assert_eq!(lines.trim(), "20000", "every line is in the rotated file");
 }
 
 fn journal(c: &Container) {

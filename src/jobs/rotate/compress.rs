@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::files::{self, Owner};
@@ -49,8 +49,7 @@ pub fn compress(dir: &Path, name: &str, how: Compression, pause: impl Fn()) -> i
         .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(dir.join(&temp))?;
     let result = (|| {
-        std::os::unix::fs::fchown(&out, Some(owner.uid), Some(owner.gid))?;
-        out.set_permissions(std::fs::Permissions::from_mode(owner.mode))?;
+        owner.apply(&out)?;
         let out = encode(src, out, how)?;
         out.sync_all()?;
         let size = out.metadata()?.size();
@@ -101,6 +100,7 @@ fn threads() -> u32 {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn round_trips_with_zstd_and_gzip_keeping_the_mode() {

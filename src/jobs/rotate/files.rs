@@ -197,9 +197,15 @@ impl Owner {
         )
     }
 
-    /// Gives `file` this owner and mode (chown first: it clears set-id bits).
+    /// Gives `file` this owner and mode (chown first: it clears set-id bits). A file that has
+    /// the owner already is not chowned: the systemd unit forbids the chown family of system
+    /// calls (`~@privileged`), and a daemon rotating its own user's logs never needs them.
     pub(super) fn apply(&self, file: &File) -> io::Result<()> {
-        std::os::unix::fs::fchown(file, Some(self.uid), Some(self.gid))?;
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        if (meta.uid(), meta.gid()) != (self.uid, self.gid) {
+            std::os::unix::fs::fchown(file, Some(self.uid), Some(self.gid))?;
+        }
         file.set_permissions(std::fs::Permissions::from_mode(self.mode))
     }
 }
