@@ -32,6 +32,7 @@ pub mod daemon;
 pub mod ids;
 pub mod jobs;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod pg;
 pub mod process;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::raw::RawJob;
 use super::validate::Check;
-use super::{CommandSpec, ConfigError, JobConfig, JobSpec, PostgresConfig};
+use super::{CommandSpec, ConfigError, DaemonConfig, JobConfig, JobSpec, PostgresConfig};
 use crate::ids::JobName;
 use crate::scheduler::Schedule;
 
@@ -20,7 +20,7 @@ const COMMON_KEYS: &[&str] = &[
 ];
 const COMMAND_KEYS: &[&str] = &["command", "working-dir", "env"];
 /// Kinds that later parts of atpred provide; named so the error can say so.
-const PLANNED_KINDS: &[&str] = &["health", "rotate"];
+const PLANNED_KINDS: &[&str] = &["rotate"];
 const MAX_RETRIES: u32 = 10;
 
 pub(super) fn job(
@@ -29,6 +29,7 @@ pub(super) fn job(
     name: JobName,
     raw: RawJob,
     postgres: &PostgresConfig,
+    daemon: &DaemonConfig,
 ) -> Result<JobConfig, ConfigError> {
     let Some(kind) = raw.kind.clone() else {
         return Err(check.err(
@@ -40,6 +41,7 @@ pub(super) fn job(
         "command" => COMMAND_KEYS,
         "backup" => super::backup::KEYS,
         "prune" => super::prune::KEYS,
+        "health" => super::health::KEYS,
         k if PLANNED_KINDS.contains(&k) => {
             return Err(check.err(
                 &format!("{key}.kind"),
@@ -98,6 +100,7 @@ pub(super) fn job(
     let spec = match kind.as_str() {
         "backup" => JobSpec::Backup(super::backup::validate(check, key, raw, postgres)?),
         "prune" => JobSpec::Prune(super::prune::validate(check, key, raw)?),
+        "health" => JobSpec::Health(super::health::validate(check, key, raw, daemon)?),
         _ => command(check, key, raw)?,
     };
     Ok(JobConfig {

@@ -8,8 +8,10 @@
 
 mod backup;
 mod error;
+mod health;
 mod jobs;
 mod locate;
+mod metrics;
 mod prune;
 mod raw;
 mod validate;
@@ -23,6 +25,8 @@ use chrono_tz::Tz;
 
 pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, VerifyLevel};
 pub use error::{ConfigError, Invalid};
+pub use health::{CheckKind, HealthSpec, Threshold};
+pub use metrics::MetricsConfig;
 
 use crate::ids::JobName;
 use crate::scheduler::Schedule;
@@ -41,6 +45,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub redis: RedisConfig,
     pub jobs: BTreeMap<JobName, JobConfig>,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +110,7 @@ pub enum JobSpec {
     Backup(BackupSpec),
     Prune(crate::jobs::prune::PruneSpec),
     Command(CommandSpec),
+    Health(HealthSpec),
 }
 
 impl JobSpec {
@@ -113,6 +119,7 @@ impl JobSpec {
             JobSpec::Backup(_) => Kind::Backup,
             JobSpec::Prune(_) => Kind::Prune,
             JobSpec::Command(_) => Kind::Command,
+            JobSpec::Health(_) => Kind::Health,
         }
     }
 }
@@ -124,6 +131,7 @@ pub enum Kind {
     Backup,
     Prune,
     Command,
+    Health,
 }
 
 impl Kind {
@@ -132,6 +140,7 @@ impl Kind {
             Kind::Backup => "backup",
             Kind::Prune => "prune",
             Kind::Command => "command",
+            Kind::Health => "health",
         }
     }
 }
