@@ -52,6 +52,10 @@ fn the_reference_config_loads() {
     let c = load(&text, &[]).unwrap();
     assert_eq!(c.daemon.socket_group.as_deref(), Some("atpre"));
     assert!(c.jobs.contains_key(&"vacuum".parse().unwrap()));
+    assert!(matches!(
+        c.jobs[&"health".parse().unwrap()].spec,
+        JobSpec::Health(_)
+    ));
 }
 
 /// (what is wrong, file text appended to or replacing BASE, the key the error must name,

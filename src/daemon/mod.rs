@@ -169,6 +169,9 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         ),
         None => None,
     };
+    if let Some(addr) = metrics_server.as_ref().and_then(|m| m.local_addr().ok()) {
+        tracing::info!("metrics served at http://{addr}/metrics");
+    }
     let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(StartupError::Signals)?;
 
     let socket_path = config.daemon.socket.clone();

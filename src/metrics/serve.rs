@@ -35,6 +35,11 @@ impl MetricsServer {
         })
     }
 
+    /// The address actually bound (the port chosen by the system for `:0`).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
     /// Serves until `stop`; connections in flight end with it.
     pub async fn serve(self, shared: Arc<Shared>, stop: CancellationToken) {
         let connections = TaskTracker::new();

@@ -7,7 +7,9 @@
 //! atprectl, notify, history) through the real binaries; `backup_*` prove the backup job (round
 //! trips through the real pg_restore, manifests, crashes, full disks, damage, secrets, age);
 //! `prune_*` prove the retention job on real backup folders (plans, reasons, safety on disk,
-//! busy and in-use backups, config errors) and the offline `atprectl retention` planner.
+//! busy and in-use backups, config errors) and the offline `atprectl retention` planner;
+//! `health_*` prove the health job against the real stack (PostgreSQL, Redis, an HTTP server,
+//! a tmpfs) and the metrics through a real Prometheus parser.
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -44,6 +46,11 @@ mod core_socket;
 mod core_support;
 mod harness;
 mod harness_selftest;
+mod health_checks;
+mod health_disk;
+mod health_freshness;
+mod health_metrics;
+mod health_support;
 mod prune_busy;
 mod prune_config;
 mod prune_disk;

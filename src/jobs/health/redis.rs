@@ -37,8 +37,13 @@ async fn probe(config: &RedisConfig) -> Result<Probe, String> {
         info = info.set_redis_settings(settings);
     }
     let client = redis::Client::open(info).map_err(|e| format!("{shown}: {e}"))?;
+    // No timeouts of the crate's own (1 s to connect, 500 ms per reply): `check-timeout`
+    // bounds the whole probe, as for every other check.
+    let no_timeouts = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(None)
+        .set_response_timeout(None);
     let mut conn = client
-        .get_multiplexed_async_connection()
+        .get_multiplexed_async_connection_with_config(&no_timeouts)
         .await
         .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
     let t0 = Instant::now();
