@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::raw::RawJob;
 use super::validate::Check;
 use super::{ConfigError, DaemonConfig};
-use crate::secret::SecretUrl;
+use crate::secret::{Secret, SecretUrl};
 
 /// The keys a health job accepts besides the common ones.
 pub(super) const KEYS: &[&str] = &[
@@ -15,6 +15,7 @@ pub(super) const KEYS: &[&str] = &[
     "http-url",
     "http-expect-status",
     "http-expect-body",
+    "http-ca-file",
     "disk-paths",
     "disk-min-free",
     "disk-min-free-inodes",
@@ -91,6 +92,8 @@ pub struct HealthSpec {
     pub http_url: SecretUrl,
     pub http_expect_status: u16,
     pub http_expect_body: Option<String>,
+    /// Extra trusted roots (PEM) for an https `http-url` signed by a private CA.
+    pub http_ca_file: Option<PathBuf>,
     pub disk_paths: Vec<PathBuf>,
     pub disk_min_free: Threshold,
     pub disk_min_free_inodes: Threshold,
@@ -98,8 +101,9 @@ pub struct HealthSpec {
     pub failing_runs: u32,
     pub check_timeout: Duration,
     pub on_change: Option<Vec<String>>,
-    /// May hold a token: shown redacted only.
-    pub webhook: Option<SecretUrl>,
+    /// Webhook URLs carry their token anywhere (user-info, path, query): kept whole as a
+    /// secret, shown as scheme and host only.
+    pub webhook: Option<Secret>,
 }
 
 pub(super) fn validate(
@@ -198,21 +202,24 @@ pub(super) fn validate(
         }
         Some(argv) => Some(argv),
     };
-    let webhook = raw.webhook.map(SecretUrl::new);
+    let webhook = raw.webhook.map(Secret::new);
     if let Some(url) = &webhook
         && !url.expose().starts_with("http://")
         && !url.expose().starts_with("https://")
     {
-        return Err(check.err(
-            &k("webhook"),
-            format!("{url} is not an http:// or https:// URL"),
-        ));
+        return Err(check.err(&k("webhook"), "is not an http:// or https:// URL"));
+    }
+    if let Some(p) = &raw.http_ca_file
+        && !p.is_absolute()
+    {
+        return Err(check.err(&k("http-ca-file"), "must be an absolute path"));
     }
     Ok(HealthSpec {
         checks,
         http_url,
         http_expect_status,
         http_expect_body: raw.http_expect_body,
+        http_ca_file: raw.http_ca_file,
         disk_paths,
         disk_min_free,
         disk_min_free_inodes,

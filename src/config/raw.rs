@@ -155,6 +155,8 @@ pub struct RawJob {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_expect_body: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_paths: Option<Vec<PathBuf>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk_min_free: Option<String>,

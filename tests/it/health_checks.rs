@@ -219,3 +219,28 @@ fn a_role_near_its_connection_limit_warns() {
         "{message}"
     );
 }
+
+#[test]
+fn an_http_server_that_never_answers_fails_at_the_timeout() {
+    let stack = Stack::new();
+    // Connections complete in the kernel's backlog; nobody ever reads or answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/health", silent.local_addr().unwrap());
+    let daemon = stack
+        .daemon(&format!(
+            "checks = [\"http\", \"redis\"]\ncheck-timeout = \"2s\"\nhttp-url = {}",
+            crate::harness::toml_str(&url)
+        ))
+        .spawn();
+    let (code, checks) = health_now(&daemon);
+    assert_eq!(code, 1);
+    assert_eq!(
+        statuses(&checks),
+        [
+            ("http".into(), "fail".into()),
+            ("redis".into(), "ok".into())
+        ]
+    );
+    assert_eq!(checks["http"]["message"], "no answer within 2s");
+    drop(silent);
+}

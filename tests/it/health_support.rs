@@ -14,7 +14,8 @@ use crate::harness::process::kill_and_reap;
 use crate::harness::{CtlOutput, Daemon, DaemonBuilder, RedisServer, toml_path, toml_str};
 
 /// Answers `GET /health` with 200 "status: fine", anything else with 404; appends every POST
-/// body as one line to the file named by its first argument; prints its port first.
+/// body as one line to the file named by its first argument; serves https with the certificate
+/// and key named by the second and third if given; prints its port first.
 const HTTP_SERVER: &str = r#"
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -34,6 +35,11 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+if len(sys.argv) > 3:
+    import ssl
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[2], sys.argv[3])
+    s.socket = tls.wrap_socket(s.socket, server_side=True)
 print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
@@ -47,10 +53,20 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(dir: &Path) -> HttpServer {
+        Self::spawn(dir, &[])
+    }
+
+    /// The same server over https with the PEM certificate chain and key given.
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> HttpServer {
+        Self::spawn(dir, &[cert, key])
+    }
+
+    fn spawn(dir: &Path, tls: &[&Path]) -> HttpServer {
         let posts = dir.join("webhook-posts.jsonl");
         let mut child = Command::new("python3")
             .args(["-c", HTTP_SERVER])
             .arg(&posts)
+            .args(tls)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("python3 (apt-get install python3): {e}"));

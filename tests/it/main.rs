@@ -51,6 +51,7 @@ mod health_disk;
 mod health_freshness;
 mod health_metrics;
 mod health_support;
+mod health_tls;
 mod prune_busy;
 mod prune_config;
 mod prune_disk;

@@ -83,7 +83,7 @@ async fn probe(ctx: &JobContext, spec: &HealthSpec, kind: CheckKind) -> Probe {
         match kind {
             CheckKind::Postgres => postgres::check(&ctx.config).await,
             CheckKind::Redis => redis::check(&ctx.config.redis).await,
-            CheckKind::Http => http::check(spec).await,
+            CheckKind::Http => http::check(spec, ctx.now).await,
             CheckKind::Disk => disk::check(spec).await,
             CheckKind::BackupFreshness => freshness::check(&ctx.config, spec, ctx.now).await,
             CheckKind::Jobs => runs::check(&ctx.config, &ctx.recent_runs, spec.failing_runs),
