@@ -309,10 +309,16 @@ impl Runner {
     }
 
     /// Waits for a slot, then tries up to 1 + `retries` times within the job's timeout.
+    /// Health jobs take no slot: they are light, and must see the stack while long backups
+    /// hold every slot.
     async fn attempts(&self, run: &Run) -> (Outcome, String, serde_json::Value, u32) {
-        let permit = tokio::select! {
-            p = Arc::clone(&self.permits).acquire_owned() => p.ok(),
-            () = run.token.cancelled() => None,
+        let permit = if matches!(run.job.spec, crate::config::JobSpec::Health(_)) {
+            Some(None)
+        } else {
+            tokio::select! {
+                p = Arc::clone(&self.permits).acquire_owned() => p.ok().map(Some),
+                () = run.token.cancelled() => None,
+            }
         };
         if permit.is_none() {
             return (

@@ -244,3 +244,21 @@ fn an_http_server_that_never_answers_fails_at_the_timeout() {
     assert_eq!(checks["http"]["message"], "no answer within 2s");
     drop(silent);
 }
+
+/// With the only slot held by a long job, health checks still run: they take no slot.
+#[test]
+fn health_runs_while_long_jobs_hold_every_slot() {
+    let stack = Stack::new();
+    let daemon = stack
+        .daemon("checks = [\"redis\"]")
+        .max_concurrent_jobs(1)
+        .command_job("long", &["sleep", "120"])
+        .spawn();
+    let started = daemon.ctl(["run", "long"]);
+    assert_eq!(started.status, 0, "{started:?}");
+    let (code, checks) = health_now(&daemon);
+    assert_eq!((code, &checks["redis"]["status"]), (0, &"ok".into()));
+    let jobs = daemon.ctl(["--json", "status"]).stdout;
+    assert!(jobs.contains("\"job\":\"long\""), "still running: {jobs}");
+    assert_eq!(daemon.ctl(["cancel", "long"]).status, 0);
+}

@@ -33,7 +33,10 @@ async fn probe(config: &RedisConfig) -> Result<Probe, String> {
         crate::secret::check_private_file(path).map_err(|e| format!("password-file: {e}"))?;
         let pw = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read password-file {}: {e}", path.display()))?;
-        let settings = info.redis_settings().clone().set_password(pw.trim_end());
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_password(pw.trim_end_matches(['\n', '\r']));
         info = info.set_redis_settings(settings);
     }
     let client = redis::Client::open(info).map_err(|e| format!("{shown}: {e}"))?;
