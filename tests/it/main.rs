@@ -49,6 +49,7 @@ mod harness_selftest;
 mod health_checks;
 mod health_disk;
 mod health_freshness;
+mod health_journald;
 mod health_metrics;
 mod health_support;
 mod health_tls;
