@@ -410,7 +410,7 @@ fn health_jobs_and_metrics_have_defaults() {
     assert_eq!(h.check_timeout, Duration::from_secs(10));
     assert_eq!(c.metrics, MetricsConfig::default());
     let text = format!(
-        "{BASE}\n[metrics]\nlisten = \"[::]:9187\"\nallow-remote = true\n[jobs.h]\nkind = \"health\"\ndisk-min-free = \"2GiB\"\ndisk-min-free-inodes = \"1000\"\n"
+        "{BASE}\n[metrics]\nlisten = \"[::]:9187\"\nallow-remote = true\n[jobs.h]\nkind = \"health\"\ndisk-min-free = \"2GiB\"\ndisk-min-free-inodes = \"1000\"\nwebhook = \"https://hooks.example/T0/B0/s3cr3t-t0ken\"\nhttp-url = \"https://u:pw-s3cr3t@app.example/health\"\n"
     );
     let c = load(&text, &[]).unwrap();
     assert_eq!(c.metrics.listen.map(|a| a.port()), Some(9187));
@@ -419,4 +419,9 @@ fn health_jobs_and_metrics_have_defaults() {
     };
     assert_eq!(h.disk_min_free, Threshold::Absolute(2 * 1024 * 1024 * 1024));
     assert_eq!(h.disk_min_free_inodes, Threshold::Absolute(1000));
+    let shown = format!("{h:?}");
+    assert!(
+        !shown.contains("s3cr3t"),
+        "webhook token or URL password in Debug: {shown}"
+    );
 }

@@ -262,3 +262,31 @@ fn health_runs_while_long_jobs_hold_every_slot() {
     assert!(jobs.contains("\"job\":\"long\""), "still running: {jobs}");
     assert_eq!(daemon.ctl(["cancel", "long"]).status, 0);
 }
+
+#[test]
+fn redis_near_its_maxmemory_warns() {
+    let stack = Stack::new();
+    let daemon = stack.daemon("checks = [\"redis\"]").spawn();
+    let (code, checks) = health_now(&daemon);
+    assert_eq!((code, &checks["redis"]["status"]), (0, &"ok".into()));
+    let info = stack.redis.cmd(&["INFO", "memory"]).as_text().unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("used_memory:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A limit just above what is in use: over 80 % of it, and nothing is evicted.
+    let limit = (used + used / 10).to_string();
+    stack.redis.cmd(&["CONFIG", "SET", "maxmemory", &limit]);
+    let (code, checks) = health_now(&daemon);
+    let redis = &checks["redis"];
+    assert_eq!((code, &redis["status"]), (0, &"warn".into()), "{redis}");
+    assert!(
+        redis["message"]
+            .as_str()
+            .unwrap()
+            .contains("% of maxmemory"),
+        "{redis}"
+    );
+}

@@ -63,23 +63,30 @@ pub async fn check(config: &Config) -> Probe {
             ));
         }
     }
-    let server_major = server_num / 10000;
-    match pg_dump_major(config).await {
-        Ok(dump_major) if dump_major < server_major => {
-            status = HealthStatus::Fail;
-            notes.push(format!(
-                "pg_dump {dump_major} is older than the server ({server_major}) and cannot dump it"
-            ));
-        }
-        Ok(_) => {}
-        Err(why) => {
-            status = status.max(HealthStatus::Warn);
-            notes.push(why);
-        }
-    }
+    let (s, note) = judge_dump_version(pg_dump_major(config).await, server_num / 10000);
+    status = status.max(s);
+    notes.extend(note);
     let mut probe = Probe::new(status, notes.join(", "));
     probe.latency = latency;
     probe
+}
+
+/// A pg_dump older than the server cannot dump it; one we cannot run or read only warns here
+/// (the backup job itself fails loudly on it).
+fn judge_dump_version(
+    dump_major: Result<i32, String>,
+    server_major: i32,
+) -> (HealthStatus, Option<String>) {
+    match dump_major {
+        Ok(dump) if dump < server_major => (
+            HealthStatus::Fail,
+            Some(format!(
+                "pg_dump {dump} is older than the server ({server_major}) and cannot dump it"
+            )),
+        ),
+        Ok(_) => (HealthStatus::Ok, None),
+        Err(why) => (HealthStatus::Warn, Some(why)),
+    }
 }
 
 /// The major version of the pg_dump the backups run.
@@ -97,6 +104,24 @@ fn parse_major(line: &str) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_pg_dump_fails_a_newer_one_is_fine() {
+        assert_eq!(judge_dump_version(Ok(15), 15), (HealthStatus::Ok, None));
+        assert_eq!(judge_dump_version(Ok(17), 15), (HealthStatus::Ok, None));
+        let (s, note) = judge_dump_version(Ok(14), 15);
+        assert_eq!(s, HealthStatus::Fail);
+        assert_eq!(
+            note.unwrap(),
+            "pg_dump 14 is older than the server (15) and cannot dump it"
+        );
+        assert_eq!(
+            judge_dump_version(Err("x".into()), 15).0,
+            HealthStatus::Warn
+        );
+    }
+
     #[test]
     fn pg_dump_versions() {
         for (line, major) in [
