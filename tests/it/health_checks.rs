@@ -290,3 +290,49 @@ fn redis_near_its_maxmemory_warns() {
         "{redis}"
     );
 }
+
+/// An on-change command that hangs and a webhook nobody answers are cut off at check-timeout,
+/// logged, and change nothing else: the check's result stands and the daemon goes on.
+#[test]
+fn hanging_alerts_are_cut_off_and_only_logged() {
+    let mut stack = Stack::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!("http://{}/hook", silent.local_addr().unwrap());
+    let daemon = stack
+        .daemon(&format!(
+            "checks = [\"redis\"]\ncheck-timeout = \"2s\"\non-change = [\"sleep\", \"600\"]\nwebhook = {}",
+            crate::harness::toml_str(&hook)
+        ))
+        .spawn();
+    stack.redis.stop();
+    let (code, checks) = health_now(&daemon);
+    assert_eq!((code, &checks["redis"]["status"]), (1, &"fail".into()));
+    let log = daemon.log();
+    assert!(
+        log.contains("on-change command sleep did not end within 2s; killed"),
+        "{log}"
+    );
+    let webhook_line = log
+        .lines()
+        .find(|l| l.contains("webhook http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no webhook failure logged:\n{log}"));
+    assert!(
+        !webhook_line.contains("/hook"),
+        "only scheme and host: {webhook_line}"
+    );
+    // The sleep's process group is gone and the daemon still answers.
+    let sleeping = || {
+        crate::harness::process::descendants(daemon.pid())
+            .into_iter()
+            .filter(|p| p.comm == "sleep" && p.state != 'Z')
+            .collect::<Vec<_>>()
+    };
+    // SIGKILL was sent to its group; the kernel ends it at once, a zombie is dead enough.
+    assert!(
+        harness::wait_until(std::time::Duration::from_secs(5), || sleeping().is_empty()),
+        "the on-change command was left running: {:?}",
+        sleeping()
+    );
+    assert_eq!(daemon.ctl(["status"]).status, 0);
+    drop(silent);
+}
