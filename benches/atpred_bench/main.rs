@@ -7,6 +7,7 @@
 mod backup;
 mod core_figures;
 mod daemon;
+mod health;
 mod report;
 mod stats;
 
@@ -117,6 +118,12 @@ fn run() -> Result<()> {
     } else {
         Vec::new()
     };
+    let health = if wanted("health") {
+        eprintln!("health: {} rounds", env.runs);
+        Some(health::run(&env)?)
+    } else {
+        None
+    };
     let mut out = String::new();
     let _ = writeln!(out, "# atpred benchmarks\n");
     let _ = writeln!(
@@ -139,6 +146,9 @@ fn run() -> Result<()> {
     }
     if !rows.is_empty() {
         report::backup_table(&mut out, &rows);
+    }
+    if let Some(h) = &health {
+        health::table(&mut out, h, env.runs);
     }
     report::every_run(&mut out, core.as_ref(), &rows);
     out.push_str(METHOD);
@@ -228,4 +238,9 @@ const METHOD: &str = "## How it is measured
   `CHECKPOINT` and a `sync` (not timed); the order is reversed every other round, after one
   uncounted warm-up dump. `dump MiB` is the dump itself
   (`database.backup*`), without manifest and SHA256SUMS.
+- **Health**: one daemon with a health job (postgres, disk, backup-freshness, jobs), a backup
+  and a command job, and `[metrics] listen` on loopback. Each round makes 20 `health --now`
+  requests (each runs the job and waits for it) and 20 `metrics` requests over one control
+  connection, timed at the client, then 10 tokio tasks scrape `GET /metrics` 50 times each
+  with reqwest, timed from the first request to the last answer; after one uncounted run.
 ";
