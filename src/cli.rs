@@ -72,6 +72,14 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: Option<BackupsCommand>,
     },
+    /// The health checks: status, message, since when; exits 1 when any check fails.
+    Health {
+        /// Run every health job now and wait for its results.
+        #[arg(long)]
+        now: bool,
+    },
+    /// Prometheus metrics (OpenMetrics text), as served by `[metrics] listen`.
+    Metrics,
     /// Try a retention policy offline: reads RFC 3339 timestamps (one per line) on stdin and
     /// prints which backups it would keep and why. Needs no daemon.
     Retention(RetentionArgs),

@@ -15,7 +15,9 @@
 //! - [`config`]: the TOML file and environment overrides, validated into typed values.
 //! - [`scheduler`]: cron and interval schedules in a time zone, and the task that fires them.
 //! - [`runner`]: runs jobs: concurrency, no overlap, timeouts, retries, cancellation, history.
-//! - [`jobs`]: the job kinds behind one contract.
+//! - [`jobs`]: the job kinds behind one contract (health jobs record their checks on the
+//!   runner's health board).
+//! - [`metrics`]: Prometheus metrics for `atprectl metrics`, `[metrics] listen` and a textfile.
 //! - [`process`]: child processes in their own process groups.
 //! - [`control`] and [`protocol`]: the control socket and its wire format; [`client`] and
 //!   [`ctl`] are the other end.
@@ -32,6 +34,7 @@ pub mod daemon;
 pub mod ids;
 pub mod jobs;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod pg;
 pub mod process;

@@ -19,7 +19,9 @@ use crate::config::{Config, JobConfig};
 use crate::daemon::history::History;
 use crate::ids::{JobName, RunId};
 use crate::jobs::catalog::InUse;
+use crate::jobs::health::board::Board;
 use crate::jobs::{self, JobContext, JobError, JobReport};
+use crate::metrics::RunMetrics;
 use crate::protocol::{Outcome, RunRecord, RunningRun, Trigger};
 
 /// What a follower of a run receives.
@@ -69,6 +71,8 @@ pub struct Runner {
     /// Bumped whenever a run starts or ends, so the supervisor can refresh STATUS=.
     changes: watch::Sender<u64>,
     in_use: Arc<InUse>,
+    health: Arc<Board>,
+    metrics: RunMetrics,
 }
 
 impl Runner {
@@ -88,6 +92,8 @@ impl Runner {
             root,
             changes: watch::Sender::new(0),
             in_use: Arc::default(),
+            health: Arc::default(),
+            metrics: RunMetrics::default(),
         })
     }
 
@@ -98,6 +104,16 @@ impl Runner {
     /// Backups claimed by verifications and removals.
     pub fn in_use(&self) -> &Arc<InUse> {
         &self.in_use
+    }
+
+    /// The health checks' last results.
+    pub fn health(&self) -> &Arc<Board> {
+        &self.health
+    }
+
+    /// Counters and durations of the runs finished since the daemon started.
+    pub fn metrics(&self) -> &RunMetrics {
+        &self.metrics
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
@@ -210,6 +226,7 @@ impl Runner {
         };
         tracing::warn!(job = %job.name, kind = %job.spec.kind(), run_id = %record.run_id, outcome = "skipped",
             "tick skipped: job {} is still running (run {busy_with})", job.name);
+        self.metrics.observe(&record);
         self.persist(record).await;
     }
 
@@ -283,6 +300,7 @@ impl Runner {
             );
         }
         if !run.opts.dry_run {
+            self.metrics.observe(&record);
             self.persist(record.clone()).await;
         }
         lock(&self.running).remove(&run.job.name);
@@ -291,10 +309,16 @@ impl Runner {
     }
 
     /// Waits for a slot, then tries up to 1 + `retries` times within the job's timeout.
+    /// Health jobs take no slot: they are light, and must see the stack while long backups
+    /// hold every slot.
     async fn attempts(&self, run: &Run) -> (Outcome, String, serde_json::Value, u32) {
-        let permit = tokio::select! {
-            p = Arc::clone(&self.permits).acquire_owned() => p.ok(),
-            () = run.token.cancelled() => None,
+        let permit = if matches!(run.job.spec, crate::config::JobSpec::Health(_)) {
+            Some(None)
+        } else {
+            tokio::select! {
+                p = Arc::clone(&self.permits).acquire_owned() => p.ok().map(Some),
+                () = run.token.cancelled() => None,
+            }
         };
         if permit.is_none() {
             return (
@@ -337,6 +361,10 @@ impl Runner {
             ctx.dry_run = run.opts.dry_run;
             ctx.force = run.opts.force;
             ctx.in_use = Arc::clone(&self.in_use);
+            if matches!(run.job.spec, crate::config::JobSpec::Health(_)) {
+                ctx.health = Arc::clone(&self.health);
+                ctx.recent_runs = self.history.recent(None, usize::MAX);
+            }
             ctx.running = self
                 .running()
                 .into_iter()

@@ -7,6 +7,7 @@
 mod backup;
 mod core_figures;
 mod daemon;
+mod health;
 mod report;
 mod rotate;
 mod stats;
@@ -124,6 +125,12 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let health = if wanted("health") {
+        eprintln!("health: {} rounds", env.runs);
+        Some(health::run(&env)?)
+    } else {
+        None
+    };
     let mut out = String::new();
     let _ = writeln!(out, "# atpred benchmarks\n");
     let _ = writeln!(
@@ -149,6 +156,9 @@ fn run() -> Result<()> {
     }
     if let Some(r) = &rotation {
         rotate::table(&mut out, r);
+    }
+    if let Some(h) = &health {
+        health::table(&mut out, h, env.runs);
     }
     report::every_run(&mut out, core.as_ref(), &rows);
     out.push_str(METHOD);
@@ -244,4 +254,9 @@ const METHOD: &str = "## How it is measured
   zstd into a temp file, fsync, rename, remove). logrotate: `logrotate -f` with create and
   compress, then `sync` of the compressed file. The order is reversed every other round,
   after one uncounted warm-up of atpred.
+- **Health**: one daemon with a health job (postgres, disk, backup-freshness, jobs), a backup
+  and a command job, and `[metrics] listen` on loopback. Each round makes 20 `health --now`
+  requests (each runs the job and waits for it) and 20 `metrics` requests over one control
+  connection, timed at the client, then 10 tokio tasks scrape `GET /metrics` 50 times each
+  with reqwest, timed from the first request to the last answer; after one uncounted run.
 ";

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::raw::RawJob;
 use super::validate::Check;
-use super::{CommandSpec, ConfigError, JobConfig, JobSpec, PostgresConfig};
+use super::{CommandSpec, ConfigError, DaemonConfig, JobConfig, JobSpec, PostgresConfig};
 use crate::ids::JobName;
 use crate::scheduler::Schedule;
 
@@ -19,8 +19,6 @@ const COMMON_KEYS: &[&str] = &[
     "catch-up",
 ];
 const COMMAND_KEYS: &[&str] = &["command", "working-dir", "env"];
-/// Kinds that later parts of atpred provide; named so the error can say so.
-const PLANNED_KINDS: &[&str] = &["health"];
 const MAX_RETRIES: u32 = 10;
 
 pub(super) fn job(
@@ -29,6 +27,7 @@ pub(super) fn job(
     name: JobName,
     raw: RawJob,
     postgres: &PostgresConfig,
+    daemon: &DaemonConfig,
 ) -> Result<JobConfig, ConfigError> {
     let Some(kind) = raw.kind.clone() else {
         return Err(check.err(
@@ -41,12 +40,7 @@ pub(super) fn job(
         "backup" => super::backup::KEYS,
         "prune" => super::prune::KEYS,
         "rotate" => super::rotate::KEYS,
-        k if PLANNED_KINDS.contains(&k) => {
-            return Err(check.err(
-                &format!("{key}.kind"),
-                format!("kind {k:?} is not available in this version of atpred"),
-            ));
-        }
+        "health" => super::health::KEYS,
         other => {
             return Err(check.err(
                 &format!("{key}.kind"),
@@ -100,6 +94,7 @@ pub(super) fn job(
         "backup" => JobSpec::Backup(super::backup::validate(check, key, raw, postgres)?),
         "prune" => JobSpec::Prune(super::prune::validate(check, key, raw)?),
         "rotate" => JobSpec::Rotate(super::rotate::validate(check, key, raw)?),
+        "health" => JobSpec::Health(super::health::validate(check, key, raw, daemon)?),
         _ => command(check, key, raw)?,
     };
     Ok(JobConfig {

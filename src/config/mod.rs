@@ -8,8 +8,10 @@
 
 mod backup;
 mod error;
+mod health;
 mod jobs;
 mod locate;
+mod metrics;
 mod prune;
 mod raw;
 mod rotate;
@@ -24,6 +26,8 @@ use chrono_tz::Tz;
 
 pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, VerifyLevel};
 pub use error::{ConfigError, Invalid};
+pub use health::{CheckKind, HealthSpec, Threshold};
+pub use metrics::MetricsConfig;
 pub use rotate::{Method, Naming, Reopen, RotateSpec};
 
 use crate::ids::JobName;
@@ -43,6 +47,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub redis: RedisConfig,
     pub jobs: BTreeMap<JobName, JobConfig>,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +113,7 @@ pub enum JobSpec {
     Prune(crate::jobs::prune::PruneSpec),
     Rotate(RotateSpec),
     Command(CommandSpec),
+    Health(HealthSpec),
 }
 
 impl JobSpec {
@@ -117,6 +123,7 @@ impl JobSpec {
             JobSpec::Prune(_) => Kind::Prune,
             JobSpec::Rotate(_) => Kind::Rotate,
             JobSpec::Command(_) => Kind::Command,
+            JobSpec::Health(_) => Kind::Health,
         }
     }
 }
@@ -129,6 +136,7 @@ pub enum Kind {
     Prune,
     Rotate,
     Command,
+    Health,
 }
 
 impl Kind {
@@ -138,6 +146,7 @@ impl Kind {
             Kind::Prune => "prune",
             Kind::Rotate => "rotate",
             Kind::Command => "command",
+            Kind::Health => "health",
         }
     }
 }

@@ -21,6 +21,16 @@ pub struct RawConfig {
     pub redis: RawRedis,
     #[serde(default)]
     pub jobs: BTreeMap<String, RawJob>,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawMetrics {
+    pub listen: Option<String>,
+    pub allow_remote: Option<bool>,
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,6 +145,33 @@ pub struct RawJob {
     pub min_keep: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub of: Option<Vec<String>>,
+    // kind = "health"
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_expect_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_expect_body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_paths: Option<Vec<PathBuf>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_min_free: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_min_free_inodes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_max_age: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_runs: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_change: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
     // kind = "rotate" (also `compress` and `compress-level` above)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<String>>,

@@ -58,6 +58,10 @@ fn the_reference_config_loads() {
     assert!(c.jobs.contains_key(&"vacuum".parse().unwrap()));
     let logs = &c.jobs[&"api-logs".parse().unwrap()];
     assert!(matches!(&logs.spec, JobSpec::Rotate(r) if r.keep == 14));
+    assert!(matches!(
+        c.jobs[&"health".parse().unwrap()].spec,
+        JobSpec::Health(_)
+    ));
 }
 
 /// (what is wrong, file text appended to or replacing BASE, the key the error must name,
@@ -202,6 +206,114 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         "jobs.a.timeout",
         4,
     ),
+    (
+        "unknown health check",
+        "[jobs.h]\nkind = \"health\"\nchecks = [\"postgres\", \"mysql\"]\n",
+        "jobs.h.checks",
+        3,
+    ),
+    (
+        "check listed twice",
+        "[jobs.h]\nkind = \"health\"\nchecks = [\"disk\", \"disk\"]\n",
+        "jobs.h.checks",
+        3,
+    ),
+    (
+        "http url without scheme",
+        "[jobs.h]\nkind = \"health\"\nhttp-url = \"localhost:8000/health\"\n",
+        "jobs.h.http-url",
+        3,
+    ),
+    (
+        "status out of range",
+        "[jobs.h]\nkind = \"health\"\nhttp-expect-status = 700\n",
+        "jobs.h.http-expect-status",
+        3,
+    ),
+    (
+        "relative disk path",
+        "[jobs.h]\nkind = \"health\"\ndisk-paths = [\"var/log\"]\n",
+        "jobs.h.disk-paths",
+        3,
+    ),
+    (
+        "disk floor in parsecs",
+        "[jobs.h]\nkind = \"health\"\ndisk-min-free = \"5 parsecs\"\n",
+        "jobs.h.disk-min-free",
+        3,
+    ),
+    (
+        "disk floor over 100%",
+        "[jobs.h]\nkind = \"health\"\ndisk-min-free = \"120%\"\n",
+        "jobs.h.disk-min-free",
+        3,
+    ),
+    (
+        "inode floor in bytes",
+        "[jobs.h]\nkind = \"health\"\ndisk-min-free-inodes = \"5GiB\"\n",
+        "jobs.h.disk-min-free-inodes",
+        3,
+    ),
+    (
+        "bad backup max age",
+        "[jobs.h]\nkind = \"health\"\nbackup-max-age = \"a while\"\n",
+        "jobs.h.backup-max-age",
+        3,
+    ),
+    (
+        "no failing runs",
+        "[jobs.h]\nkind = \"health\"\nfailing-runs = 0\n",
+        "jobs.h.failing-runs",
+        3,
+    ),
+    (
+        "zero check timeout",
+        "[jobs.h]\nkind = \"health\"\ncheck-timeout = \"0s\"\n",
+        "jobs.h.check-timeout",
+        3,
+    ),
+    (
+        "empty on-change",
+        "[jobs.h]\nkind = \"health\"\non-change = []\n",
+        "jobs.h.on-change",
+        3,
+    ),
+    (
+        "webhook over ftp",
+        "[jobs.h]\nkind = \"health\"\nwebhook = \"ftp://hooks/x\"\n",
+        "jobs.h.webhook",
+        3,
+    ),
+    (
+        "backup key in a health job",
+        "[jobs.h]\nkind = \"health\"\nkeep-last = 3\n",
+        "jobs.h.keep-last",
+        3,
+    ),
+    (
+        "two jobs run one check",
+        "[jobs.h]\nkind = \"health\"\nchecks = [\"redis\"]\n[jobs.i]\nkind = \"health\"\nchecks = [\"redis\"]\n",
+        "jobs.i.checks",
+        6,
+    ),
+    (
+        "metrics on all interfaces",
+        "[metrics]\nlisten = \"0.0.0.0:9187\"\n",
+        "metrics.listen",
+        2,
+    ),
+    (
+        "metrics listen without port",
+        "[metrics]\nlisten = \"127.0.0.1\"\n",
+        "metrics.listen",
+        2,
+    ),
+    (
+        "relative textfile",
+        "[metrics]\ntextfile = \"atpred.prom\"\n",
+        "metrics.textfile",
+        2,
+    ),
 ];
 
 #[test]
@@ -313,4 +425,37 @@ fn a_credential_outside_systemd_is_a_clear_error() {
         .to_string();
     assert!(err.contains("redis.password-file"), "{err}");
     assert!(err.contains("not a credential name"), "{err}");
+}
+
+#[test]
+fn health_jobs_and_metrics_have_defaults() {
+    let text = format!("{BASE}\n[jobs.health]\nkind = \"health\"\nschedule = \"every 1m\"\n");
+    let c = load(&text, &[]).unwrap();
+    let JobSpec::Health(h) = &c.jobs[&"health".parse().unwrap()].spec else {
+        panic!("not a health job")
+    };
+    assert_eq!(h.checks, CheckKind::ALL.to_vec());
+    assert_eq!(h.http_url.expose(), "http://127.0.0.1:8000/health");
+    assert_eq!(
+        h.disk_paths,
+        [c.daemon.backup_dir.clone(), PathBuf::from("/var/log/atpre")]
+    );
+    assert_eq!(h.disk_min_free, Threshold::Percent(10.0));
+    assert_eq!(h.check_timeout, Duration::from_secs(10));
+    assert_eq!(c.metrics, MetricsConfig::default());
+    let text = format!(
+        "{BASE}\n[metrics]\nlisten = \"[::]:9187\"\nallow-remote = true\n[jobs.h]\nkind = \"health\"\ndisk-min-free = \"2GiB\"\ndisk-min-free-inodes = \"1000\"\nwebhook = \"https://hooks.example/T0/B0/s3cr3t-t0ken\"\nhttp-url = \"https://u:pw-s3cr3t@app.example/health\"\n"
+    );
+    let c = load(&text, &[]).unwrap();
+    assert_eq!(c.metrics.listen.map(|a| a.port()), Some(9187));
+    let JobSpec::Health(h) = &c.jobs[&"h".parse().unwrap()].spec else {
+        panic!("not a health job")
+    };
+    assert_eq!(h.disk_min_free, Threshold::Absolute(2 * 1024 * 1024 * 1024));
+    assert_eq!(h.disk_min_free_inodes, Threshold::Absolute(1000));
+    let shown = format!("{h:?}");
+    assert!(
+        !shown.contains("s3cr3t"),
+        "webhook token or URL password in Debug: {shown}"
+    );
 }

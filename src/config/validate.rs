@@ -138,13 +138,14 @@ pub(super) fn validate(
     let daemon = daemon(&check, raw.daemon)?;
     let postgres = postgres(&check, raw.postgres)?;
     let redis = redis(&check, raw.redis)?;
+    let metrics = super::metrics::validate(&check, raw.metrics)?;
     let mut jobs = BTreeMap::new();
     for (name, job) in raw.jobs {
         let key = format!("jobs.{name}");
         let name: JobName = name.parse().map_err(|e: String| check.err(&key, e))?;
         jobs.insert(
             name.clone(),
-            super::jobs::job(&check, &key, name, job, &postgres)?,
+            super::jobs::job(&check, &key, name, job, &postgres, &daemon)?,
         );
     }
     let config = Config {
@@ -153,8 +154,10 @@ pub(super) fn validate(
         postgres,
         redis,
         jobs,
+        metrics,
     };
     super::prune::check_targets(&check, &config)?;
+    super::health::check_unique(&check, &config)?;
     Ok(config)
 }
 

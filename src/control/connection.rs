@@ -211,6 +211,8 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
             )
             .await
         }
+        Request::Health { now } => send(conn, super::health::health(shared, now).await).await,
+        Request::Metrics => send(conn, super::health::metrics(shared).await).await,
         Request::Reload => {
             let (reply, answer) = oneshot::channel();
             if shared

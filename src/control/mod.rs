@@ -7,6 +7,7 @@
 mod backups;
 mod bind;
 mod connection;
+mod health;
 pub mod peer;
 
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use clap::CommandFactory;
 use crate::cli::{BackupsCommand, CtlArgs, CtlCommand, DaemonArgs};
 use crate::client::{Client, ClientError};
 use crate::config::VerifyLevel;
-use crate::protocol::{ErrorCode, Request, Response};
+use crate::protocol::{ErrorCode, HealthStatus, Request, Response};
 
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
@@ -114,6 +114,8 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             id: id.clone(),
             level: VerifyLevel::parse(level),
         },
+        CtlCommand::Health { now } => Request::Health { now: *now },
+        CtlCommand::Metrics => Request::Metrics,
         CtlCommand::Completions { .. } | CtlCommand::Man { .. } | CtlCommand::Retention(_) => {
             return Ok(0);
         }
@@ -154,6 +156,9 @@ fn show(response: &Response, json: bool) -> u8 {
     match response {
         Response::Finished { run } if !run.outcome.is_success() => EXIT_FAILED,
         Response::Verified { passed: false, .. } => EXIT_FAILED,
+        Response::Health { checks } if checks.iter().any(|c| c.status == HealthStatus::Fail) => {
+            EXIT_FAILED
+        }
         Response::Error { code, message } => {
             if !json {
                 eprintln!("atprectl: {message}");

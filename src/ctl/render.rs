@@ -4,7 +4,7 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::protocol::{BackupSummary, JobStatus, Response, RunRecord, StatusReport};
+use crate::protocol::{BackupSummary, CheckReport, JobStatus, Response, RunRecord, StatusReport};
 use crate::timefmt;
 
 /// Prints the human form of a response. A closed pipe (`| head`) ends quietly.
@@ -34,6 +34,8 @@ pub fn print(response: &Response) {
             verification["level"].as_str().unwrap_or("?"),
             verification["details"].as_str().unwrap_or("")
         ),
+        Response::Health { checks } => health(checks, now),
+        Response::Metrics { text } => text.clone(),
         Response::Error { .. } => String::new(),
     };
     write_stdout(text.as_bytes());
@@ -168,6 +170,25 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
         ],
         &rows,
     )
+}
+
+fn health(checks: &[CheckReport], now: DateTime<Utc>) -> String {
+    if checks.is_empty() {
+        return "no health check has run yet (configure a kind = \"health\" job)\n".into();
+    }
+    let rows: Vec<Vec<String>> = checks
+        .iter()
+        .map(|c| {
+            vec![
+                c.check.clone(),
+                c.status.as_str().to_uppercase(),
+                format!("{} ms", c.latency_ms),
+                timefmt::relative(c.since, now),
+                c.message.clone(),
+            ]
+        })
+        .collect();
+    table(&["CHECK", "STATUS", "LATENCY", "SINCE", "MESSAGE"], &rows)
 }
 
 fn finished(run: &RunRecord) -> String {

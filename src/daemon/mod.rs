@@ -63,6 +63,11 @@ pub enum StartupError {
     },
     #[error(transparent)]
     Bind(#[from] control::BindError),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot register signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("cannot start the async runtime: {0}")]
@@ -161,6 +166,17 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             path: config.daemon.socket.display().to_string(),
             source: e,
         })?;
+    let metrics_server = match config.metrics.listen {
+        Some(addr) => Some(
+            crate::metrics::MetricsServer::bind(addr)
+                .await
+                .map_err(|source| StartupError::Metrics { addr, source })?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = metrics_server.as_ref().and_then(|m| m.local_addr().ok()) {
+        tracing::info!("metrics served at http://{addr}/metrics");
+    }
     let signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(StartupError::Signals)?;
 
     let socket_path = config.daemon.socket.clone();
@@ -197,6 +213,14 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         socket_gid,
     });
     let control_task = tokio::spawn(control::serve(listener, ctx, control_stop.clone()));
+    let metrics_stop = CancellationToken::new();
+    let metrics_tasks = [
+        metrics_server.map(|m| tokio::spawn(m.serve(Arc::clone(&shared), metrics_stop.clone()))),
+        Some(crate::metrics::spawn_textfile_writer(
+            Arc::clone(&shared),
+            metrics_stop.clone(),
+        )),
+    ];
 
     let mut supervisor = Supervisor {
         shared,
@@ -224,6 +248,10 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     supervisor.finish_runs(&runner, &root).await;
     control_stop.cancel();
     let _ = control_task.await;
+    metrics_stop.cancel();
+    for task in metrics_tasks.into_iter().flatten() {
+        let _ = task.await;
+    }
     if socket_origin == control::Origin::Bound {
         let _ = std::fs::remove_file(&socket_path);
     }
@@ -284,6 +312,10 @@ impl Supervisor {
                 let jobs = new.jobs.len();
                 let new = Arc::new(new);
                 self.config_tx.send_replace(Arc::clone(&new));
+                self.shared
+                    .runner
+                    .health()
+                    .retain(|check| runs_check(&new, check));
                 self.scheduler.apply(new).await;
                 self.reload_error_tx.send_replace(None);
                 tracing::info!(jobs, "configuration reloaded");
@@ -355,11 +387,20 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("daemon.log", o.log != n.log),
         ("daemon.log-level", o.log_level != n.log_level),
         ("daemon.history-size", o.history_size != n.history_size),
+        ("metrics.listen", old.metrics.listen != new.metrics.listen),
     ] {
         if changed {
             tracing::warn!("{key} changed: takes effect at the next restart");
         }
     }
+}
+
+/// Whether a health job of `config` runs `check`.
+fn runs_check(config: &Config, check: &str) -> bool {
+    config.jobs.values().any(|j| match &j.spec {
+        crate::config::JobSpec::Health(h) => h.checks.iter().any(|k| k.name() == check),
+        _ => false,
+    })
 }
 
 fn lock_state_dir(dir: &Path) -> Result<File, StartupError> {

@@ -90,6 +90,9 @@ impl Shared {
         if let Some((job, at)) = self.next_runs.borrow().iter().min_by_key(|(_, at)| **at) {
             parts.push(format!("next {job} {}", timefmt::clock(*at, now, tz)));
         }
+        if let Some(health) = self.runner.health().summary() {
+            parts.push(health);
+        }
         if let Some(err) = self.reload_error.borrow().as_ref() {
             parts.push(format!("reload failed, old config in force: {err}"));
         }

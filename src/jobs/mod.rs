@@ -7,6 +7,7 @@
 pub mod backup;
 pub mod catalog;
 mod command;
+pub mod health;
 pub mod prune;
 pub mod retention;
 #[cfg(test)]
@@ -36,6 +37,10 @@ pub struct JobContext {
     pub running: Vec<(JobName, Kind)>,
     /// Backups claimed by a verification or a removal.
     pub in_use: Arc<catalog::InUse>,
+    /// Where health jobs record their checks' results.
+    pub health: Arc<health::board::Board>,
+    /// The run history, newest first (given to health jobs only, for their `jobs` check).
+    pub recent_runs: Vec<crate::protocol::RunRecord>,
     progress: mpsc::UnboundedSender<String>,
 }
 
@@ -58,6 +63,8 @@ impl JobContext {
             force: false,
             running: Vec::new(),
             in_use: Arc::default(),
+            health: Arc::default(),
+            recent_runs: Vec::new(),
             progress,
         }
     }
@@ -119,5 +126,6 @@ pub async fn execute(ctx: &JobContext) -> Result<JobReport, JobError> {
         JobSpec::Prune(spec) => prune::run(ctx, spec).await,
         JobSpec::Rotate(spec) => rotate::run(ctx, spec).await,
         JobSpec::Command(spec) => command::run(ctx, spec).await,
+        JobSpec::Health(spec) => health::run(ctx, spec).await,
     }
 }

@@ -52,6 +52,13 @@ pub enum Request {
         #[serde(default)]
         level: Option<VerifyLevel>,
     },
+    /// The health checks' last results; with `now`, run every health job first and wait.
+    Health {
+        #[serde(default)]
+        now: bool,
+    },
+    /// Prometheus metrics in the OpenMetrics text format.
+    Metrics,
 }
 
 fn default_history_limit() -> u32 {
@@ -107,6 +114,14 @@ pub enum Response {
         id: String,
         verification: serde_json::Value,
         passed: bool,
+    },
+    /// The answer to `health`: every check that has run, by name.
+    Health {
+        checks: Vec<CheckReport>,
+    },
+    /// The answer to `metrics`: the exposition text, as served over HTTP.
+    Metrics {
+        text: String,
     },
     Error {
         code: ErrorCode,
@@ -259,4 +274,48 @@ pub struct BackupSummary {
     pub verified_level: Option<VerifyLevel>,
     /// Why the entry is unreadable.
     pub problem: Option<String>,
+}
+
+/// A health check's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl HealthStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Ok => "ok",
+            HealthStatus::Warn => "warn",
+            HealthStatus::Fail => "fail",
+        }
+    }
+
+    /// The value of `atpred_health_status`: 0 ok, 1 warn, 2 fail.
+    pub fn value(self) -> i64 {
+        match self {
+            HealthStatus::Ok => 0,
+            HealthStatus::Warn => 1,
+            HealthStatus::Fail => 2,
+        }
+    }
+}
+
+/// One entry of the answer to `health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckReport {
+    /// `postgres`, `redis`, `http`, `disk`, `backup-freshness` or `jobs`.
+    pub check: String,
+    /// The health job that runs it.
+    pub job: JobName,
+    pub status: HealthStatus,
+    pub message: String,
+    pub latency_ms: u64,
+    /// When the check entered this status.
+    pub since: DateTime<Utc>,
+    /// When it last ran.
+    pub checked: DateTime<Utc>,
 }

@@ -28,6 +28,8 @@
 //! | `backups` | `backups` |
 //! | `backup_show` | `manifest` |
 //! | `backup_verify` | `verified` (after the verification has run) |
+//! | `health` (`now: true` runs every health job first and waits) | `health` |
+//! | `metrics` | `metrics` (OpenMetrics text) |
 //!
 //! Any request may instead get an `error` with a stable [`ErrorCode`]. A line that is JSON but not
 //! a known request gets [`ErrorCode::BadRequest`] and the connection stays open; idle connections

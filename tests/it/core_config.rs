@@ -67,7 +67,7 @@ fn bad_cases() -> Vec<Bad> {
         set("redis.url", "url =", "redis", "url", "\"http://127.0.0.1:6379/0\""),
         raw("jobs.x.kind", "[jobs.x]", "[jobs.x]\ncommand = [\"true\"]"),
         raw("jobs.x.kind", "kind =", "[jobs.x]\nkind = \"bogus\"\ncommand = [\"true\"]"),
-        raw("jobs.x.kind", "kind =", "[jobs.x]\nkind = \"health\"\ncommand = [\"true\"]"),
+        raw("jobs.x.command", "command =", "[jobs.x]\nkind = \"health\"\ncommand = [\"true\"]"),
         raw("jobs.x.command", "command =", "[jobs.x]\nkind = \"backup\"\ncommand = [\"true\"]"),
         raw("jobs.x.schedule", "schedule =", "[jobs.x]\nkind = \"command\"\ncommand = [\"true\"]\nschedule = \"61 * * * *\""),
         raw("jobs.x.schedule", "schedule =", "[jobs.x]\nkind = \"command\"\ncommand = [\"true\"]\nschedule = \"0 0 0 * * * 2030\""),

@@ -61,37 +61,7 @@ fn run_lines_reach_journald_with_their_fields() {
     let builder = Daemon::builder(&dir)
         .set("daemon", "log", toml_str("journald"))
         .toml(&sh_job("nightly", "echo hello from the job", ""));
-    let config = builder.write_config();
-    let socket = dir.path().join("atpred.sock");
-    let out = dir.path().join("journal.hex");
-    let catcher = dir.path().join("catcher.py");
-    std::fs::write(&catcher, CATCHER).unwrap();
-    std::fs::create_dir_all("/run/systemd/journal").unwrap();
-    let script = format!(
-        "set -e; mount -t tmpfs tmpfs /run/systemd/journal; \
-         python3 {catcher} /run/systemd/journal/socket {out} & c=$!; \
-         while [ ! -S /run/systemd/journal/socket ]; do sleep 0.05; done; \
-         {atpred} --config {config} & d=$!; \
-         while [ ! -S {socket} ]; do sleep 0.05; done; \
-         {ctl} --socket {socket} run nightly --wait; \
-         kill -TERM $d; wait $d; sleep 0.2; kill $c",
-        catcher = catcher.display(),
-        out = out.display(),
-        atpred = env!("CARGO_BIN_EXE_atpred"),
-        config = config.display(),
-        socket = socket.display(),
-        ctl = env!("CARGO_BIN_EXE_atprectl"),
-    );
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
-    let ran = run_with_timeout(&mut cmd, Duration::from_secs(30));
-    assert_eq!(ran.status, 0, "{ran:?}");
-
-    let records: Vec<BTreeMap<String, String>> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|l| fields(&hex(l)))
-        .collect();
+    let records = capture_journal(dir.path(), &builder.write_config(), &["run nightly --wait"]);
     let of_run: Vec<_> = records
         .iter()
         .filter(|r| r.get("JOB").map(String::as_str) == Some("nightly"))
@@ -125,4 +95,52 @@ fn run_lines_reach_journald_with_their_fields() {
     assert_eq!(done["OUTCOME"], "succeeded", "{done:?}");
     assert!(done["DURATION_MS"].parse::<u64>().is_ok(), "{done:?}");
     assert_eq!(done["PRIORITY"], "6", "info: {done:?}");
+}
+
+/// Runs the daemon with `config` in a private mount namespace whose journal socket is the
+/// catcher's, runs `atprectl ARGS` for each of `ctl_runs` once the control socket is up (their
+/// exit codes are the caller's to judge by the records), stops the daemon and returns every
+/// record it sent to the journal. Root only.
+pub fn capture_journal(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    ctl_runs: &[&str],
+) -> Vec<BTreeMap<String, String>> {
+    let socket = dir.join("atpred.sock");
+    let out = dir.join("journal.hex");
+    let catcher = dir.join("catcher.py");
+    std::fs::write(&catcher, CATCHER).unwrap();
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let ctl: String = ctl_runs
+        .iter()
+        .map(|args| {
+            format!(
+                "{} --socket {} {args} || true; ",
+                env!("CARGO_BIN_EXE_atprectl"),
+                socket.display()
+            )
+        })
+        .collect();
+    let script = format!(
+        "set -e; mount -t tmpfs tmpfs /run/systemd/journal; \
+         python3 {catcher} /run/systemd/journal/socket {out} & c=$!; \
+         while [ ! -S /run/systemd/journal/socket ]; do sleep 0.05; done; \
+         {atpred} --config {config} & d=$!; \
+         while [ ! -S {socket} ]; do sleep 0.05; done; \
+         {ctl}kill -TERM $d; wait $d; sleep 0.2; kill $c",
+        catcher = catcher.display(),
+        out = out.display(),
+        atpred = env!("CARGO_BIN_EXE_atpred"),
+        config = config.display(),
+        socket = socket.display(),
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+    let ran = run_with_timeout(&mut cmd, Duration::from_secs(30));
+    assert_eq!(ran.status, 0, "{ran:?}");
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| fields(&hex(l)))
+        .collect()
 }

@@ -10,6 +10,8 @@
 //! busy and in-use backups, config errors) and the offline `atprectl retention` planner;
 //! `rotate_*` prove log rotation under a live writer (no lost lines with create + reopen, lines
 //! lost by copytruncate next to logrotate's), its safety on disk, and crash recovery.
+//! `health_*` prove the health job against the real stack (PostgreSQL, Redis, an HTTP server,
+//! a tmpfs) and the metrics through a real Prometheus parser.
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -47,6 +49,13 @@ mod core_socket;
 mod core_support;
 mod harness;
 mod harness_selftest;
+mod health_checks;
+mod health_disk;
+mod health_freshness;
+mod health_journald;
+mod health_metrics;
+mod health_support;
+mod health_tls;
 mod prune_busy;
 mod prune_config;
 mod prune_disk;
