@@ -157,6 +157,7 @@ fn scenario(c: &Container) {
     reload(c);
     backup(c);
     rotate(c);
+    health(c);
     journal(c);
     stop_and_activation(c);
     watchdog(c);
@@ -228,6 +229,12 @@ user = "atp_user"
 dbname = "atp_re"
 passfile = "credential:pgpass"
 
+[redis]
+url = "redis://127.0.0.1:6379/0"
+
+[metrics]
+listen = "127.0.0.1:9187"
+
 [jobs.nightly]
 kind = "backup"
 schedule = "30 2 * * *"
@@ -241,6 +248,13 @@ method = "create"
 reopen-command = ["/bin/true"]
 compress = "zstd"
 keep = 3
+
+[jobs.health]
+kind = "health"
+check-timeout = "5s"
+http-url = "http://127.0.0.1:9187/metrics"
+http-expect-body = "atpred_up"
+disk-paths = ["/var/lib/atpre/backups", "/var/log/atpre"]
 {extra}"#
     );
     let out = c.exec_input(
@@ -260,7 +274,7 @@ fn start(c: &Container) {
     assert_eq!(c.property("atpred.service", "SubState"), "running");
     let status = c.property("atpred.service", "StatusText");
     assert!(
-        status.contains("2 jobs"),
+        status.contains("3 jobs"),
         "StatusText after READY: {status:?}"
     );
     assert_eq!(
@@ -387,6 +401,49 @@ fn rotate(c: &Container) {
     );
     let lines = c.sh("zstd -dc /var/log/atpre/api.log.1.zst | wc -l");
     assert_eq!(lines.trim(), "20000", "every line is in the rotated file");
+}
+
+fn health(c: &Container) {
+    let _s = step("health checks and metrics under the sandbox");
+    // Every check of the issue: PostgreSQL over the socket with the passfile credential, Redis
+    // and HTTP over loopback (IPAddressAllow=localhost; the HTTP target is the daemon's own
+    // metrics endpoint), statvfs on the backup and log directories, the backup just taken.
+    let out = c.exec(&["atprectl", "health", "--now"]);
+    assert_eq!(
+        out.status, 0,
+        "every check ok under the hardened unit: {out:?}"
+    );
+    for check in [
+        "postgres",
+        "redis",
+        "http",
+        "disk",
+        "backup-freshness",
+        "jobs",
+    ] {
+        assert!(
+            out.stdout
+                .lines()
+                .any(|l| l.split_whitespace().take(2).eq([check, "OK"])),
+            "{check} ok:\n{}",
+            out.stdout
+        );
+    }
+    let metrics = c.exec(&["atprectl", "metrics"]);
+    assert_eq!(metrics.status, 0, "{metrics:?}");
+    assert!(
+        metrics
+            .stdout
+            .contains("atpred_health_status{check=\"postgres\"} 0"),
+        "{}",
+        metrics.stdout
+    );
+    assert!(
+        c.property("atpred.service", "StatusText")
+            .contains("health ok"),
+        "StatusText: {:?}",
+        c.property("atpred.service", "StatusText")
+    );
 }
 
 fn journal(c: &Container) {
