@@ -7,7 +7,9 @@
 //! atprectl, notify, history) through the real binaries; `backup_*` prove the backup job (round
 //! trips through the real pg_restore, manifests, crashes, full disks, damage, secrets, age);
 //! `prune_*` prove the retention job on real backup folders (plans, reasons, safety on disk,
-//! busy and in-use backups, config errors) and the offline `atprectl retention` planner.
+//! busy and in-use backups, config errors) and the offline `atprectl retention` planner;
+//! `fault_*` inject faults (kill -9, stopped and frozen servers, full and read-only disks,
+//! malformed configs, a fuzzed and flooded control socket) and print a summary table.
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -43,6 +45,8 @@ mod core_secrets;
 mod core_shutdown;
 mod core_socket;
 mod core_support;
+mod fault_kill;
+mod fault_support;
 mod harness;
 mod harness_selftest;
 mod prune_busy;
