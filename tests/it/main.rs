@@ -48,6 +48,7 @@ mod core_support;
 mod fault_config;
 mod fault_disk;
 mod fault_kill;
+mod fault_socket;
 mod fault_support;
 mod harness;
 mod harness_selftest;
