@@ -45,6 +45,7 @@ mod core_secrets;
 mod core_shutdown;
 mod core_socket;
 mod core_support;
+mod fault_clock;
 mod fault_config;
 mod fault_disk;
 mod fault_kill;
