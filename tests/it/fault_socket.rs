@@ -596,7 +596,7 @@ fn fault_1000_concurrent_connections_during_a_backup_are_answered_or_refused() {
     // 256 slots, one of them held by the backup's own `run --wait`, and none given back
     // before every client had its answer.
     assert!(
-        answered >= 1 && answered < atpred::control::MAX_CONNECTIONS,
+        (1..atpred::control::MAX_CONNECTIONS).contains(&answered),
         "{answered} answered"
     );
     assert_eq!(record["outcome"], "succeeded", "{record:#}");
