@@ -124,6 +124,9 @@ fn fault_malformed_configs_on_reload_name_key_and_line_and_keep_the_old_config()
         if !out.stderr.contains(case.key) || !out.stderr.contains(&at) {
             wrong.push(format!("the reply does not name {} at {at}", case.key));
         }
+        if out.stderr.contains("JobName(") {
+            wrong.push("a Rust Debug form in the message".to_owned());
+        }
         if !reload_error.contains(case.key) {
             wrong.push(format!("status reload_error: {reload_error:?}"));
         }
