@@ -97,7 +97,7 @@ pub(super) fn check_targets(check: &Check, config: &super::Config) -> Result<(),
             if !is_backup {
                 return Err(check.err(
                     &format!("jobs.{}.of", job.name),
-                    format!("{target:?} is not a backup job of this configuration"),
+                    format!("\"{target}\" is not a backup job of this configuration"),
                 ));
             }
         }

@@ -180,6 +180,15 @@ fn backup_fails_cleanly_when_postgresql_stops_mid_dump() {
     );
     assert_no_pg_dump_left(&fx, "after the failed run");
     assert_only_older_intact(&fx, &daemon, &older, &before, "PostgreSQL stopped");
+    crate::fault_support::record(&crate::fault_support::Row {
+        scenario: "PostgreSQL stopped mid-backup",
+        seed: None,
+        runs: 1,
+        faults: 1,
+        losses: 0,
+        crashes: 0,
+        notes: "run failed, older backup byte-identical (backup_crash)".to_owned(),
+    });
 }
 
 #[test]
@@ -228,6 +237,15 @@ fn backup_times_out_cleanly_when_postgresql_is_frozen_mid_dump() {
     );
     assert_only_older_intact(&fx, &daemon, &older, &before, "PostgreSQL frozen");
     eprintln!("frozen server: run timed out and cleaned up {took:?} after it started");
+    crate::fault_support::record(&crate::fault_support::Row {
+        scenario: "PostgreSQL frozen (SIGSTOP) mid-backup",
+        seed: None,
+        runs: 1,
+        faults: 1,
+        losses: 0,
+        crashes: 0,
+        notes: "run timed out at 3 s, older backup byte-identical (backup_crash)".to_owned(),
+    });
 }
 
 #[test]

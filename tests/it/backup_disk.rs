@@ -82,6 +82,15 @@ fn backup_on_a_full_disk_fails_cleanly_and_keeps_older_backups() {
     assert_eq!(entries(&fx.backup_dir()), std::slice::from_ref(&older));
     assert_eq!(snapshot_files(&fx.backup_dir().join(&older)), before);
 
+    crate::fault_support::record(&crate::fault_support::Row {
+        scenario: "disk full mid-backup (16 MiB tmpfs)",
+        seed: None,
+        runs: 2,
+        faults: 2,
+        losses: 0,
+        crashes: 0,
+        notes: "custom and directory format failed, older intact (backup_disk)".to_owned(),
+    });
     let stat = nix::sys::statvfs::statvfs(&fx.backup_dir()).expect("statvfs");
     let free = stat.blocks_available() * stat.fragment_size();
     assert!(

@@ -12,7 +12,7 @@ use crate::core_support::{WAIT, assert_group_gone, sh_job, start_run, wait_for_p
 use crate::harness::{self, Daemon, atpred_launcher, process::run_with_timeout};
 
 /// How a bad case changes the default config.
-enum Change {
+pub enum Change {
     /// `[section] key = value` (value is TOML text).
     Set(&'static str, &'static str, &'static str),
     /// Raw TOML appended after the sections.
@@ -20,13 +20,13 @@ enum Change {
 }
 
 /// One bad config: the key its error must name, and text on the line the error must point at.
-struct Bad {
-    key: &'static str,
-    line_of: &'static str,
-    change: Change,
+pub struct Bad {
+    pub key: &'static str,
+    pub line_of: &'static str,
+    pub change: Change,
 }
 
-const fn set(
+pub const fn set(
     key: &'static str,
     line_of: &'static str,
     s: &'static str,
@@ -40,7 +40,7 @@ const fn set(
     }
 }
 
-const fn raw(key: &'static str, line_of: &'static str, text: &'static str) -> Bad {
+pub const fn raw(key: &'static str, line_of: &'static str, text: &'static str) -> Bad {
     Bad {
         key,
         line_of,
@@ -48,8 +48,9 @@ const fn raw(key: &'static str, line_of: &'static str, text: &'static str) -> Ba
     }
 }
 
+/// Also replayed through a live daemon's reload by `fault_config`.
 #[rustfmt::skip]
-fn bad_cases() -> Vec<Bad> {
+pub fn bad_cases() -> Vec<Bad> {
     vec![
         set("daemon.stop-timout", "stop-timout =", "daemon", "stop-timout", "\"5s\""),
         raw("deamon", "[deamon]", "[deamon]\nsocket = \"/tmp/x\""),
@@ -84,8 +85,8 @@ fn bad_cases() -> Vec<Bad> {
     ]
 }
 
-/// The 1-based number of the first line of `text` containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
+/// The 1-based number of the first line of `text` starting with `needle`.
+pub fn line_of(text: &str, needle: &str) -> usize {
     text.lines()
         .position(|l| l.starts_with(needle))
         .unwrap_or_else(|| panic!("{needle:?} not in the config:\n{text}"))

@@ -12,6 +12,8 @@
 //! lost by copytruncate next to logrotate's), its safety on disk, and crash recovery.
 //! `health_*` prove the health job against the real stack (PostgreSQL, Redis, an HTTP server,
 //! a tmpfs) and the metrics through a real Prometheus parser.
+//! `fault_*` inject faults (kill -9, stopped and frozen servers, full and read-only disks,
+//! malformed configs, a fuzzed and flooded control socket) and print a summary table.
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -47,6 +49,12 @@ mod core_secrets;
 mod core_shutdown;
 mod core_socket;
 mod core_support;
+mod fault_clock;
+mod fault_config;
+mod fault_disk;
+mod fault_kill;
+mod fault_socket;
+mod fault_support;
 mod harness;
 mod harness_selftest;
 mod health_checks;

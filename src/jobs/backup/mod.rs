@@ -66,8 +66,13 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
         spec.min_free_after,
     )
     .map_err(JobError::permanent)?;
-    let partial =
-        Partial::create(backup_dir, &id).map_err(|e| JobError::permanent(e.to_string()))?;
+    // The io error alone ("Read-only file system") would not say where.
+    let partial = Partial::create(backup_dir, &id).map_err(|e| {
+        JobError::permanent(format!(
+            "creating the backup folder in {}: {e}",
+            backup_dir.display()
+        ))
+    })?;
 
     ctx.progress(format!("dump: {} as of snapshot {}", spec.dbname, snap.id));
     let (files, counts) = tokio::join!(
