@@ -106,13 +106,39 @@ fn jobs(recipient: &str) -> String {
     .join("\n")
 }
 
+/// The rows of the growth series (`--only growth`): the default backup against bare pg_dump.
+const GROWTH_ROWS: &[(&str, Case, Option<Case>)] = &[
+    (
+        "`pg_dump -Fc -f FILE` + `sync FILE` (its default gzip)",
+        Case::PgDumpCustom,
+        None,
+    ),
+    (
+        "atpred custom, zstd, verify = \"checksum\"",
+        Case::Job("checksum"),
+        Some(Case::PgDumpCustom),
+    ),
+];
+
+/// Every backup row of the report.
 pub fn run(env: &Env) -> Result<Vec<Row>> {
+    measure_rows(env, ROWS)
+}
+
+/// Only atpred's default backup and bare pg_dump, for the growth series across scales.
+pub fn growth(env: &Env) -> Result<Vec<Row>> {
+    measure_rows(env, GROWTH_ROWS)
+}
+
+fn measure_rows(env: &Env, wanted: &[(&'static str, Case, Option<Case>)]) -> Result<Vec<Row>> {
     let dir = env.work.join("backups");
+    // The growth series runs this once per scale in one work directory: start empty.
+    let _ = fs::remove_dir_all(&dir);
     let recipient = age::x25519::Identity::generate().to_public().to_string();
     daemon::write_config(env, &dir, &jobs(&recipient))?;
     let bare = env.work.join("bare");
     fs::create_dir_all(&bare)?;
-    let mut rows: Vec<Row> = ROWS
+    let mut rows: Vec<Row> = wanted
         .iter()
         .map(|&(label, case, baseline)| Row {
             label,

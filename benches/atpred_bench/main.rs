@@ -106,6 +106,18 @@ fn run() -> Result<()> {
     let load_start = loadavg();
     let machine = machine(&env)?;
     eprint!("{machine}");
+    if env.only.as_deref() == Some("growth") {
+        // One row of the growth series; benches/run loops over the scales and adds the header.
+        let rows = backup::growth(&env)?;
+        let size = psql(
+            &env,
+            "SELECT pg_size_pretty(pg_database_size(current_database()))",
+        )?;
+        let mut out = String::new();
+        report::growth_row(&mut out, &env.load_note, &size, &rows);
+        print!("{out}");
+        return Ok(());
+    }
     let wanted = |part: &str| env.only.as_deref().is_none_or(|o| o == part);
     let core = if wanted("core") {
         eprintln!("daemon (core): READY, idle, status load");

@@ -164,6 +164,24 @@ fn short(case: Case) -> &'static str {
     }
 }
 
+/// One line of the growth table: `| scale | database | pg_dump s | atpred s | ratio |`.
+pub fn growth_row(out: &mut String, scale: &str, db_size: &str, rows: &[Row]) {
+    let (Some(bare), Some(ours)) = (
+        row_of(rows, Case::PgDumpCustom),
+        row_of(rows, Case::Job("checksum")),
+    ) else {
+        return;
+    };
+    let (b, br) = cells(&secs(bare), 2);
+    let (o, or) = cells(&secs(ours), 2);
+    let ratio = median(&secs(ours)) / median(&secs(bare));
+    let _ = writeln!(
+        out,
+        "| {scale} | {db_size} | {b} ({br}) | {o} ({or}) | **{}×** |",
+        num(ratio, 2)
+    );
+}
+
 pub fn backup_table(out: &mut String, rows: &[Row]) {
     let _ = writeln!(out, "## Backups (issue \"backups\")\n");
     let _ = writeln!(
