@@ -1,6 +1,6 @@
 //! Disk full during a rotation (root only: CI runs as root), for both methods: the log directory
 //! is a 32 MiB tmpfs holding a 15 MB log of numbered lines and a ballast file that leaves
-//! 128 KiB free, less than the log's zstd copy (about 0.7 MB) or its copytruncate copy needs,
+//! 128 KiB free, less than the log's zstd copy (0.64 MB) or its copytruncate copy needs,
 //! while a writer goes on appending numbered lines. The run fails naming the file and the
 //! space; every number is still there exactly once; no temporary file stays behind; with the
 //! ballast gone the next run completes the rotation.
