@@ -5,6 +5,7 @@
 
 use nix::sys::signal::{Signal, kill};
 
+use crate::fault_support::{self, Row};
 use crate::harness::{self, Daemon};
 use crate::health_support::{Stack, health_now, statuses, transitions};
 
@@ -13,6 +14,20 @@ fn all(status: &str, names: &[&str]) -> Vec<(String, String)> {
         .iter()
         .map(|n| ((*n).to_owned(), status.to_owned()))
         .collect()
+}
+
+/// The summary row of a fault scenario that passed its assertions: one fault, the daemon still
+/// answering (crashes counts a daemon that no longer does).
+fn record(scenario: &str, daemon: &Daemon, notes: &str) {
+    fault_support::record(&Row {
+        scenario,
+        seed: None,
+        runs: 1,
+        faults: 1,
+        losses: 0,
+        crashes: usize::from(daemon.ctl(["status"]).status != 0),
+        notes: notes.to_owned(),
+    });
 }
 
 /// Waits for a STATUS= message to systemd that contains `text`.
@@ -141,6 +156,11 @@ fn a_stopped_redis_fails_once_alerts_once_and_fails_the_health_command() {
     assert_eq!(transitions(&daemon.log(), "redis", "fail", "ok"), 1);
     assert_eq!(stack.on_change_calls().len(), 2);
     assert!(!daemon.log().contains("r3dis-Secret-pw"));
+    record(
+        "Redis down (health)",
+        &daemon,
+        "redis check failed, one alert each way, http still ok (health_checks)",
+    );
 }
 
 /// Two hung dependencies with a 3 s check timeout and a 5 s job timeout: run one after the
@@ -186,6 +206,11 @@ fn frozen_servers_fail_at_their_timeout_without_holding_up_the_others() {
     // Thawed, both recover.
     let (code, checks) = health_now(&daemon);
     assert_eq!(code, 0, "{checks:#?}");
+    record(
+        "PostgreSQL and Redis frozen (SIGSTOP) (health)",
+        &daemon,
+        "both failed at the 3 s check-timeout, http still ok, both recovered (health_checks)",
+    );
 }
 
 #[test]
@@ -243,6 +268,11 @@ fn an_http_server_that_never_answers_fails_at_the_timeout() {
     );
     assert_eq!(checks["http"]["message"], "no answer within 2s");
     drop(silent);
+    record(
+        "HTTP target hanging (health)",
+        &daemon,
+        "http failed at the 2 s check-timeout, redis still ok (health_checks)",
+    );
 }
 
 /// With the only slot held by a long job, health checks still run: they take no slot.

@@ -72,6 +72,7 @@ mod prune_offline;
 mod prune_plan;
 mod prune_support;
 mod rotate_crash;
+mod rotate_disk;
 mod rotate_safety;
 mod rotate_support;
 mod rotate_writer;

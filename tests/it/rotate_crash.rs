@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::fault_support::{self, Row};
 use crate::harness::{self, Daemon};
 use crate::rotate_support::{Writer, daemon, log_dir, names, reopen, run, tally};
 
@@ -66,6 +67,23 @@ fn assert_clean(dir: &Path, step: &str) {
     }
 }
 
+/// The summary row of a kill at `step`: lines lost (or doubled) out of `last`.
+fn record(method: &str, step: &str, daemon: &Daemon, last: u64, missing: &[u64], dup: &[u64]) {
+    fault_support::record(&Row {
+        scenario: &format!("kill -9 mid-rotation, {method}, at {step}"),
+        seed: None,
+        runs: 1,
+        faults: 1,
+        losses: missing.len() + dup.len(),
+        crashes: usize::from(daemon.ctl(["status"]).status != 0),
+        notes: format!(
+            "{} of {last} lines lost, {} doubled after restart (rotate_crash)",
+            missing.len(),
+            dup.len()
+        ),
+    });
+}
+
 fn create_method(step: &str) {
     let root = harness::tempdir();
     let dir = log_dir(root.path());
@@ -79,6 +97,7 @@ fn create_method(step: &str) {
     rotates_again(&daemon, step);
     let last = writer.stop();
     let (missing, dup, _) = tally(&dir, "app.log", last);
+    record("create + reopen", step, &daemon, last, &missing, &dup);
     assert!(
         missing.is_empty(),
         "crash at {step}: lost {:?}",
@@ -119,6 +138,7 @@ fn copytruncate_method(step: &str) {
     append(&log, numbered(100_001, 110_000));
     rotates_again(&daemon, step);
     let (missing, dup, _) = tally(&dir, "app.log", 110_000);
+    record("copytruncate", step, &daemon, 110_000, &missing, &dup);
     assert!(
         missing.is_empty(),
         "crash at {step}: lost {:?}",

@@ -12,11 +12,14 @@ use nix::sys::signal::{Signal, kill};
 
 use crate::harness::{self, CtlOutput, Daemon, DaemonBuilder, toml_path};
 
-/// Appends "N\n" for N = 1, 2, ... as fast as it can (O_APPEND, one write per line), reopens its
-/// log on SIGHUP, and on SIGTERM writes the last N to its done file.
+/// Appends "N\n" for N = FIRST, FIRST + 1, ... (O_APPEND, one write per line) as fast as it can
+/// or with PAUSE seconds between lines, reopens its log on SIGHUP, and on SIGTERM writes the last
+/// N to its done file. On a full disk it keeps the rest of the line and retries it (like a logger
+/// that blocks), so a short write never tears a line and no number is skipped.
 const WRITER: &str = r#"
-import os, signal, sys
+import errno, os, signal, sys, time
 path, pidfile, donefile = sys.argv[1:4]
+first, pause = int(sys.argv[4]), float(sys.argv[5])
 flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
 state = {"reopen": False, "stop": False}
 signal.signal(signal.SIGHUP, lambda *a: state.__setitem__("reopen", True))
@@ -25,14 +28,23 @@ fd = os.open(path, flags, 0o640)
 with open(pidfile + ".tmp", "w") as f:
     f.write(str(os.getpid()))
 os.rename(pidfile + ".tmp", pidfile)
-n = 0
+n = first - 1
 while not state["stop"]:
     if state["reopen"]:
         state["reopen"] = False
         os.close(fd)
         fd = os.open(path, flags, 0o640)
     n += 1
-    os.write(fd, b"%d\n" % n)
+    line = b"%d\n" % n
+    while line:
+        try:
+            line = line[os.write(fd, line):]
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            time.sleep(0.01)
+    if pause:
+        time.sleep(pause)
 os.close(fd)
 with open(donefile, "w") as f:
     f.write(str(n))
@@ -48,6 +60,13 @@ pub struct Writer {
 impl Writer {
     /// Starts a writer on `log`, returning once it has written its pid file and a line.
     pub fn start(dir: &Path, log: &Path) -> Writer {
+        Writer::start_at(dir, log, 1, Duration::ZERO)
+    }
+
+    /// A writer whose first line is `first` (the lines before it are already in `log`), pausing
+    /// `pause` after each line.
+    pub fn start_at(dir: &Path, log: &Path, first: u64, pause: Duration) -> Writer {
+        let already = std::fs::metadata(log).map_or(0, |m| m.len());
         let python = harness::process::find_in_path("python3").unwrap_or_else(|| {
             panic!("python3 is needed for the log writer: apt-get install python3 (see .ci/deps)")
         });
@@ -62,11 +81,13 @@ impl Writer {
             .arg(log)
             .arg(&pid_file)
             .arg(&done_file)
+            .arg(first.to_string())
+            .arg(pause.as_secs_f64().to_string())
             .stdin(Stdio::null())
             .spawn()
             .expect("start the writer");
         let started = harness::wait_until(Duration::from_secs(10), || {
-            pid_file.exists() && std::fs::metadata(log).is_ok_and(|m| m.len() > 0)
+            pid_file.exists() && std::fs::metadata(log).is_ok_and(|m| m.len() > already)
         });
         assert!(started, "the writer did not start");
         Writer {

@@ -22,6 +22,9 @@ pub struct CopyReport {
 /// Copies `log` to the new file `temp` (same owner and mode), catching up with what the writer
 /// appends meanwhile, then truncates `log` the moment a read finds its end. `before_truncate` is
 /// the test hook's pause point. The copy is not yet fsynced: the caller does that.
+///
+/// A copy that fails (a full disk) is removed: the log, not yet truncated, still holds every
+/// line, and a partial copy would hold on to the space the writer needs until the next run.
 pub fn copy_truncate(
     log: &Path,
     temp: &Path,
@@ -30,13 +33,33 @@ pub fn copy_truncate(
     let mut src = open_nofollow(log, true)?;
     let owner = Owner::of(&src.metadata()?);
     let mut dst = create_new(temp, owner.mode)?;
-    owner.apply(&dst)?;
+    match copy_then_truncate(&mut src, &mut dst, owner, before_truncate) {
+        Ok(report) => Ok((dst, report)),
+        Err(e) => {
+            drop(dst);
+            let _ = std::fs::remove_file(temp);
+            Err(io::Error::new(
+                e.kind(),
+                format!("copy to {}: {e}", temp.display()),
+            ))
+        }
+    }
+}
+
+/// [`copy_truncate`] once both files are open; `log` is truncated only by its last step.
+fn copy_then_truncate(
+    src: &mut File,
+    dst: &mut File,
+    owner: Owner,
+    before_truncate: impl Fn(),
+) -> io::Result<CopyReport> {
+    owner.apply(dst)?;
     // The bulk goes through copy_file_range (std::io::copy between files); each later pass only
     // reads what was appended since, so the last one is short.
-    let mut bytes = io::copy(&mut src, &mut dst)?;
+    let mut bytes = io::copy(src, dst)?;
     let mut passes = 1;
     let mut buf = vec![0u8; 1 << 20];
-    let mut last_byte = last_byte_of(&mut src, bytes)?;
+    let mut last_byte = last_byte_of(src, bytes)?;
     let started = Instant::now();
     loop {
         let n = src.read(&mut buf)?;
@@ -58,14 +81,11 @@ pub fn copy_truncate(
         before_truncate();
         src.set_len(0)?;
         let window = end.elapsed();
-        return Ok((
-            dst,
-            CopyReport {
-                bytes,
-                passes,
-                window_us: window.as_micros().min(u64::MAX as u128) as u64,
-            },
-        ));
+        return Ok(CopyReport {
+            bytes,
+            passes,
+            window_us: window.as_micros().min(u64::MAX as u128) as u64,
+        });
     }
 }
 
