@@ -9,6 +9,7 @@ mod core_figures;
 mod daemon;
 mod health;
 mod report;
+mod retention;
 mod rotate;
 mod stats;
 
@@ -137,6 +138,12 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let retention = if wanted("retention") {
+        eprintln!("retention: {} rounds", env.runs);
+        Some(retention::run(&env)?)
+    } else {
+        None
+    };
     let health = if wanted("health") {
         eprintln!("health: {} rounds", env.runs);
         Some(health::run(&env)?)
@@ -168,6 +175,9 @@ fn run() -> Result<()> {
     }
     if let Some(r) = &rotation {
         rotate::table(&mut out, r);
+    }
+    if let Some(r) = &retention {
+        retention::table(&mut out, r);
     }
     if let Some(h) = &health {
         health::table(&mut out, h, env.runs);
