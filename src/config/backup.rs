@@ -233,18 +233,8 @@ fn compression(
             "gzip"
         });
     let level = raw.compress_level;
-    let check_level = |range: std::ops::RangeInclusive<i32>, default: i32| match level {
-        Some(l) if !range.contains(&l) => Err(check.err(
-            &k("compress-level"),
-            format!(
-                "{l} is outside {}..={} for {method}",
-                range.start(),
-                range.end()
-            ),
-        )),
-        Some(l) => Ok(l),
-        None => Ok(default),
-    };
+    let check_level =
+        |range, default| check.compress_level(&k("compress-level"), level, method, range, default);
     match method {
         "none" => Ok(Compression::None),
         "gzip" => Ok(Compression::Gzip {

@@ -248,17 +248,14 @@ fn compression(
     raw: &RawJob,
 ) -> Result<Compression, ConfigError> {
     let method = raw.compress.as_deref().unwrap_or("zstd");
-    let level = |range: std::ops::RangeInclusive<i32>, default: i32| match raw.compress_level {
-        Some(l) if !range.contains(&l) => Err(check.err(
+    let level = |range, default| {
+        check.compress_level(
             &k("compress-level"),
-            format!(
-                "{l} is outside {}..={} for {method}",
-                range.start(),
-                range.end()
-            ),
-        )),
-        Some(l) => Ok(l),
-        None => Ok(default),
+            raw.compress_level,
+            method,
+            range,
+            default,
+        )
     };
     match method {
         "none" if raw.compress_level.is_some() => Err(check.err(

@@ -77,6 +77,29 @@ impl Check<'_> {
         Ok(p)
     }
 
+    /// A compression level at `key`: `default` when unset, else within `range` for `method`.
+    pub(super) fn compress_level(
+        &self,
+        key: &str,
+        level: Option<i32>,
+        method: &str,
+        range: std::ops::RangeInclusive<i32>,
+        default: i32,
+    ) -> Result<i32, ConfigError> {
+        match level {
+            Some(l) if !range.contains(&l) => Err(self.err(
+                key,
+                format!(
+                    "{l} is outside {}..={} for {method}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+            Some(l) => Ok(l),
+            None => Ok(default),
+        }
+    }
+
     /// A file holding a secret: an absolute path, or `credential:NAME` for a credential systemd
     /// passed with `LoadCredential=NAME:…` (read from `$CREDENTIALS_DIRECTORY`, so the original
     /// may stay readable by root only).
