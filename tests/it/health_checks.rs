@@ -214,6 +214,45 @@ fn frozen_servers_fail_at_their_timeout_without_holding_up_the_others() {
 }
 
 #[test]
+fn a_paused_redis_fails_its_check_at_the_timeout_and_recovers() {
+    let stack = Stack::new();
+    let daemon = stack
+        .daemon("checks = [\"postgres\", \"redis\"]\ncheck-timeout = \"2s\"")
+        .spawn();
+    let (code, _) = health_now(&daemon);
+    assert_eq!(code, 0, "{}", daemon.log());
+    // CLIENT PAUSE ALL: Redis accepts connections and reads commands but answers none.
+    let paused = std::time::Instant::now();
+    stack
+        .redis
+        .try_cmd(&["CLIENT", "PAUSE", "6000", "ALL"])
+        .unwrap();
+    let (code, checks) = health_now(&daemon);
+    assert_eq!(code, 1, "{checks:#?}");
+    assert_eq!(
+        statuses(&checks),
+        [
+            ("postgres".into(), "ok".into()),
+            ("redis".into(), "fail".into())
+        ],
+        "{checks:#?}"
+    );
+    assert_eq!(
+        checks["redis"]["message"], "no answer within 2s",
+        "{checks:#?}"
+    );
+    // Once the pause has run out, the next probe answers.
+    std::thread::sleep(std::time::Duration::from_secs(6).saturating_sub(paused.elapsed()));
+    let (code, checks) = health_now(&daemon);
+    assert_eq!(code, 0, "{checks:#?}");
+    record(
+        "Redis paused (CLIENT PAUSE ALL) (health)",
+        &daemon,
+        "redis failed at the 2 s check-timeout, postgres still ok, recovered after the pause (health_checks)",
+    );
+}
+
+#[test]
 fn a_role_near_its_connection_limit_warns() {
     let stack = Stack::new();
     let daemon = stack.daemon("checks = [\"postgres\"]").spawn();
