@@ -176,6 +176,9 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Running, ProcessError> {
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
     }
+    if let Some(marker) = registry::marker() {
+        cmd.env(registry::MARKER_VAR, marker);
+    }
     die_with_parent(&mut cmd);
     let child = cmd.spawn().map_err(|source| ProcessError::Spawn {
         program: program.clone(),
@@ -375,6 +378,15 @@ pub mod registry {
 
     static DIR: OnceLock<PathBuf> = OnceLock::new();
 
+    /// Every child's environment names the registry it belongs to, so the next start can find
+    /// a group whose record a kill -9 of the daemon prevented (between fork and the record).
+    pub(super) const MARKER_VAR: &str = "ATPRED_GROUPS";
+
+    /// The value of [`MARKER_VAR`] for this daemon's children, once the registry is started.
+    pub(super) fn marker() -> Option<&'static std::path::Path> {
+        DIR.get().map(PathBuf::as_path)
+    }
+
     /// Starts recording groups under `dir` after ending those a previous daemon left behind.
     /// Returns a description of each group ended.
     pub fn start(dir: &Path) -> std::io::Result<Vec<String>> {
@@ -382,7 +394,8 @@ pub mod registry {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let ended = reap(dir);
+        let mut ended = reap(dir);
+        ended.extend(sweep(dir));
         let _ = DIR.set(dir.to_owned());
         Ok(ended)
     }
@@ -427,6 +440,53 @@ pub mod registry {
                 }
             }
             let _ = std::fs::remove_file(&path);
+        }
+        ended
+    }
+
+    /// Kills the groups of live processes whose environment carries our marker: children of a
+    /// daemon that died before it could record them. Only processes we may signal are read
+    /// (their environ is readable by their owner and root).
+    fn sweep(dir: &Path) -> Vec<String> {
+        let needle = format!("{MARKER_VAR}={}", dir.display()).into_bytes();
+        let me = std::process::id() as i32;
+        let own_group = nix::unistd::getpgrp().as_raw();
+        let mut groups = std::collections::BTreeSet::new();
+        for pid in std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|&pid| pid != me)
+        {
+            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if !environ
+                .split(|&b| b == 0)
+                .any(|var| var == needle.as_slice())
+            {
+                continue;
+            }
+            let Some(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok() else {
+                continue;
+            };
+            if let Some((_, fields)) = parse_stat(&stat)
+                && fields.first().is_some_and(|state| *state != "Z")
+                && let Some(pgid) = fields.get(2).and_then(|g| g.parse::<i32>().ok())
+            {
+                groups.insert(pgid);
+            }
+        }
+        let mut ended = Vec::new();
+        for pgid in groups {
+            if pgid > 1
+                && pgid != me
+                && pgid != own_group
+                && killpg(Pid::from_raw(pgid), Signal::SIGKILL).is_ok()
+            {
+                ended.push(format!("process group {pgid} (found by its environment)"));
+            }
         }
         ended
     }

@@ -36,6 +36,46 @@ fn assert_all_gone(pids: &[nix::unistd::Pid]) {
     assert_group_gone(pids[0]);
 }
 
+/// A group whose record never reached the registry (a kill -9 between fork and the record) is
+/// found by the marker in its environment and ended at the next start.
+#[test]
+fn a_restart_ends_a_group_whose_record_was_lost() {
+    let dir = harness::tempdir();
+    let pids = dir.path().join("pids");
+    let mut daemon = Daemon::builder(&dir)
+        .toml(&sh_job(
+            "stubborn",
+            &group_script("trap '' TERM;", &pids),
+            "",
+        ))
+        .spawn();
+    start_run(&daemon, "stubborn");
+    let pids = wait_for_pids(&pids);
+    let records = dir.path().join("state/groups");
+    let removed = std::fs::read_dir(&records)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::remove_file(e.path()).unwrap())
+        .count();
+    assert_eq!(removed, 1, "one recorded group in {}", records.display());
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        daemon
+            .wait_exit(std::time::Duration::from_secs(10))
+            .is_some()
+    );
+    daemon.restart();
+    assert_all_gone(&pids);
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!(
+            "ended process group {} (found by its environment)",
+            pids[0]
+        )),
+        "{log}"
+    );
+}
+
 #[test]
 fn timeout_kills_the_whole_process_group() {
     let dir = harness::tempdir();
