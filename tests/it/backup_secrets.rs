@@ -100,9 +100,17 @@ fn backup_refuses_a_readable_passfile_and_never_shows_the_password() {
         !names.contains("PGPASSWORD") && !names.contains("CANARY_SECRET"),
         "{names:?}"
     );
+    // ATPRED_GROUPS names the daemon's process-group registry (no secret): a start after a
+    // crash finds the daemon's orphaned children by it.
+    assert!(
+        vars.iter()
+            .any(|(k, v)| *k == "ATPRED_GROUPS" && v.ends_with("/groups")),
+        "{vars:?}"
+    );
     let allowed = BTreeSet::from([
         "PATH",
         "LANG",
+        "ATPRED_GROUPS",
         "PGPASSFILE",
         "PGAPPNAME",
         "PGCONNECT_TIMEOUT",
