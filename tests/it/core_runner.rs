@@ -36,13 +36,12 @@ fn assert_all_gone(pids: &[nix::unistd::Pid]) {
     assert_group_gone(pids[0]);
 }
 
-/// A group whose record never reached the registry (a kill -9 between fork and the record) is
-/// found by the marker in its environment and ended at the next start.
-#[test]
-fn a_restart_ends_a_group_whose_record_was_lost() {
+/// A daemon running a job whose shell ignores SIGTERM and has two children: the daemon, its
+/// directory, and the group's pids (the shell, the group leader, first).
+fn stubborn_group_running() -> (tempfile::TempDir, Daemon, Vec<nix::unistd::Pid>) {
     let dir = harness::tempdir();
     let pids = dir.path().join("pids");
-    let mut daemon = Daemon::builder(&dir)
+    let daemon = Daemon::builder(&dir)
         .toml(&sh_job(
             "stubborn",
             &group_script("trap '' TERM;", &pids),
@@ -51,6 +50,14 @@ fn a_restart_ends_a_group_whose_record_was_lost() {
         .spawn();
     start_run(&daemon, "stubborn");
     let pids = wait_for_pids(&pids);
+    (dir, daemon, pids)
+}
+
+/// A group whose record never reached the registry (a kill -9 between fork and the record) is
+/// found by the marker in its environment and ended at the next start.
+#[test]
+fn a_restart_ends_a_group_whose_record_was_lost() {
+    let (dir, mut daemon, pids) = stubborn_group_running();
     let records = dir.path().join("state/groups");
     let removed = std::fs::read_dir(&records)
         .unwrap()
@@ -250,17 +257,7 @@ fn max_concurrent_jobs_keeps_runs_apart() {
 /// ignores it (a shell trapping TERM, its background children) is ended by the next start.
 #[test]
 fn a_restart_after_kill_9_ends_the_groups_the_dead_daemon_left() {
-    let dir = harness::tempdir();
-    let pids = dir.path().join("pids");
-    let mut daemon = Daemon::builder(&dir)
-        .toml(&sh_job(
-            "stubborn",
-            &group_script("trap '' TERM;", &pids),
-            "",
-        ))
-        .spawn();
-    start_run(&daemon, "stubborn");
-    let pids = wait_for_pids(&pids);
+    let (_dir, mut daemon, pids) = stubborn_group_running();
     daemon.signal(nix::sys::signal::Signal::SIGKILL);
     assert!(
         daemon
