@@ -2,7 +2,7 @@
 //! group (checked in `/proc`), transient failures are retried and permanent ones are not, and
 //! `max-concurrent-jobs` holds runs of different jobs apart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
@@ -36,18 +36,21 @@ fn assert_all_gone(pids: &[nix::unistd::Pid]) {
     assert_group_gone(pids[0]);
 }
 
-/// A daemon running a job whose shell ignores SIGTERM and has two children: the daemon, its
-/// directory, and the group's pids (the shell, the group leader, first).
-fn stubborn_group_running() -> (tempfile::TempDir, Daemon, Vec<nix::unistd::Pid>) {
+/// A daemon with job `name`: a shell that runs `prelude`, starts two `sleep`s and writes the
+/// group's pids to the returned file. `extra` is more of the job's TOML.
+fn group_daemon(name: &str, prelude: &str, extra: &str) -> (tempfile::TempDir, Daemon, PathBuf) {
     let dir = harness::tempdir();
     let pids = dir.path().join("pids");
     let daemon = Daemon::builder(&dir)
-        .toml(&sh_job(
-            "stubborn",
-            &group_script("trap '' TERM;", &pids),
-            "",
-        ))
+        .toml(&sh_job(name, &group_script(prelude, &pids), extra))
         .spawn();
+    (dir, daemon, pids)
+}
+
+/// A daemon running a job whose shell ignores SIGTERM and has two children: the daemon, its
+/// directory, and the group's pids (the shell, the group leader, first).
+fn stubborn_group_running() -> (tempfile::TempDir, Daemon, Vec<nix::unistd::Pid>) {
+    let (dir, daemon, pids) = group_daemon("stubborn", "trap '' TERM;", "");
     start_run(&daemon, "stubborn");
     let pids = wait_for_pids(&pids);
     (dir, daemon, pids)
@@ -85,15 +88,7 @@ fn a_restart_ends_a_group_whose_record_was_lost() {
 
 #[test]
 fn timeout_kills_the_whole_process_group() {
-    let dir = harness::tempdir();
-    let pids = dir.path().join("pids");
-    let daemon = Daemon::builder(&dir)
-        .toml(&sh_job(
-            "slow",
-            &group_script("", &pids),
-            "timeout = \"1s\"",
-        ))
-        .spawn();
+    let (_dir, daemon, pids) = group_daemon("slow", "", "timeout = \"1s\"");
     let (status, run) = run_wait(&daemon, "slow");
     assert_eq!(status, 1, "a timed-out run fails atprectl run --wait");
     assert_eq!(run["outcome"], "timed_out", "{run}");
@@ -110,15 +105,7 @@ fn timeout_kills_the_whole_process_group() {
 
 #[test]
 fn timeout_kills_a_group_that_ignores_sigterm() {
-    let dir = harness::tempdir();
-    let pids = dir.path().join("pids");
-    let daemon = Daemon::builder(&dir)
-        .toml(&sh_job(
-            "stubborn",
-            &group_script("trap '' TERM;", &pids),
-            "timeout = \"1s\"",
-        ))
-        .spawn();
+    let (_dir, daemon, pids) = group_daemon("stubborn", "trap '' TERM;", "timeout = \"1s\"");
     let (_, run) = run_wait(&daemon, "stubborn");
     assert_eq!(run["outcome"], "timed_out", "{run}");
     assert_all_gone(&wait_for_pids(&pids));
@@ -126,11 +113,7 @@ fn timeout_kills_a_group_that_ignores_sigterm() {
 
 #[test]
 fn cancel_kills_the_whole_process_group() {
-    let dir = harness::tempdir();
-    let pids = dir.path().join("pids");
-    let daemon = Daemon::builder(&dir)
-        .toml(&sh_job("slow", &group_script("", &pids), ""))
-        .spawn();
+    let (_dir, daemon, pids) = group_daemon("slow", "", "");
     let run_id = start_run(&daemon, "slow");
     let pids = wait_for_pids(&pids);
     assert!(process_alive(pids[1]) && process_alive(pids[2]));
