@@ -29,6 +29,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod coordination;
 pub mod ctl;
 pub mod daemon;
 pub mod ids;

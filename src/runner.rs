@@ -4,6 +4,10 @@
 //! Each run has its own [`CancellationToken`], a child of the daemon's root token, so cancelling
 //! one run, timing it out, or stopping the daemon all end it the same way: the job sees the
 //! token, its process group is killed, and the run is recorded as cancelled or timed out.
+//!
+//! Coordinated jobs pass through [`fleet`] first: `run-on`, then the fleet lease.
+
+mod fleet;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +40,8 @@ pub enum RunEvent {
 pub struct RunOptions {
     pub dry_run: bool,
     pub force: bool,
+    /// The scheduled slot a run is for (`None`: manual); coordinated runs claim it fleet-wide.
+    pub slot: Option<DateTime<Utc>>,
 }
 
 /// Why a run was not started.
@@ -73,6 +79,8 @@ pub struct Runner {
     in_use: Arc<InUse>,
     health: Arc<Board>,
     metrics: RunMetrics,
+    /// The fleet leases of coordinated jobs as this host last saw them.
+    leases: Mutex<std::collections::BTreeMap<JobName, crate::protocol::LeaseStatus>>,
 }
 
 impl Runner {
@@ -94,6 +102,7 @@ impl Runner {
             in_use: Arc::default(),
             health: Arc::default(),
             metrics: RunMetrics::default(),
+            leases: Mutex::default(),
         })
     }
 
@@ -178,8 +187,8 @@ impl Runner {
             );
         }
         self.changes.send_modify(|n| *n += 1);
-        let span =
-            tracing::info_span!("run", job = %name, kind = %job_cfg.spec.kind(), run_id = %run_id);
+        let span = tracing::info_span!("run", job = %name, kind = %job_cfg.spec.kind(), run_id = %run_id,
+                fencing_token = tracing::field::Empty);
         let this = Arc::clone(self);
         let run = Run {
             job: job_cfg,
@@ -265,7 +274,7 @@ impl Runner {
             "run started"
         );
         let t0 = Instant::now();
-        let (outcome, message, details, attempts) = self.attempts(&run).await;
+        let (outcome, message, details, attempts) = self.gated(&run).await;
         let finished = Utc::now();
         let duration_ms = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
         let record = RunRecord {
@@ -282,7 +291,7 @@ impl Runner {
             dry_run: run.opts.dry_run,
             details,
         };
-        if outcome.is_success() {
+        if outcome.is_success() || outcome == Outcome::Skipped {
             tracing::info!(
                 outcome = outcome.as_str(),
                 duration_ms,

@@ -21,6 +21,7 @@ pub(super) const KEYS: &[&str] = &[
     "encrypt-to-file",
     "verify-identity-file",
     "min-free-after",
+    "run-on",
 ];
 
 /// `kind = "backup"`: one database dumped with pg_dump, verified, published atomically.
@@ -40,6 +41,28 @@ pub struct BackupSpec {
     pub encrypt_to: Vec<String>,
     pub verify_identity_file: Option<PathBuf>,
     pub min_free_after: FreeSpace,
+    /// Which kind of server the dump may be taken from (`pg_is_in_recovery()`).
+    pub run_on: RunOn,
+}
+
+/// `run-on`: a backup runs only when its source server is of this kind; otherwise the tick is
+/// skipped (not failed), so an HA pair backs up from whichever host sees the replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOn {
+    Any,
+    Primary,
+    Replica,
+}
+
+impl RunOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOn::Any => "any",
+            RunOn::Primary => "primary",
+            RunOn::Replica => "replica",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -204,7 +227,19 @@ pub(super) fn validate(
             }
         }
     };
+    let run_on = match raw.run_on.as_deref().unwrap_or("any") {
+        "any" => RunOn::Any,
+        "primary" => RunOn::Primary,
+        "replica" => RunOn::Replica,
+        other => {
+            return Err(check.err(
+                &k("run-on"),
+                format!("{other:?} is not \"primary\", \"replica\" or \"any\""),
+            ));
+        }
+    };
     Ok(BackupSpec {
+        run_on,
         dbname: raw.dbname.unwrap_or_else(|| postgres.dbname.clone()),
         format,
         parallel,

@@ -17,6 +17,7 @@ const COMMON_KEYS: &[&str] = &[
     "retries",
     "retry-delay",
     "catch-up",
+    "coordinate",
 ];
 const COMMAND_KEYS: &[&str] = &["command", "working-dir", "env"];
 const MAX_RETRIES: u32 = 10;
@@ -89,6 +90,7 @@ pub(super) fn job(
         raw.retry_delay.as_deref(),
         Duration::from_secs(30),
     )?;
+    let coordinate = coordinate(check, key, &kind, raw.coordinate)?;
     let description = raw.description.clone();
     let spec = match kind.as_str() {
         "backup" => JobSpec::Backup(super::backup::validate(check, key, raw, postgres)?),
@@ -105,8 +107,30 @@ pub(super) fn job(
         retries,
         retry_delay,
         catch_up,
+        coordinate,
         spec,
     })
+}
+
+/// `coordinate` (default true) applies to the kinds that act on things the fleet shares: a
+/// backup of the shared database, a prune of shared storage, a command. Rotation and health
+/// checks look at this host only; every host must run them, so they refuse the key.
+fn coordinate(
+    check: &Check,
+    key: &str,
+    kind: &str,
+    value: Option<bool>,
+) -> Result<bool, ConfigError> {
+    match (kind, value) {
+        ("rotate" | "health", Some(_)) => Err(check.err(
+            &format!("{key}.coordinate"),
+            format!(
+                "{kind} jobs act on this host only and are never coordinated across hosts; remove the key"
+            ),
+        )),
+        ("rotate" | "health", None) => Ok(false),
+        (_, v) => Ok(v.unwrap_or(true)),
+    }
 }
 
 fn command(check: &Check, key: &str, raw: RawJob) -> Result<JobSpec, ConfigError> {

@@ -7,6 +7,7 @@
 //! any step name the file, the key, and its line and column when the key is in the file.
 
 mod backup;
+mod coordination;
 mod error;
 mod health;
 mod jobs;
@@ -24,7 +25,8 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, VerifyLevel};
+pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel};
+pub use coordination::{Backend, CoordinationConfig};
 pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;
@@ -48,6 +50,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub jobs: BTreeMap<JobName, JobConfig>,
     pub metrics: MetricsConfig,
+    pub coordination: CoordinationConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +106,9 @@ pub struct JobConfig {
     pub retries: u32,
     pub retry_delay: Duration,
     pub catch_up: bool,
+    /// Runs take the fleet lease when `[coordination]` names a backend (see
+    /// [`JobConfig::coordinated`]).
+    pub coordinate: bool,
     pub spec: JobSpec,
 }
 
@@ -114,6 +120,13 @@ pub enum JobSpec {
     Rotate(RotateSpec),
     Command(CommandSpec),
     Health(HealthSpec),
+}
+
+impl JobConfig {
+    /// Whether runs of this job take the lease of `coordination`.
+    pub fn coordinated(&self, coordination: &CoordinationConfig) -> bool {
+        self.coordinate && coordination.backend != Backend::None
+    }
 }
 
 impl JobSpec {

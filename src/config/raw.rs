@@ -23,6 +23,17 @@ pub struct RawConfig {
     pub jobs: BTreeMap<String, RawJob>,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub coordination: RawCoordination,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawCoordination {
+    pub backend: Option<String>,
+    pub ttl: Option<String>,
+    pub host: Option<String>,
+    pub key_prefix: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +95,9 @@ pub struct RawJob {
     pub retry_delay: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<bool>,
+    /// backup, prune, command: take the fleet lease (`[coordination]`) for each run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinate: Option<bool>,
     // kind = "command"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -116,6 +130,8 @@ pub struct RawJob {
     pub verify_identity_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_free_after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_on: Option<String>,
     // kind = "prune"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u32>,

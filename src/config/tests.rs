@@ -309,6 +309,66 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         2,
     ),
     (
+        "unknown coordination backend",
+        "[coordination]\nbackend = \"etcd\"\n",
+        "coordination.backend",
+        2,
+    ),
+    (
+        "coordination ttl in parsecs",
+        "[coordination]\nbackend = \"redis\"\nttl = \"5 parsecs\"\n",
+        "coordination.ttl",
+        3,
+    ),
+    (
+        "coordination ttl too short",
+        "[coordination]\nbackend = \"redis\"\nttl = \"500ms\"\n",
+        "coordination.ttl",
+        3,
+    ),
+    (
+        "host with a space",
+        "[coordination]\nbackend = \"postgres\"\nhost = \"db a\"\n",
+        "coordination.host",
+        3,
+    ),
+    (
+        "empty key prefix",
+        "[coordination]\nkey-prefix = \"\"\n",
+        "coordination.key-prefix",
+        2,
+    ),
+    (
+        "unknown coordination key",
+        "[coordination]\nlease = \"30s\"\n",
+        "coordination",
+        0,
+    ),
+    (
+        "coordinate on a rotate job",
+        "[jobs.r]\nkind = \"rotate\"\npaths = [\"/var/log/atpre/*.log\"]\ncoordinate = false\n",
+        "jobs.r.coordinate",
+        4,
+    ),
+    (
+        "coordinate on a health job",
+        "[jobs.h]\nkind = \"health\"\ncoordinate = true\n",
+        "jobs.h.coordinate",
+        3,
+    ),
+    (
+        "run-on a standby",
+        "[jobs.b]\nkind = \"backup\"\nrun-on = \"standby\"\n",
+        "jobs.b.run-on",
+        3,
+    ),
+    (
+        "run-on in a prune job",
+        "[jobs.p]\nkind = \"prune\"\nkeep-last = 3\nrun-on = \"replica\"\n",
+        "jobs.p.run-on",
+        4,
+    ),
+    (
         "relative textfile",
         "[metrics]\ntextfile = \"atpred.prom\"\n",
         "metrics.textfile",
@@ -457,5 +517,33 @@ fn health_jobs_and_metrics_have_defaults() {
     assert!(
         !shown.contains("s3cr3t"),
         "webhook token or URL password in Debug: {shown}"
+    );
+}
+
+#[test]
+fn coordination_defaults_and_opt_out() {
+    let c = load(
+        "[jobs.b]\nkind = \"backup\"\n[jobs.c]\nkind = \"command\"\ncommand = [\"true\"]\ncoordinate = false\n[jobs.h]\nkind = \"health\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.coordination.backend, crate::config::Backend::None);
+    assert_eq!(c.coordination.ttl, std::time::Duration::from_secs(30));
+    assert_eq!(c.coordination.key_prefix, "atpred");
+    let job = |n: &str| &c.jobs[&n.parse().unwrap()];
+    assert!(job("b").coordinate && !job("c").coordinate && !job("h").coordinate);
+    assert!(
+        !job("b").coordinated(&c.coordination),
+        "backend none coordinates nothing"
+    );
+    assert!(matches!(&job("b").spec, JobSpec::Backup(b) if b.run_on == crate::config::RunOn::Any));
+    let r = load("[coordination]\nbackend = \"redis\"\nttl = \"9s\"\n", &[]).unwrap();
+    assert!(
+        !r.coordination.host.is_empty(),
+        "the host name defaults to this host's"
+    );
+    assert_eq!(
+        r.coordination.renew_every(),
+        std::time::Duration::from_secs(3)
     );
 }

@@ -162,6 +162,7 @@ pub(super) fn validate(
     let postgres = postgres(&check, raw.postgres)?;
     let redis = redis(&check, raw.redis)?;
     let metrics = super::metrics::validate(&check, raw.metrics)?;
+    let coordination = super::coordination::validate(&check, raw.coordination)?;
     let mut jobs = BTreeMap::new();
     for (name, job) in raw.jobs {
         let key = format!("jobs.{name}");
@@ -178,6 +179,7 @@ pub(super) fn validate(
         redis,
         jobs,
         metrics,
+        coordination,
     };
     super::prune::check_targets(&check, &config)?;
     super::health::check_unique(&check, &config)?;

@@ -166,7 +166,11 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
             dry_run,
             force,
         } => {
-            let opts = RunOptions { dry_run, force };
+            let opts = RunOptions {
+                dry_run,
+                force,
+                slot: None,
+            };
             match shared.runner.start(job.as_str(), Trigger::Manual, opts) {
                 Ok(started) => {
                     send(

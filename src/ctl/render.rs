@@ -4,7 +4,9 @@ use std::io::Write;
 
 use chrono::{DateTime, Utc};
 
-use crate::protocol::{BackupSummary, CheckReport, JobStatus, Response, RunRecord, StatusReport};
+use crate::protocol::{
+    BackupSummary, CheckReport, JobStatus, LeaseStatus, Response, RunRecord, StatusReport,
+};
 use crate::timefmt;
 
 /// Prints the human form of a response. A closed pipe (`| head`) ends quietly.
@@ -79,6 +81,9 @@ fn status(s: &StatusReport, now: DateTime<Utc>) -> String {
             ),
         ]);
     }
+    for l in &s.leases {
+        rows.push(vec!["lease".into(), lease(l, now)]);
+    }
     if let Some(err) = &s.reload_error {
         rows.push(vec![
             "reload".into(),
@@ -86,6 +91,25 @@ fn status(s: &StatusReport, now: DateTime<Utc>) -> String {
         ]);
     }
     table(&[], &rows)
+}
+
+/// `nightly: held by db-b (redis, fencing token 7, run …) seen 3s ago`.
+fn lease(l: &LeaseStatus, now: DateTime<Utc>) -> String {
+    let mut extra = vec![l.backend.clone()];
+    if let Some(t) = l.fencing_token {
+        extra.push(format!("fencing token {t}"));
+    }
+    if let Some(r) = &l.run_id {
+        extra.push(format!("run {r}"));
+    }
+    format!(
+        "{}: {} {} ({}), seen {}",
+        l.job,
+        if l.held { "held by" } else { "last held by" },
+        l.holder,
+        extra.join(", "),
+        timefmt::relative(l.seen, now)
+    )
 }
 
 fn jobs(jobs: &[JobStatus], now: DateTime<Utc>) -> String {

@@ -43,6 +43,7 @@ impl Shared {
             running: self.runner.running(),
             summary: self.summary(Utc::now()),
             reload_error: self.reload_error.borrow().clone(),
+            leases: self.runner.leases(),
         }
     }
 

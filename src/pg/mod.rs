@@ -92,12 +92,23 @@ pub fn tool_spec(config: &PostgresConfig, name: &str) -> Result<ProcessSpec, PgE
 
 /// Opens our own connection to `dbname` on `config`'s server (password from the passfile).
 pub async fn connect(config: &PostgresConfig, dbname: &str) -> Result<Client, PgError> {
+    let (client, _connection) = connect_named(config, dbname, "atpred").await?;
+    Ok(client)
+}
+
+/// As [`connect`], with `application_name` set (what other sessions see in
+/// `pg_stat_activity`); the handle ends when the connection closes, e.g. the server went away.
+pub async fn connect_named(
+    config: &PostgresConfig,
+    dbname: &str,
+    application_name: &str,
+) -> Result<(Client, tokio::task::JoinHandle<()>), PgError> {
     let mut pg = tokio_postgres::Config::new();
     pg.host(&config.host)
         .port(config.port)
         .user(&config.user)
         .dbname(dbname)
-        .application_name("atpred")
+        .application_name(application_name)
         .connect_timeout(CONNECT_TIMEOUT);
     if let Some(pf) = &config.passfile
         && let Some(pw) = passfile::lookup(pf, &config.host, config.port, dbname, &config.user)?
@@ -119,12 +130,12 @@ pub async fn connect(config: &PostgresConfig, dbname: &str) -> Result<Client, Pg
             message: "timed out".into(),
         })?
         .map_err(err)?;
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!("PostgreSQL connection closed: {e}");
         }
     });
-    Ok(client)
+    Ok((client, handle))
 }
 
 /// A tokio-postgres error in PostgreSQL's own words: its `Display` is a bare "db error", the

@@ -236,6 +236,29 @@ pub struct StatusReport {
     pub summary: String,
     /// Set while the last reload failed and the previous configuration is still in force.
     pub reload_error: Option<String>,
+    /// Fleet leases of coordinated jobs, as this host last saw them (absent from daemons
+    /// without coordination, and from older daemons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases: Vec<LeaseStatus>,
+}
+
+/// Who holds, or last held, the fleet lease of a coordinated job, as this host last saw it
+/// (taking it, or refused by it). `status` never asks the backend: it answers when the backend
+/// is down, and quickly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    pub job: JobName,
+    /// `redis` or `postgres`.
+    pub backend: String,
+    /// The host that holds or held it.
+    pub holder: String,
+    /// True while the holder (as last seen) has it; false once it was released.
+    pub held: bool,
+    pub run_id: Option<String>,
+    /// Redis only: the fencing token of that holder's run.
+    pub fencing_token: Option<u64>,
+    /// When this host saw it.
+    pub seen: DateTime<Utc>,
 }
 
 /// A run in progress.

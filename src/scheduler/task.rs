@@ -139,10 +139,12 @@ impl Scheduler {
                 let Some(job) = config.jobs.get(&job) else {
                     return;
                 };
-                match self
-                    .runner
-                    .start(job.name.as_str(), trigger, RunOptions::default())
-                {
+                // The slot goes with the run: coordinated runs claim that tick fleet-wide.
+                let opts = RunOptions {
+                    slot: Some(slot),
+                    ..RunOptions::default()
+                };
+                match self.runner.start(job.name.as_str(), trigger, opts) {
                     Ok(_) => {}
                     Err(StartError::AlreadyRunning { run_id, .. }) => {
                         self.runner.record_skipped(job, trigger, &run_id).await;
