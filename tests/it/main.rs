@@ -14,6 +14,8 @@
 //! a tmpfs) and the metrics through a real Prometheus parser.
 //! `fault_*` inject faults (kill -9, stopped and frozen servers, full and read-only disks,
 //! malformed configs, a fuzzed and flooded control socket) and print a summary table.
+//! `fleet_*` prove fleet-safe scheduling: several daemons sharing one Redis or PostgreSQL take
+//! each tick once, across kill -9, a Redis restart and lost leases; `run-on` and its config.
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -55,6 +57,8 @@ mod fault_disk;
 mod fault_kill;
 mod fault_socket;
 mod fault_support;
+mod fleet_redis;
+mod fleet_support;
 mod harness;
 mod harness_selftest;
 mod health_checks;
