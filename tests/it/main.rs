@@ -57,6 +57,7 @@ mod fault_disk;
 mod fault_kill;
 mod fault_socket;
 mod fault_support;
+mod fleet_lease;
 mod fleet_redis;
 mod fleet_support;
 mod harness;
