@@ -58,6 +58,7 @@ mod fault_kill;
 mod fault_socket;
 mod fault_support;
 mod fleet_lease;
+mod fleet_postgres;
 mod fleet_redis;
 mod fleet_support;
 mod harness;
