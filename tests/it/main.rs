@@ -60,6 +60,7 @@ mod fault_support;
 mod fleet_lease;
 mod fleet_postgres;
 mod fleet_redis;
+mod fleet_run_on;
 mod fleet_support;
 mod harness;
 mod harness_selftest;

@@ -74,9 +74,60 @@ impl PgServer {
         server.initdb();
         server.append_settings();
         if password_auth {
-            let hba = "local all postgres trust\nlocal all all scram-sha-256\n";
+            // Replication is its own pseudo-database in pg_hba ("all" does not match it): the
+            // trusted superuser may stream, for `start_replica`.
+            let hba = "local all postgres trust\nlocal replication postgres trust\nlocal all all scram-sha-256\n";
             std::fs::write(server.data_dir().join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         }
+        server.spawn_postmaster();
+        server
+    }
+
+    /// A hot standby of `primary` (`pg_basebackup -R`, streaming), on its own socket directory
+    /// and port, with the primary's roles, databases and pg_hba.conf.
+    pub fn start_replica(primary: &PgServer) -> PgServer {
+        let dir = tempfile::Builder::new()
+            .prefix("atpred-pg-replica-")
+            .tempdir_in("/tmp")
+            .expect("create the replica's temporary directory under /tmp");
+        if let Some((uid, gid)) = primary.run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .expect("chown the replica directory to the postgres user");
+        }
+        super::set_mode(dir.path(), 0o700);
+        let mut server = PgServer {
+            dir,
+            bin_dir: primary.bin_dir.clone(),
+            port: NEXT_PORT.fetch_add(1, Ordering::Relaxed),
+            run_as: primary.run_as,
+            postmaster: None,
+        };
+        let mut cmd = server.server_command("pg_basebackup");
+        cmd.arg("-h")
+            .arg(primary.socket_dir())
+            .arg("-p")
+            .arg(primary.port.to_string())
+            // A fast checkpoint: the default spreads it over minutes.
+            .args([
+                "-U",
+                SUPERUSER,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(server.data_dir());
+        let out = run_with_timeout(&mut cmd, START_TIMEOUT);
+        assert_eq!(
+            out.status, 0,
+            "pg_basebackup failed:\n{}\n{}",
+            out.stdout, out.stderr
+        );
+        // The copied postgresql.conf names the primary's socket and port; later lines win.
+        server.append_settings();
         server.spawn_postmaster();
         server
     }
@@ -138,9 +189,10 @@ impl PgServer {
             exited = child.try_wait().expect("wait for postgres");
             let content = std::fs::read_to_string(&pid_file).unwrap_or_default();
             let lines: Vec<&str> = content.lines().collect();
+            // A hot standby reports "standby" where a primary reports "ready".
             exited.is_some()
                 || (lines.first() == Some(&pid.as_str())
-                    && lines.get(7).map(|s| s.trim()) == Some("ready"))
+                    && matches!(lines.get(7).map(|s| s.trim()), Some("ready" | "standby")))
         });
         if let Some(status) = exited {
             panic!(
