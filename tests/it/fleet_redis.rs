@@ -48,6 +48,15 @@ fn each_tick_runs_once_on_three_hosts() {
         lease["holder"].as_str().is_some_and(|h| h.starts_with('h')),
         "{status:#}"
     );
+    let human = fleet.hosts[1].ctl(["status"]);
+    assert!(
+        human
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("lease") && l.contains("tick: ") && l.contains("fencing token")),
+        "{}",
+        human.stdout
+    );
     fleet.stop_all();
 
     let records = fleet.records("tick");
