@@ -247,3 +247,40 @@ fn a_lease_taken_away_cancels_the_run_with_the_reason() {
         Some("intruder r0 999")
     );
 }
+
+#[test]
+fn redis_gone_mid_run_cancels_before_the_lease_could_expire() {
+    let mut fleet = Fleet::start(
+        Via::Redis,
+        1,
+        "3s",
+        "[jobs.slow]\nkind = \"command\"\ncommand = [\"sleep\", \"30\"]\ntimeout = \"1m\"\n",
+    );
+    fleet
+        .redis
+        .as_ref()
+        .unwrap()
+        .cmd(&["SET", "atpred:fence:slow", "1"]);
+    let run_id = start_run(&fleet.hosts[0], "slow");
+    assert!(wait_until(Duration::from_secs(15), || lease_value(
+        &fleet, "slow"
+    )
+    .is_some()));
+    fleet.redis.as_mut().unwrap().stop();
+    let record = wait_for_run(&fleet.hosts[0], "slow", &run_id);
+    assert_eq!(record["outcome"], "cancelled", "{record:#}");
+    let message = record["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("lease lost: Redis unreachable for"),
+        "{message:?}"
+    );
+    // A backend that cannot be asked at the start fails the run: never uncoordinated.
+    let failed = crate::backup_support::run_job(&fleet.hosts[0], "slow");
+    assert_eq!(failed["outcome"], "failed", "{failed:#}");
+    let message = failed["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("coordination backend redis unreachable: ")
+            && message.ends_with("never runs uncoordinated)"),
+        "{message:?}"
+    );
+}
