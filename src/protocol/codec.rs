@@ -79,4 +79,17 @@ mod tests {
         let mut buf = BytesMut::from(&vec![b'x'; MAX_LINE + 10][..]);
         assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLong)));
     }
+
+    #[test]
+    fn status_without_leases_still_decodes() {
+        // What a daemon from before fleet coordination sends.
+        let old = r#"{"type":"status","version":"0.1.0","pid":1,"started":"2026-01-01T00:00:00Z","config":"/etc/atpre/atpred.toml","timezone":"UTC","jobs":0,"running":[],"summary":"0 jobs","reload_error":null}"#;
+        let r: crate::protocol::Response = serde_json::from_str(old).unwrap();
+        let crate::protocol::Response::Status(s) = r else {
+            panic!("{r:?}")
+        };
+        assert!(s.leases.is_empty());
+        let again = serde_json::to_string(&crate::protocol::Response::Status(s)).unwrap();
+        assert!(!again.contains("leases"), "no leases, no field: {again}");
+    }
 }

@@ -18,7 +18,7 @@
 //!
 //! | request | responses |
 //! | --- | --- |
-//! | `status` | `status` |
+//! | `status` | `status` (with `leases` when `[coordination]` names a backend) |
 //! | `jobs` | `jobs` |
 //! | `run` (`wait: false`) | `accepted` |
 //! | `run` (`wait: true` or `dry_run: true`) | `accepted`, any number of `progress`, then `finished` |
