@@ -282,4 +282,25 @@ mod tests {
             "X     Y   Z\na     bb  c\ndddd  e   f\n"
         );
     }
+
+    #[test]
+    fn leases_say_who_holds_them() {
+        let now = chrono::Utc::now();
+        let mut l = crate::protocol::LeaseStatus {
+            job: "nightly".parse().unwrap(),
+            backend: "redis".into(),
+            holder: "db-b".into(),
+            held: true,
+            run_id: Some("r1".into()),
+            fencing_token: Some(17),
+            seen: now,
+        };
+        let text = super::lease(&l, now);
+        assert!(
+            text.starts_with("nightly: held by db-b (redis, fencing token 17, run r1), seen "),
+            "{text}"
+        );
+        l.held = false;
+        assert!(super::lease(&l, now).starts_with("nightly: last held by db-b"));
+    }
 }
