@@ -1,9 +1,13 @@
 //! `run-on`: a backup job checks `pg_is_in_recovery()` on its source before dumping; the wrong
 //! kind of server records the tick as skipped (not failed), and a hot standby made with
-//! `pg_basebackup -R` is backed up (snapshot exported on the standby) and verified.
+//! `pg_basebackup -R` is backed up (snapshot exported on the standby) and verified. An HA pair
+//! sharing a Redis lease backs up from the replica's host only: `run-on` is asked before the
+//! lease, so the primary's host never takes the tick from it.
+
+use std::time::Duration;
 
 use crate::backup_support::{DB, Fixture, PASSWORD, ROLE, run_job};
-use crate::harness::{Daemon, PgServer};
+use crate::harness::{Daemon, PgServer, RedisServer, toml_str, wait_until};
 
 const JOBS: &str = "[jobs.from-replica]\nkind = \"backup\"\nrun-on = \"replica\"\nverify = \"full\"\n\
                     [jobs.from-primary]\nkind = \"backup\"\nrun-on = \"primary\"\nverify = \"checksum\"\n";
@@ -91,4 +95,56 @@ fn coordination_config_errors_name_key_and_line() {
             out.stderr
         );
     }
+}
+
+#[test]
+fn an_ha_pair_backs_up_from_the_replica_only() {
+    let fx = Fixture::new();
+    fx.create_small_schema();
+    let replica = PgServer::start_replica(&fx.pg);
+    let redis = RedisServer::start();
+    let dir = fx.dir.path();
+    let job = "[jobs.pair]\nkind = \"backup\"\nschedule = \"every 2s\"\nrun-on = \"replica\"\nverify = \"checksum\"\ncompress = \"none\"\n";
+    let host = |name: &str, pg: &PgServer| {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        Daemon::builder(dir.join(name))
+            .postgres(pg, ROLE, PASSWORD, DB)
+            .redis(&redis)
+            .set("coordination", "backend", toml_str("redis"))
+            .set("coordination", "ttl", toml_str("3s"))
+            .set("coordination", "host", toml_str(name))
+            .toml(job)
+            .spawn()
+    };
+    let primary_host = host("a", &fx.pg);
+    let replica_host = host("b", &replica);
+    let runs = |d: &Daemon| crate::core_support::history(d, Some("pair"));
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            runs(&replica_host)
+                .iter()
+                .filter(|r| r["outcome"] == "succeeded")
+                .count()
+                >= 3
+        }),
+        "the replica's host took no 3 ticks:\n{}",
+        replica_host.log()
+    );
+    let on_primary = runs(&primary_host);
+    assert!(!on_primary.is_empty());
+    for r in &on_primary {
+        assert_eq!(r["outcome"], "skipped", "{r:#}");
+        assert!(
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("run-on = replica, but ")),
+            "{r:#}"
+        );
+    }
+    // The primary's host never took the lease: every lease record is the replica host's.
+    let last = redis
+        .cmd(&["GET", "atpred:last:pair"])
+        .as_text()
+        .unwrap_or_default();
+    assert!(last.starts_with("b "), "{last}");
 }
