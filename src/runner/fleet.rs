@@ -25,7 +25,13 @@ impl Runner {
             && b.run_on != RunOn::Any
         {
             let (pg, dbname) = coordination::source(&run.config, &run.job);
-            match coordination::run_on::check(&pg, &dbname, b.run_on).await {
+            let checked = tokio::select! {
+                c = coordination::run_on::check(&pg, &dbname, b.run_on) => c,
+                () = run.token.cancelled() => {
+                    return (Outcome::Cancelled, "cancelled while checking run-on".into(), Value::Null, 0);
+                }
+            };
+            match checked {
                 Ok(None) => {}
                 Ok(Some(mismatch)) => return (Outcome::Skipped, mismatch, Value::Null, 0),
                 Err(e) => return (Outcome::Failed, e, Value::Null, 0),
