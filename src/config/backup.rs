@@ -21,6 +21,7 @@ pub(super) const KEYS: &[&str] = &[
     "encrypt-to-file",
     "verify-identity-file",
     "min-free-after",
+    "offsite",
 ];
 
 /// `kind = "backup"`: one database dumped with pg_dump, verified, published atomically.
@@ -40,6 +41,8 @@ pub struct BackupSpec {
     pub encrypt_to: Vec<String>,
     pub verify_identity_file: Option<PathBuf>,
     pub min_free_after: FreeSpace,
+    /// The `[offsite.NAME]` target verified backups are copied to.
+    pub offsite: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -215,6 +218,7 @@ pub(super) fn validate(
         encrypt_to,
         verify_identity_file,
         min_free_after,
+        offsite: raw.offsite.filter(|o| !o.is_empty()),
     })
 }
 

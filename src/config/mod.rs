@@ -12,6 +12,7 @@ mod health;
 mod jobs;
 mod locate;
 mod metrics;
+mod offsite;
 mod prune;
 mod raw;
 mod rotate;
@@ -28,6 +29,7 @@ pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, VerifyLevel};
 pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;
+pub use offsite::OffsiteTarget;
 pub use rotate::{Method, Naming, Reopen, RotateSpec};
 
 use crate::ids::JobName;
@@ -48,6 +50,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub jobs: BTreeMap<JobName, JobConfig>,
     pub metrics: MetricsConfig,
+    /// `[offsite.NAME]` targets, by name.
+    pub offsite: BTreeMap<String, OffsiteTarget>,
 }
 
 #[derive(Debug, Clone)]

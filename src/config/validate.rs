@@ -162,6 +162,7 @@ pub(super) fn validate(
     let postgres = postgres(&check, raw.postgres)?;
     let redis = redis(&check, raw.redis)?;
     let metrics = super::metrics::validate(&check, raw.metrics)?;
+    let offsite = super::offsite::validate(&check, raw.offsite)?;
     let mut jobs = BTreeMap::new();
     for (name, job) in raw.jobs {
         let key = format!("jobs.{name}");
@@ -178,8 +179,10 @@ pub(super) fn validate(
         redis,
         jobs,
         metrics,
+        offsite,
     };
     super::prune::check_targets(&check, &config)?;
+    super::offsite::check_jobs(&check, &config)?;
     super::health::check_unique(&check, &config)?;
     Ok(config)
 }
