@@ -81,11 +81,10 @@ fn offsite_prune_applies_the_policy_to_the_remote_catalog_only() {
 
     let pruned = run_job(&daemon, "prune-s3");
     assert_eq!(pruned["outcome"], "succeeded", "{pruned:#}");
-    assert_eq!(
-        pruned["details"]["removed"],
-        serde_json::json!([ids[0], ids[1]]),
-        "{pruned:#}"
-    );
+    let mut removed: Vec<String> =
+        serde_json::from_value(pruned["details"]["removed"].clone()).unwrap();
+    removed.sort();
+    assert_eq!(removed, ids[..2].to_vec(), "{pruned:#}");
     assert_eq!(remote_ids(&o), ids[2..].to_vec(), "the two newest stay");
     assert!(
         !o.objects()
