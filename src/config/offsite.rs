@@ -228,3 +228,6 @@ pub(super) fn check_jobs(check: &Check, config: &Config) -> Result<(), ConfigErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
