@@ -211,3 +211,55 @@ fn offsite_a_copy_corrupted_at_the_target_fails_remote_verification_and_fetch() 
     let local = ctl(&daemon, &["backups", "verify", &id, "--level", "checksum"]);
     assert_eq!(local.status, 0, "{}", local.stdout);
 }
+
+#[test]
+fn offsite_a_daemon_killed_mid_upload_leaves_the_copy_pending_and_the_next_run_finishes_it() {
+    let o = Offsite::new();
+    o.fx.create_bulk_table(120_000);
+    let mut daemon = o
+        .daemon(
+            "part-size = \"5MiB\"\nconcurrency = 1\n",
+            "compress = \"none\"\n",
+            "",
+        )
+        .spawn();
+    let run = BackgroundRun::start(&daemon, o.fx.dir.path(), "nightly");
+    let out = o.fx.dir.path().join("run-nightly.out");
+    let uploading = wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("offsite: uploading"))
+    });
+    assert!(uploading, "the copy began");
+    // Hold the server so the upload cannot finish before the kill lands.
+    kill(o.garage.pid(), Signal::SIGSTOP).unwrap();
+    daemon.signal(Signal::SIGKILL);
+    assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
+    drop(run);
+    kill(o.garage.pid(), Signal::SIGCONT).unwrap();
+
+    daemon.restart();
+    let listed = backups(&daemon);
+    assert_eq!(listed.len(), 1, "the published backup survived: {listed:?}");
+    assert_eq!(listed[0]["offsite"], "s3: pending", "{listed:?}");
+    let first = listed[0]["id"].as_str().unwrap().to_owned();
+    assert!(
+        !remote_ids(&daemon)
+            .iter()
+            .any(|(id, state)| *id == first && state == "verified"),
+        "the cut copy is not a remote backup"
+    );
+    wait_past_second_of(&first);
+    let run = nightly(&daemon);
+    let copies = run["details"]["offsite"].as_array().unwrap();
+    let owed = copies
+        .iter()
+        .find(|c| c["id"] == first.as_str())
+        .expect("the pending copy is taken up");
+    assert_eq!(owed["stage"], "verified", "{copies:?}");
+    assert_eq!(owed["attempts"], 2);
+    let metrics = ctl(&daemon, &["metrics"]).stdout;
+    assert!(
+        metrics
+            .contains("atpred_offsite_copies{job=\"nightly\",target=\"s3\",stage=\"verified\"} 2"),
+        "{metrics}"
+    );
+}
