@@ -8,10 +8,11 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, kill};
 
 use crate::backup_support::{BackgroundRun, backups, ctl, ctl_json, wait_past_second_of};
-use crate::harness::{self, wait_until};
+use crate::fault_support::{self, Row};
+use crate::harness::{self, Daemon, wait_until};
 use crate::offsite_support::{Offsite, PREFIX, backup_copied, nightly};
 
-fn remote_ids(daemon: &crate::harness::Daemon) -> Vec<(String, String)> {
+fn remote_ids(daemon: &Daemon) -> Vec<(String, String)> {
     ctl_json(daemon, &["backups", "--remote"])["backups"]
         .as_array()
         .unwrap()
@@ -23,6 +24,41 @@ fn remote_ids(daemon: &crate::harness::Daemon) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// Records the scenario's row of the fault summary: a loss is an expected backup that is not
+/// verified in backup-dir, or whose copy is not a verified remote backup.
+fn summarize(
+    daemon: &Daemon,
+    scenario: &str,
+    runs: usize,
+    faults: usize,
+    ids: &[&str],
+    notes: &str,
+) {
+    let local = backups(daemon);
+    let remote = remote_ids(daemon);
+    let losses = ids
+        .iter()
+        .map(|id| {
+            let here = local
+                .iter()
+                .any(|b| b["id"] == *id && b["state"] == "verified");
+            let there = remote
+                .iter()
+                .any(|(r, state)| r == id && state == "verified");
+            usize::from(!here) + usize::from(!there)
+        })
+        .sum();
+    fault_support::record(&Row {
+        scenario,
+        seed: None,
+        runs,
+        faults,
+        losses,
+        crashes: 0,
+        notes: notes.to_owned(),
+    });
 }
 
 #[test]
@@ -83,6 +119,14 @@ fn offsite_a_target_that_is_down_fails_only_the_copy_and_the_next_run_catches_up
         copies.iter().find(|c| c["id"] == first.as_str()).unwrap()["attempts"],
         2
     );
+    summarize(
+        &daemon,
+        "offsite_target_down",
+        2,
+        1,
+        &[&first, &second],
+        "target down for a whole run; the next run copies its own and the owed one",
+    );
     let mut remote = remote_ids(&daemon);
     remote.sort();
     assert_eq!(
@@ -115,6 +159,15 @@ fn offsite_request_retries_with_backoff_ride_out_a_short_outage() {
     std::thread::sleep(Duration::from_millis(1500));
     o.garage.restart();
     let run = run.finish();
+    let id = run["details"]["id"].as_str().unwrap_or_default().to_owned();
+    summarize(
+        &daemon,
+        "offsite_short_outage",
+        1,
+        1,
+        &[&id],
+        "target down as the upload starts, back 1.5 s later; ridden out by request retries",
+    );
     assert_eq!(run["details"]["offsite"][0]["stage"], "verified", "{run:#}");
     assert_eq!(
         run["details"]["offsite"][0]["attempts"], 1,
@@ -162,7 +215,15 @@ fn offsite_an_upload_frozen_then_cut_midway_is_never_a_remote_backup_and_is_redo
     assert_eq!(backups(&daemon)[0]["offsite"], "s3: failed");
 
     wait_past_second_of(&id);
-    let (_, copy) = backup_copied(&daemon);
+    let (second, copy) = backup_copied(&daemon);
+    summarize(
+        &daemon,
+        "offsite_upload_cut",
+        2,
+        2,
+        &[&id, &second],
+        "multipart upload frozen (SIGSTOP) then the server killed; no manifest, redone next run",
+    );
     assert_eq!(copy["stage"], "verified");
     let remote = remote_ids(&daemon);
     assert!(
@@ -184,6 +245,17 @@ fn offsite_a_copy_corrupted_at_the_target_fails_remote_verification_and_fetch() 
     o.put(&key, bytes);
 
     let verified = ctl(&daemon, &["backups", "verify", &id, "--remote"]);
+    let local_ok = backups(&daemon)[0]["state"] == "verified";
+    fault_support::record(&Row {
+        scenario: "offsite_corrupted_copy",
+        seed: None,
+        runs: 1,
+        faults: 1,
+        losses: usize::from(verified.status != 1) + usize::from(!local_ok),
+        crashes: 0,
+        notes: "one bit flipped at the target: remote verify and fetch must fail, local intact"
+            .into(),
+    });
     assert_eq!(verified.status, 1, "{}{}", verified.stdout, verified.stderr);
     assert!(
         verified.stdout.contains("FAILED")
@@ -249,6 +321,15 @@ fn offsite_a_daemon_killed_mid_upload_leaves_the_copy_pending_and_the_next_run_f
     );
     wait_past_second_of(&first);
     let run = nightly(&daemon);
+    let second = run["details"]["id"].as_str().unwrap_or_default().to_owned();
+    summarize(
+        &daemon,
+        "offsite_daemon_kill",
+        2,
+        1,
+        &[&first, &second],
+        "daemon kill -9 mid-upload; copy left pending, finished by the next run",
+    );
     let copies = run["details"]["offsite"].as_array().unwrap();
     let owed = copies
         .iter()
