@@ -146,9 +146,11 @@ fn round(env: &Env, s3: &S3, keys: &Keys, dir: &Path, n: usize) -> Result<Round>
     )?;
     let aws_s = t0.elapsed().as_secs_f64();
     for prefix in ["bench/aws/", "bench/atpred/"] {
-        run_ok(aws(s3, keys).args(["s3", "rm", "--recursive", "--only-show-errors"]).arg(
-            format!("s3://{}/{prefix}", s3.bucket),
-        ))?;
+        run_ok(
+            aws(s3, keys)
+                .args(["s3", "rm", "--recursive", "--only-show-errors"])
+                .arg(format!("s3://{}/{prefix}", s3.bucket)),
+        )?;
     }
     fs::remove_dir_all(&backup)?;
     Ok(Round {
@@ -167,8 +169,7 @@ struct Keys {
 
 impl Keys {
     fn read(path: &Path) -> Result<Keys> {
-        let text =
-            fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let text = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         let value = |key: &str| {
             text.lines()
                 .find_map(|l| {

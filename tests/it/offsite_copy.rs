@@ -137,13 +137,38 @@ fn offsite_a_plaintext_backup_is_refused_unless_the_target_allows_it() {
         "{}",
         refused.stderr
     );
-    let daemon = plain("allow-plaintext = true\n").spawn();
+    let daemon = o
+        .fx
+        .daemon(&format!(
+            "{target}allow-plaintext = true\n\n[jobs.plain]\nkind = \"backup\"\nverify = \"checksum\"\n\
+             offsite = \"s3\"\nformat = \"directory\"\n"
+        ))
+        .spawn();
     let run = crate::backup_support::run_job(&daemon, "plain");
     assert_eq!(run["details"]["offsite"][0]["stage"], "verified", "{run:#}");
-    let id = run["details"]["id"].as_str().unwrap();
-    let dump = o.get(&format!("{PREFIX}/{id}/database.backup"));
-    assert_eq!(
-        dump,
-        std::fs::read(o.fx.backup_dir().join(id).join("database.backup")).unwrap()
+    let id = run["details"]["id"].as_str().unwrap().to_owned();
+    // A directory-format dump is many files: each one is at the target as it is here.
+    let local = o.fx.backup_dir().join(&id);
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(local.join("manifest.json")).unwrap()).unwrap();
+    let files = m["files"].as_array().unwrap();
+    assert!(files.len() > 2, "{files:?}");
+    for f in files {
+        let path = f["path"].as_str().unwrap();
+        assert_eq!(
+            o.get(&format!("{PREFIX}/{id}/{path}")),
+            std::fs::read(local.join(path)).unwrap(),
+            "{path}"
+        );
+    }
+    let to = o.fx.dir.path().join("fetched");
+    let fetched = ctl_json(
+        &daemon,
+        &["backups", "fetch", &id, "--to", to.to_str().unwrap()],
     );
+    assert_eq!(fetched["type"], "fetched", "{fetched}");
+    shell(&format!(
+        "cd {} && sha256sum -c --strict SHA256SUMS",
+        quote(&to.join(&id))
+    ));
 }
