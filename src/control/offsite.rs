@@ -13,7 +13,7 @@ use crate::offsite::{self, OffsiteError, Remote};
 use crate::protocol::{BackupSummary, ErrorCode, Response};
 
 /// The target a request names, or the only one configured.
-fn target<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a OffsiteTarget, Response> {
+fn target<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a OffsiteTarget, Box<Response>> {
     let names = || {
         config
             .offsite
@@ -22,7 +22,7 @@ fn target<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a OffsiteTarge
             .collect::<Vec<_>>()
             .join(", ")
     };
-    match name {
+    let found = match name {
         Some(n) => config.offsite.get(n).ok_or_else(|| {
             error(
                 ErrorCode::BadRequest,
@@ -45,12 +45,13 @@ fn target<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a OffsiteTarge
                 names()
             ),
         )),
-    }
+    };
+    found.map_err(Box::new)
 }
 
-fn open(config: &Config, name: Option<&str>) -> Result<Remote, Response> {
+fn open(config: &Config, name: Option<&str>) -> Result<Remote, Box<Response>> {
     let t = target(config, name)?;
-    Remote::open(t).map_err(|e| error(ErrorCode::Internal, e.to_string()))
+    Remote::open(t).map_err(|e| Box::new(error(ErrorCode::Internal, e.to_string())))
 }
 
 fn failed(e: &OffsiteError) -> Response {
@@ -65,7 +66,7 @@ fn failed(e: &OffsiteError) -> Response {
 pub async fn list(config: &Config, name: Option<&str>) -> Response {
     let remote = match open(config, name) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let listing = match offsite::catalog::list(&remote).await {
         Ok(l) => l,
@@ -113,7 +114,7 @@ pub async fn list(config: &Config, name: Option<&str>) -> Response {
 pub async fn verify(config: &Config, id: &str, name: Option<&str>) -> Response {
     let remote = match open(config, name) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     tracing::info!(
         backup = id,
@@ -172,7 +173,7 @@ pub async fn fetch(
     }
     let remote = match open(config, name) {
         Ok(r) => r,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let cancel = CancellationToken::new();
     match offsite::fetch::fetch(&remote, id, &dest, identity, &cancel).await {

@@ -101,7 +101,7 @@ pub async fn read_manifest(remote: &Remote, id: &str) -> Result<Manifest, Offsit
         .bytes()
         .await
         .map_err(|e| remote.err("reading", &key, e))?;
-    let m = Manifest::parse(&bytes, &key.to_string()).map_err(|e| remote.mismatch(&key, e))?;
+    let m = Manifest::parse(&bytes, key.as_ref()).map_err(|e| remote.mismatch(&key, e))?;
     if m.id != id {
         return Err(remote.mismatch(&key, format!("names backup {:?}, not {id:?}", m.id)));
     }

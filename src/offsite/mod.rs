@@ -32,7 +32,7 @@ pub enum OffsiteError {
         target: String,
         op: &'static str,
         key: String,
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("offsite {target}: {key}: {message}")]
     Mismatch {
@@ -51,10 +51,8 @@ impl OffsiteError {
     pub fn is_not_found(&self) -> bool {
         matches!(
             self,
-            OffsiteError::Store {
-                source: object_store::Error::NotFound { .. },
-                ..
-            }
+            OffsiteError::Store { source, .. }
+                if matches!(**source, object_store::Error::NotFound { .. })
         )
     }
 }

@@ -98,7 +98,7 @@ impl Remote {
             target: self.target.name.clone(),
             op,
             key: key.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 
