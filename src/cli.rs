@@ -67,8 +67,15 @@ pub enum CtlCommand {
     },
     /// Re-read the daemon's configuration (like `systemctl reload atpred`).
     Reload,
-    /// The backups in backup-dir; `show ID` prints a manifest, `verify ID` re-verifies.
+    /// The backups in backup-dir (with --remote: at an offsite target); `show ID` prints a
+    /// manifest, `verify ID` re-verifies, `fetch ID` downloads an offsite copy.
     Backups {
+        /// List the copies at an offsite target instead of backup-dir.
+        #[arg(long)]
+        remote: bool,
+        /// The [offsite.NAME] target (default: the only one configured).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
         #[command(subcommand)]
         action: Option<BackupsCommand>,
     },
@@ -103,6 +110,26 @@ pub enum BackupsCommand {
         /// checksum, full (pg_restore reads every byte) or restore (into a scratch database).
         #[arg(long, default_value = "full", value_parser = ["checksum", "full", "restore"])]
         level: String,
+        /// Read the offsite copy back and check every file against its manifest instead.
+        #[arg(long)]
+        remote: bool,
+        /// The [offsite.NAME] target (default: the only one configured).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
+    },
+    /// Download a backup from an offsite target, checking every file against its manifest.
+    Fetch {
+        id: String,
+        /// Where to put `<ID>/` (default: backup-dir, where it is a backup again). The daemon
+        /// writes it, so its user must be able to.
+        #[arg(long, value_name = "DIR")]
+        to: Option<PathBuf>,
+        /// An age identity file (readable by the daemon, mode 0600): decrypt, keep plaintext.
+        #[arg(long, value_name = "FILE", requires = "to")]
+        identity: Option<PathBuf>,
+        /// The [offsite.NAME] target (default: the only one configured).
+        #[arg(long, value_name = "NAME")]
+        target: Option<String>,
     },
 }
 

@@ -39,6 +39,7 @@ pub mod jobs;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod offsite;
 pub mod pg;
 pub mod process;
 pub mod protocol;

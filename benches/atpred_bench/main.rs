@@ -8,6 +8,7 @@ mod backup;
 mod core_figures;
 mod daemon;
 mod health;
+mod offsite;
 mod report;
 mod retention;
 mod rotate;
@@ -38,6 +39,8 @@ pub struct Env {
     pub load_note: String,
     pub only: Option<String>,
     pub out: Option<PathBuf>,
+    /// The S3-compatible server of the offsite group (all four `--s3-*`/`--aws` arguments).
+    pub s3: Option<offsite::S3>,
 }
 
 fn parse_args() -> Result<Env> {
@@ -56,7 +59,9 @@ fn parse_args() -> Result<Env> {
         load_note: String::new(),
         only: None,
         out: None,
+        s3: None,
     };
+    let mut s3 = [None, None, None, None];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--bench" {
@@ -80,11 +85,23 @@ fn parse_args() -> Result<Env> {
             "--load-note" => env.load_note = value,
             "--only" => env.only = Some(value),
             "--out" => env.out = Some(value.into()),
+            "--s3-endpoint" => s3[0] = Some(value),
+            "--s3-bucket" => s3[1] = Some(value),
+            "--s3-credentials" => s3[2] = Some(value),
+            "--aws" => s3[3] = Some(value),
             other => bail!("unknown argument {other}"),
         }
     }
     if env.work.as_os_str().is_empty() || env.pg_host.as_os_str().is_empty() {
         bail!("--work and --pg-host are required (run it through benches/run)");
+    }
+    if let [Some(endpoint), Some(bucket), Some(credentials), Some(aws)] = s3 {
+        env.s3 = Some(offsite::S3 {
+            endpoint,
+            bucket,
+            credentials: credentials.into(),
+            aws: aws.into(),
+        });
     }
     if env.runs < 3 {
         bail!("--runs must be at least 3 (the report gives medians)");
@@ -150,6 +167,12 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let offsite = if wanted("offsite") {
+        eprintln!("offsite: {} rounds", env.runs);
+        Some(offsite::run(&env)?)
+    } else {
+        None
+    };
     let mut out = String::new();
     let _ = writeln!(out, "# atpred benchmarks\n");
     let _ = writeln!(
@@ -182,8 +205,12 @@ fn run() -> Result<()> {
     if let Some(h) = &health {
         health::table(&mut out, h, env.runs);
     }
+    if let Some(o) = &offsite {
+        offsite::table(&mut out, o);
+    }
     report::every_run(&mut out, core.as_ref(), &rows);
     out.push_str(METHOD);
+    out.push_str(offsite::METHOD);
     print!("{out}");
     if let Some(path) = &env.out {
         std::fs::write(path, &out).with_context(|| format!("write {}", path.display()))?;

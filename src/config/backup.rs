@@ -21,6 +21,7 @@ pub(super) const KEYS: &[&str] = &[
     "encrypt-to-file",
     "verify-identity-file",
     "min-free-after",
+    "offsite",
     "run-on",
 ];
 
@@ -41,6 +42,8 @@ pub struct BackupSpec {
     pub encrypt_to: Vec<String>,
     pub verify_identity_file: Option<PathBuf>,
     pub min_free_after: FreeSpace,
+    /// The `[offsite.NAME]` target verified backups are copied to.
+    pub offsite: Option<String>,
     /// Which kind of server the dump may be taken from (`pg_is_in_recovery()`).
     pub run_on: RunOn,
 }
@@ -250,6 +253,7 @@ pub(super) fn validate(
         encrypt_to,
         verify_identity_file,
         min_free_after,
+        offsite: raw.offsite.filter(|o| !o.is_empty()),
     })
 }
 

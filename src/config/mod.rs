@@ -13,6 +13,7 @@ mod health;
 mod jobs;
 mod locate;
 mod metrics;
+mod offsite;
 mod prune;
 mod raw;
 mod rotate;
@@ -30,6 +31,7 @@ pub use coordination::{Backend, CoordinationConfig};
 pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;
+pub use offsite::OffsiteTarget;
 pub use rotate::{Method, Naming, Reopen, RotateSpec};
 
 use crate::ids::JobName;
@@ -50,6 +52,8 @@ pub struct Config {
     pub redis: RedisConfig,
     pub jobs: BTreeMap<JobName, JobConfig>,
     pub metrics: MetricsConfig,
+    /// `[offsite.NAME]` targets, by name.
+    pub offsite: BTreeMap<String, OffsiteTarget>,
     pub coordination: CoordinationConfig,
 }
 

@@ -6,7 +6,7 @@ use super::ConfigError;
 use super::raw::RawJob;
 use super::validate::Check;
 use crate::ids::JobName;
-use crate::jobs::prune::PruneSpec;
+use crate::jobs::prune::{PruneSpec, Target};
 use crate::jobs::retention::{Period, Policy};
 
 /// The keys a prune job accepts besides the common ones.
@@ -25,6 +25,8 @@ pub(super) const KEYS: &[&str] = &[
     "keep-within-yearly",
     "min-keep",
     "of",
+    "target",
+    "offsite",
 ];
 
 pub(super) fn validate(check: &Check, key: &str, raw: RawJob) -> Result<PruneSpec, ConfigError> {
@@ -80,7 +82,29 @@ pub(super) fn validate(check: &Check, key: &str, raw: RawJob) -> Result<PruneSpe
         .iter()
         .map(|name| name.parse::<JobName>().map_err(|e| check.err(&k("of"), e)))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(PruneSpec { policy, of })
+    let target = match (raw.target.as_deref().unwrap_or("local"), raw.offsite) {
+        ("local", None) => Target::Local,
+        ("local", Some(_)) => {
+            return Err(check.err(
+                &k("offsite"),
+                "only with target = \"offsite\" (this job prunes backup-dir)",
+            ));
+        }
+        ("offsite", Some(name)) if !name.is_empty() => Target::Offsite(name),
+        ("offsite", _) => {
+            return Err(check.err(
+                &k("offsite"),
+                "missing: target = \"offsite\" needs offsite = \"NAME\" of an [offsite.NAME] table",
+            ));
+        }
+        (other, _) => {
+            return Err(check.err(
+                &k("target"),
+                format!("{other:?} is not \"local\" or \"offsite\""),
+            ));
+        }
+    };
+    Ok(PruneSpec { policy, of, target })
 }
 
 /// The names in `of` must be backup jobs of the same configuration.

@@ -24,7 +24,27 @@ pub struct RawConfig {
     #[serde(default)]
     pub metrics: RawMetrics,
     #[serde(default)]
+    pub offsite: BTreeMap<String, RawOffsite>,
+    #[serde(default)]
     pub coordination: RawCoordination,
+}
+
+/// One `[offsite.NAME]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawOffsite {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub path_style: Option<bool>,
+    pub credentials_file: Option<PathBuf>,
+    pub allow_plaintext: Option<bool>,
+    pub part_size: Option<String>,
+    pub concurrency: Option<u32>,
+    pub retries: Option<u32>,
+    pub retry_timeout: Option<String>,
+    pub request_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,6 +150,9 @@ pub struct RawJob {
     pub verify_identity_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_free_after: Option<String>,
+    /// Backup: copy to this `[offsite.NAME]`; prune (with `target = "offsite"`): prune there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_on: Option<String>,
     // kind = "prune"
@@ -161,6 +184,8 @@ pub struct RawJob {
     pub min_keep: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub of: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     // kind = "health"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checks: Option<Vec<String>>,

@@ -23,7 +23,7 @@ fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
     path
 }
 
-fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+pub(super) fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, text);
     let env: Vec<(String, String)> = env
@@ -58,6 +58,10 @@ fn the_reference_config_loads() {
     assert!(c.jobs.contains_key(&"vacuum".parse().unwrap()));
     let logs = &c.jobs[&"api-logs".parse().unwrap()];
     assert!(matches!(&logs.spec, JobSpec::Rotate(r) if r.keep == 14));
+    assert_eq!(
+        c.offsite["s3"].credentials_file,
+        PathBuf::from("/run/credentials/atpred.service/s3")
+    );
     assert!(matches!(
         c.jobs[&"health".parse().unwrap()].spec,
         JobSpec::Health(_)

@@ -162,6 +162,7 @@ pub(super) fn validate(
     let postgres = postgres(&check, raw.postgres)?;
     let redis = redis(&check, raw.redis)?;
     let metrics = super::metrics::validate(&check, raw.metrics)?;
+    let offsite = super::offsite::validate(&check, raw.offsite)?;
     let coordination = super::coordination::validate(&check, raw.coordination)?;
     let mut jobs = BTreeMap::new();
     for (name, job) in raw.jobs {
@@ -179,9 +180,11 @@ pub(super) fn validate(
         redis,
         jobs,
         metrics,
+        offsite,
         coordination,
     };
     super::prune::check_targets(&check, &config)?;
+    super::offsite::check_jobs(&check, &config)?;
     super::health::check_unique(&check, &config)?;
     Ok(config)
 }

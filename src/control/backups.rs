@@ -1,4 +1,5 @@
-//! Handlers of the backup requests: `backups`, `backup_show`, `backup_verify`.
+//! Handlers of the backup requests on the local catalog: `backups`, `backup_show`,
+//! `backup_verify` (the offsite ones are in [`super::offsite`]).
 
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,7 @@ pub fn list(config: &Config) -> Response {
                         bytes: m.map(|m| m.bytes),
                         encrypted: m.is_some_and(Manifest::encrypted),
                         verified_level: m.map(|m| m.verification.level),
+                        offsite: m.and_then(|m| offsite_stage(config, m)),
                         problem: e.problem,
                     }
                 })
@@ -42,6 +44,17 @@ pub fn list(config: &Config) -> Response {
         }
         Err(e) => error(ErrorCode::Internal, e.to_string()),
     }
+}
+
+/// The stage of the backup's copy at its job's offsite target, if the job has one.
+fn offsite_stage(config: &Config, m: &Manifest) -> Option<String> {
+    let target = config.jobs.values().find_map(|j| match &j.spec {
+        JobSpec::Backup(b) if j.name.as_str() == m.job => b.offsite.as_deref(),
+        _ => None,
+    })?;
+    let stage = crate::offsite::state::read(&config.daemon.state_dir, target, &m.id)
+        .map_or("none", |r| r.stage.as_str());
+    Some(format!("{target}: {stage}"))
 }
 
 pub fn show(config: &Config, id: &str) -> Response {
@@ -126,6 +139,6 @@ pub async fn verify(
     }
 }
 
-fn error(code: ErrorCode, message: String) -> Response {
+pub(super) fn error(code: ErrorCode, message: String) -> Response {
     Response::Error { code, message }
 }

@@ -198,15 +198,52 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
                 }
             }
         }
-        Request::Backups => {
+        Request::Backups { remote: false, .. } => {
             let config = shared.config.borrow().clone();
             send(conn, super::backups::list(&config)).await
+        }
+        Request::Backups {
+            remote: true,
+            target,
+        } => {
+            let config = shared.config.borrow().clone();
+            send(conn, super::offsite::list(&config, target.as_deref()).await).await
         }
         Request::BackupShow { id } => {
             let config = shared.config.borrow().clone();
             send(conn, super::backups::show(&config, &id)).await
         }
-        Request::BackupVerify { id, level } => {
+        Request::BackupVerify {
+            id,
+            remote: true,
+            target,
+            ..
+        } => {
+            let config = shared.config.borrow().clone();
+            send(
+                conn,
+                super::offsite::verify(&config, &id, target.as_deref()).await,
+            )
+            .await
+        }
+        Request::BackupFetch {
+            id,
+            to,
+            identity,
+            target,
+        } => {
+            let config = shared.config.borrow().clone();
+            let response = super::offsite::fetch(
+                &config,
+                &id,
+                to.as_deref(),
+                identity.as_deref(),
+                target.as_deref(),
+            )
+            .await;
+            send(conn, response).await
+        }
+        Request::BackupVerify { id, level, .. } => {
             let config = shared.config.borrow().clone();
             let cancel = CancellationToken::new();
             send(

@@ -8,6 +8,7 @@ mod backups;
 mod bind;
 mod connection;
 mod health;
+mod offsite;
 pub mod peer;
 
 use std::sync::Arc;

@@ -104,15 +104,47 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             limit: *limit,
         },
         CtlCommand::Reload => Request::Reload,
-        CtlCommand::Backups { action: None } => Request::Backups,
+        CtlCommand::Backups {
+            action: None,
+            remote,
+            target,
+        } => Request::Backups {
+            remote: *remote || target.is_some(),
+            target: target.clone(),
+        },
         CtlCommand::Backups {
             action: Some(BackupsCommand::Show { id }),
+            ..
         } => Request::BackupShow { id: id.clone() },
         CtlCommand::Backups {
-            action: Some(BackupsCommand::Verify { id, level }),
+            action:
+                Some(BackupsCommand::Verify {
+                    id,
+                    level,
+                    remote,
+                    target,
+                }),
+            ..
         } => Request::BackupVerify {
             id: id.clone(),
             level: VerifyLevel::parse(level),
+            remote: *remote || target.is_some(),
+            target: target.clone(),
+        },
+        CtlCommand::Backups {
+            action:
+                Some(BackupsCommand::Fetch {
+                    id,
+                    to,
+                    identity,
+                    target,
+                }),
+            ..
+        } => Request::BackupFetch {
+            id: id.clone(),
+            to: to.as_deref().map(absolute),
+            identity: identity.as_deref().map(absolute),
+            target: target.clone(),
         },
         CtlCommand::Health { now } => Request::Health { now: *now },
         CtlCommand::Metrics => Request::Metrics,
@@ -136,6 +168,11 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
         }
         response = client.next().await?;
     }
+}
+
+/// A path as the daemon must see it: relative ones are taken from our working directory.
+fn absolute(p: &std::path::Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
 fn usage(message: &str) -> u8 {

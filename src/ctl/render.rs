@@ -26,6 +26,16 @@ pub fn print(response: &Response) {
         Response::Manifest { manifest } => {
             serde_json::to_string_pretty(manifest).unwrap_or_default() + "\n"
         }
+        Response::Fetched {
+            id,
+            path,
+            bytes,
+            decrypted,
+        } => format!(
+            "fetched {id} into {path} ({}, every file checked{})\n",
+            crate::jobs::backup::dump::mib(*bytes),
+            if *decrypted { ", decrypted" } else { "" }
+        ),
         Response::Verified {
             id,
             verification,
@@ -178,6 +188,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
                 b.verified_level
                     .map_or_else(dash, |l| format!("{l:?}").to_lowercase()),
                 if b.encrypted { "yes" } else { "no" }.into(),
+                b.offsite.clone().unwrap_or_else(dash),
             ]
         })
         .collect();
@@ -191,6 +202,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             "STATE",
             "VERIFIED",
             "ENCRYPTED",
+            "OFFSITE",
         ],
         &rows,
     )

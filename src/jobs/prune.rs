@@ -15,6 +15,7 @@ use super::retention::{self, Candidate, Plan, Policy};
 use super::{JobContext, JobError, JobReport};
 use crate::config::Kind;
 use crate::ids::JobName;
+use crate::offsite::{self, Remote};
 
 /// `kind = "prune"` settings.
 #[derive(Debug, Clone)]
@@ -22,6 +23,16 @@ pub struct PruneSpec {
     pub policy: Policy,
     /// Only backups made by these backup jobs; empty: all.
     pub of: Vec<JobName>,
+    /// Which catalog: backup-dir, or the copies at an `[offsite.NAME]` target.
+    pub target: Target,
+}
+
+/// The catalog a prune job plans over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Local,
+    /// The `[offsite.NAME]` target's remote catalog.
+    Offsite(String),
 }
 
 pub async fn run(ctx: &JobContext, spec: &PruneSpec) -> Result<JobReport, JobError> {
@@ -35,6 +46,9 @@ pub async fn run(ctx: &JobContext, spec: &PruneSpec) -> Result<JobReport, JobErr
             message: format!("backup job {} is running; pruning its set waits", busy.0),
             details: serde_json::Value::Null,
         });
+    }
+    if let Target::Offsite(name) = &spec.target {
+        return remote(ctx, spec, name).await;
     }
     if !dir.exists() {
         return Ok(JobReport {
@@ -51,6 +65,46 @@ pub async fn run(ctx: &JobContext, spec: &PruneSpec) -> Result<JobReport, JobErr
             bad.problem.as_deref().unwrap_or("invalid manifest")
         )));
     }
+    let (mine, plan) = plan_over(ctx, spec, &entries);
+    if ctx.dry_run {
+        return Ok(dry_run(&plan));
+    }
+    let mut freed = 0u64;
+    let mut removed = Vec::new();
+    for d in plan.removals() {
+        let Some(entry) = mine.iter().find(|e| e.id == d.id) else {
+            continue;
+        };
+        let bytes = entry.manifest.as_ref().map_or(0, |m| m.bytes);
+        match remove(&dir, entry, ctx) {
+            Ok(()) => {
+                tracing::info!(backup = %d.id, bytes, "removed backup {} ({}; {} freed)", d.id, d.reasons.join(", "), super::backup::dump::mib(bytes));
+                freed += bytes;
+                removed.push(d.id.clone());
+            }
+            Err(e) => tracing::warn!(backup = %d.id, "kept backup {}: {e}", d.id),
+        }
+    }
+    for stale in catalog::remove_stale_partials(&dir) {
+        tracing::warn!("removed {stale}: an unfinished backup with no live writer");
+    }
+    let kept = plan.decisions.len() - removed.len();
+    Ok(JobReport {
+        message: format!(
+            "removed {} backup(s), kept {kept}, freed {}",
+            removed.len(),
+            super::backup::dump::mib(freed)
+        ),
+        details: json!({ "removed": removed, "kept": kept, "freed_bytes": freed, "plan": plan }),
+    })
+}
+
+/// The entries of the job's set and the retention plan over them.
+fn plan_over<'a>(
+    ctx: &JobContext,
+    spec: &PruneSpec,
+    entries: &'a [Entry],
+) -> (Vec<&'a Entry>, Plan) {
     let mine: Vec<&Entry> = entries
         .iter()
         .filter(|e| {
@@ -80,39 +134,100 @@ pub async fn run(ctx: &JobContext, spec: &PruneSpec) -> Result<JobReport, JobErr
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
+    (mine, plan)
+}
+
+fn dry_run(plan: &Plan) -> JobReport {
+    JobReport {
+        message: render(plan),
+        details: serde_json::to_value(plan).unwrap_or_default(),
+    }
+}
+
+/// An unfinished remote copy (no manifest) older than this is removed: no upload takes a day,
+/// and a younger one may be another host's copy in progress.
+const UNFINISHED_AGE: chrono::Duration = chrono::Duration::hours(24);
+
+/// `target = "offsite"`: the same planner and rules over the target's remote catalog. A target
+/// that cannot be listed, or a remote manifest that cannot be read, removes nothing.
+async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobReport, JobError> {
+    let transient = |message: String| JobError::Transient {
+        message,
+        details: serde_json::Value::Null,
+    };
+    let target =
+        ctx.config.offsite.get(name).ok_or_else(|| {
+            JobError::permanent(format!("no [offsite.{name}] in the configuration"))
+        })?;
+    let remote = Remote::open(target).map_err(|e| JobError::permanent(e.to_string()))?;
+    let listing = tokio::select! {
+        l = offsite::catalog::list(&remote) => l,
+        () = ctx.cancel.cancelled() => return Err(JobError::Cancelled),
+    };
+    let listing = listing.map_err(|e| transient(format!("removing nothing: {e}")))?;
+    if let Some(bad) = listing
+        .entries
+        .iter()
+        .find(|e| e.state == State::Unreadable)
+    {
+        return Err(JobError::permanent(format!(
+            "removing nothing: {} at {name} cannot be read ({}); fix or remove it",
+            bad.id,
+            bad.problem.as_deref().unwrap_or("invalid manifest")
+        )));
+    }
+    let (_, plan) = plan_over(ctx, spec, &listing.entries);
     if ctx.dry_run {
-        return Ok(JobReport {
-            message: render(&plan),
-            details: serde_json::to_value(&plan).unwrap_or_default(),
-        });
+        return Ok(dry_run(&plan));
     }
     let mut freed = 0u64;
     let mut removed = Vec::new();
     for d in plan.removals() {
-        let Some(entry) = mine.iter().find(|e| e.id == d.id) else {
-            continue;
-        };
-        let bytes = entry.manifest.as_ref().map_or(0, |m| m.bytes);
-        match remove(&dir, entry, ctx) {
-            Ok(()) => {
-                tracing::info!(backup = %d.id, bytes, "removed backup {} ({}; {} freed)", d.id, d.reasons.join(", "), super::backup::dump::mib(bytes));
+        if ctx.cancel.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        match offsite::catalog::remove(&remote, &d.id).await {
+            Ok(bytes) => {
+                tracing::info!(backup = %d.id, offsite = name, bytes, "removed {} at {name} ({})", d.id, d.reasons.join(", "));
                 freed += bytes;
                 removed.push(d.id.clone());
             }
-            Err(e) => tracing::warn!(backup = %d.id, "kept backup {}: {e}", d.id),
+            Err(e) => {
+                return Err(transient(format!(
+                    "removed {} backup(s), then: {e}",
+                    removed.len()
+                )));
+            }
         }
     }
-    for stale in catalog::remove_stale_partials(&dir) {
-        tracing::warn!("removed {stale}: an unfinished backup with no live writer");
+    let mut unfinished = Vec::new();
+    for u in &listing.unfinished {
+        let job = u.id.split_once('-').map_or("", |(_, job)| job);
+        if ctx.now - u.modified < UNFINISHED_AGE || !covers_name(spec, job) {
+            continue;
+        }
+        match offsite::catalog::remove(&remote, &u.id).await {
+            Ok(bytes) => {
+                tracing::warn!(backup = %u.id, offsite = name, "removed the unfinished copy {} at {name} (no manifest since {})", u.id, u.modified);
+                freed += bytes;
+                unfinished.push(u.id.clone());
+            }
+            Err(e) => tracing::warn!("kept the unfinished copy {} at {name}: {e}", u.id),
+        }
     }
     let kept = plan.decisions.len() - removed.len();
     Ok(JobReport {
         message: format!(
-            "removed {} backup(s), kept {kept}, freed {}",
+            "{name}: removed {} backup(s), kept {kept}, freed {}{}",
             removed.len(),
-            super::backup::dump::mib(freed)
+            super::backup::dump::mib(freed),
+            if unfinished.is_empty() {
+                String::new()
+            } else {
+                format!(", {} unfinished copy(ies) cleared", unfinished.len())
+            }
         ),
-        details: json!({ "removed": removed, "kept": kept, "freed_bytes": freed, "plan": plan }),
+        details: json!({ "target": name, "removed": removed, "unfinished_removed": unfinished, "kept": kept, "freed_bytes": freed, "plan": plan }),
     })
 }
 

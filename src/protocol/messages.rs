@@ -42,8 +42,14 @@ pub enum Request {
     },
     /// Re-read the configuration file.
     Reload,
-    /// The backup catalog.
-    Backups,
+    /// The backup catalog; with `remote`, the catalog at the offsite `target` (default: the
+    /// only one configured).
+    Backups {
+        #[serde(default)]
+        remote: bool,
+        #[serde(default)]
+        target: Option<String>,
+    },
     /// One backup's manifest.
     BackupShow { id: String },
     /// Re-verify a published backup (default level: full).
@@ -51,6 +57,23 @@ pub enum Request {
         id: String,
         #[serde(default)]
         level: Option<VerifyLevel>,
+        /// Read the copy at the offsite `target` back and check it against its manifest.
+        #[serde(default)]
+        remote: bool,
+        #[serde(default)]
+        target: Option<String>,
+    },
+    /// Download a backup from the offsite `target`, checking every file, into `to` (default:
+    /// backup-dir, where it becomes a catalog entry again); `identity` (an age identity file
+    /// the daemon can read) decrypts it, and needs `to`.
+    BackupFetch {
+        id: String,
+        #[serde(default)]
+        to: Option<std::path::PathBuf>,
+        #[serde(default)]
+        identity: Option<std::path::PathBuf>,
+        #[serde(default)]
+        target: Option<String>,
     },
     /// The health checks' last results; with `now`, run every health job first and wait.
     Health {
@@ -108,6 +131,13 @@ pub enum Response {
     /// The manifest, as stored (see `jobs::backup::manifest` for its fields).
     Manifest {
         manifest: serde_json::Value,
+    },
+    /// The answer to `backup_fetch`: where the checked copy now is.
+    Fetched {
+        id: String,
+        path: String,
+        bytes: u64,
+        decrypted: bool,
     },
     /// The result of `backup_verify`; `passed` says whether it passed.
     Verified {
@@ -297,6 +327,10 @@ pub struct BackupSummary {
     pub verified_level: Option<VerifyLevel>,
     /// Why the entry is unreadable.
     pub problem: Option<String>,
+    /// The offsite copy's stage (`pending`, `uploaded`, `verified`, `failed`) at the making
+    /// job's target, in a local listing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offsite: Option<String>,
 }
 
 /// A health check's state.

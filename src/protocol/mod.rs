@@ -25,9 +25,10 @@
 //! | `cancel` | `cancelling` |
 //! | `history` | `history` |
 //! | `reload` | `reloaded` |
-//! | `backups` | `backups` |
+//! | `backups` (`remote: true`: the catalog at an offsite `target`) | `backups` |
 //! | `backup_show` | `manifest` |
-//! | `backup_verify` | `verified` (after the verification has run) |
+//! | `backup_verify` (`remote: true`: read the offsite copy back) | `verified` (after the verification has run) |
+//! | `backup_fetch` (download from an offsite `target`, checked; `identity` decrypts) | `fetched` |
 //! | `health` (`now: true` runs every health job first and waits) | `health` |
 //! | `metrics` | `metrics` (OpenMetrics text) |
 //!

@@ -12,7 +12,7 @@ use crate::backup_support::{
 };
 use crate::harness::{self, process::find_in_path, process::run_with_timeout};
 
-fn require_age() {
+pub fn require_age() {
     for tool in ["age", "age-keygen"] {
         assert!(
             find_in_path(tool).is_some(),
@@ -22,7 +22,7 @@ fn require_age() {
 }
 
 /// A new age identity in `dir/key.txt` (mode 0600); returns its path and public key.
-fn keygen(dir: &Path) -> (std::path::PathBuf, String) {
+pub fn keygen(dir: &Path) -> (std::path::PathBuf, String) {
     let key = dir.join("key.txt");
     let out = run_with_timeout(
         Command::new("age-keygen").arg("-o").arg(&key),

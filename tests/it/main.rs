@@ -12,6 +12,8 @@
 //! lost by copytruncate next to logrotate's), its safety on disk, and crash recovery.
 //! `health_*` prove the health job against the real stack (PostgreSQL, Redis, an HTTP server,
 //! a tmpfs) and the metrics through a real Prometheus parser.
+//! `offsite_*` prove the copies to a real S3-compatible server (Garage): upload, read-back,
+//! remote listing, verification, fetch, remote retention, and the target failing mid-copy.
 //! `fault_*` inject faults (kill -9, stopped and frozen servers, full and read-only disks,
 //! malformed configs, a fuzzed and flooded control socket) and print a summary table.
 //! `fleet_*` prove fleet-safe scheduling: several daemons sharing one Redis or PostgreSQL take
@@ -71,6 +73,10 @@ mod health_journald;
 mod health_metrics;
 mod health_support;
 mod health_tls;
+mod offsite_copy;
+mod offsite_faults;
+mod offsite_prune;
+mod offsite_support;
 mod prune_busy;
 mod prune_config;
 mod prune_disk;

@@ -107,17 +107,20 @@ impl Manifest {
     pub fn read(dir: &Path) -> Result<Manifest, String> {
         let path = dir.join(MANIFEST);
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let m: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&bytes, &path.display().to_string())
+    }
+
+    /// Parses and checks a manifest read from `shown` (a path or an object key).
+    pub fn parse(bytes: &[u8], shown: &str) -> Result<Manifest, String> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("{shown}: {e}"))?;
         if m.manifest_version != VERSION {
             return Err(format!(
-                "{}: manifest version {} is not {VERSION}",
-                path.display(),
+                "{shown}: manifest version {} is not {VERSION}",
                 m.manifest_version
             ));
         }
         if m.files.is_empty() {
-            return Err(format!("{}: lists no files", path.display()));
+            return Err(format!("{shown}: lists no files"));
         }
         Ok(m)
     }

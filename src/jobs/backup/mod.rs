@@ -7,11 +7,12 @@
 //! verification renames to `.failed-<id>/` instead. Any other failure, a cancel or a crash
 //! leaves no `<id>/`: the partial folder is removed by its guard, or at the next start-up.
 
+mod copy;
 pub mod dump;
 pub mod manifest;
-mod partial;
+pub(crate) mod partial;
 mod snapshot;
-mod stream;
+pub(crate) mod stream;
 pub mod verify;
 
 use std::time::Instant;
@@ -147,8 +148,17 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
             .publish()
             .map_err(|e| JobError::permanent(format!("publishing {id}: {e}")))?;
         tracing::info!(backup = %id, bytes, "backup {id} published ({}, verified: {})", dump::mib(bytes), manifest.verification.details);
+        let mut details = details;
+        let shipped = copy::copy_offsite(ctx, spec, &id).await;
+        if !shipped.is_empty() {
+            details["offsite"] = serde_json::to_value(&shipped).unwrap_or_default();
+        }
         Ok(JobReport {
-            message: format!("backup {id}: {}, verified ({level:?})", dump::mib(bytes)),
+            message: format!(
+                "backup {id}: {}, verified ({level:?}){}",
+                dump::mib(bytes),
+                copy::summary(&shipped)
+            ),
             details,
         })
     } else {

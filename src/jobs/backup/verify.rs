@@ -277,7 +277,7 @@ async fn check_sums(dir: &Path, files: Vec<FileSum>) -> Result<String, Found> {
     Ok(format!("{n} file(s) re-read; checksums match"))
 }
 
-fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, String> {
+pub(crate) fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>, String> {
     age::IdentityFile::from_file(path.display().to_string())
         .map_err(|e| format!("{}: {e}", path.display()))?
         .into_identities()

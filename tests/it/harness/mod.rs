@@ -18,6 +18,7 @@
 
 mod daemon;
 mod daemon_config;
+mod garage;
 mod notify;
 mod pg_install;
 mod postgres;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
 
 pub use daemon::{CtlOutput, Daemon, SpawnFailure};
 pub use daemon_config::{DaemonBuilder, Launcher, atpred_launcher, toml_path, toml_str};
+pub use garage::{BUCKET, Garage, block_on, locate_garage};
 pub use notify::{NotifySocket, line};
 pub use pg_install::locate_bin_dir;
 pub use postgres::PgServer;

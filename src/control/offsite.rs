@@ -1,0 +1,188 @@
+//! Handlers of the requests on an offsite target: `backups` with `remote`, `backup_verify`
+//! with `remote`, and `backup_fetch`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::backups::error;
+use crate::config::{Config, OffsiteTarget};
+use crate::jobs::catalog::State;
+use crate::offsite::{self, OffsiteError, Remote};
+use crate::protocol::{BackupSummary, ErrorCode, Response};
+
+/// The target a request names, or the only one configured.
+fn target<'a>(config: &'a Config, name: Option<&str>) -> Result<&'a OffsiteTarget, Box<Response>> {
+    let names = || {
+        config
+            .offsite
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let found = match name {
+        Some(n) => config.offsite.get(n).ok_or_else(|| {
+            error(
+                ErrorCode::BadRequest,
+                format!("no offsite target {n:?} (configured: {})", names()),
+            )
+        }),
+        None if config.offsite.len() == 1 => config
+            .offsite
+            .values()
+            .next()
+            .ok_or_else(|| error(ErrorCode::Internal, "no target".into())),
+        None if config.offsite.is_empty() => Err(error(
+            ErrorCode::BadRequest,
+            "no [offsite.NAME] target is configured".into(),
+        )),
+        None => Err(error(
+            ErrorCode::BadRequest,
+            format!(
+                "several offsite targets ({}): name one with --target",
+                names()
+            ),
+        )),
+    };
+    found.map_err(Box::new)
+}
+
+fn open(config: &Config, name: Option<&str>) -> Result<Remote, Box<Response>> {
+    let t = target(config, name)?;
+    Remote::open(t).map_err(|e| Box::new(error(ErrorCode::Internal, e.to_string())))
+}
+
+fn failed(e: &OffsiteError) -> Response {
+    let code = if e.is_not_found() {
+        ErrorCode::UnknownBackup
+    } else {
+        ErrorCode::Internal
+    };
+    error(code, e.to_string())
+}
+
+pub async fn list(config: &Config, name: Option<&str>) -> Response {
+    let remote = match open(config, name) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    let listing = match offsite::catalog::list(&remote).await {
+        Ok(l) => l,
+        Err(e) => return failed(&e),
+    };
+    let mut backups: Vec<BackupSummary> = listing
+        .entries
+        .into_iter()
+        .map(|e| {
+            let m = e.manifest.as_ref();
+            BackupSummary {
+                id: e.id.clone(),
+                state: match e.state {
+                    State::Verified => "verified",
+                    _ => "unreadable",
+                }
+                .into(),
+                job: m.map(|m| m.job.clone()),
+                database: m.map(|m| m.database.clone()),
+                started: m.map(|m| m.started),
+                bytes: m.map(|m| m.bytes),
+                encrypted: m.is_some_and(|m| m.encrypted()),
+                verified_level: m.map(|m| m.verification.level),
+                problem: e.problem,
+                offsite: Some(remote.name().to_owned()),
+            }
+        })
+        .collect();
+    backups.extend(listing.unfinished.into_iter().map(|u| BackupSummary {
+        id: u.id,
+        state: "unfinished".into(),
+        job: None,
+        database: None,
+        started: None,
+        bytes: Some(u.bytes),
+        encrypted: false,
+        verified_level: None,
+        problem: Some(format!("no manifest (last written {})", u.modified)),
+        offsite: Some(remote.name().to_owned()),
+    }));
+    backups.sort_by(|a, b| a.id.cmp(&b.id));
+    Response::Backups { backups }
+}
+
+pub async fn verify(config: &Config, id: &str, name: Option<&str>) -> Response {
+    let remote = match open(config, name) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    tracing::info!(
+        backup = id,
+        offsite = remote.name(),
+        "reading the copy of {id} at {} back on request",
+        remote.name()
+    );
+    let cancel = CancellationToken::new();
+    let (passed, details) = match offsite::catalog::verify(&remote, id, &cancel).await {
+        Ok(m) => (
+            true,
+            format!(
+                "{} file(s) read back from {}; sizes and checksums match",
+                m.files.len(),
+                remote.name()
+            ),
+        ),
+        Err(e) if e.is_not_found() => return failed(&e),
+        Err(e) => {
+            tracing::error!(
+                backup = id,
+                offsite = remote.name(),
+                "the copy of {id} at {} FAILED verification: {e}",
+                remote.name()
+            );
+            (false, e.to_string())
+        }
+    };
+    Response::Verified {
+        id: id.to_owned(),
+        verification: json!({ "level": "checksum", "target": remote.name(), "details": details,
+            "outcome": if passed { "passed" } else { "failed" } }),
+        passed,
+    }
+}
+
+pub async fn fetch(
+    config: &Config,
+    id: &str,
+    to: Option<&Path>,
+    identity: Option<&Path>,
+    name: Option<&str>,
+) -> Response {
+    let dest: PathBuf = to.map_or_else(|| config.daemon.backup_dir.clone(), Path::to_owned);
+    if !dest.is_absolute() || identity.is_some_and(|i| !i.is_absolute()) {
+        return error(
+            ErrorCode::BadRequest,
+            "--to and --identity must be absolute paths".into(),
+        );
+    }
+    if identity.is_some() && dest == config.daemon.backup_dir {
+        return error(
+            ErrorCode::BadRequest,
+            "--identity decrypts, so the copy cannot go back into backup-dir: give --to DIR".into(),
+        );
+    }
+    let remote = match open(config, name) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    let cancel = CancellationToken::new();
+    match offsite::fetch::fetch(&remote, id, &dest, identity, &cancel).await {
+        Ok(f) => Response::Fetched {
+            id: f.id,
+            path: f.path.display().to_string(),
+            bytes: f.bytes,
+            decrypted: f.decrypted,
+        },
+        Err(e) => failed(&e),
+    }
+}

@@ -1,0 +1,70 @@
+//! After a backup is published: its copy to the job's `offsite` target, then the job's earlier
+//! copies still owed (left `pending` by a crash or `failed` by an outage), a few per run.
+
+use crate::config::BackupSpec;
+use crate::jobs::JobContext;
+use crate::jobs::backup::manifest::Manifest;
+use crate::jobs::catalog;
+use crate::offsite::ship::{self, Shipped};
+use crate::offsite::state::{self, Stage};
+
+/// Earlier copies taken up again per run, newest first, so one outage does not make a run
+/// spend hours catching up.
+const OWED_PER_RUN: usize = 3;
+
+pub async fn copy_offsite(ctx: &JobContext, spec: &BackupSpec, id: &str) -> Vec<Shipped> {
+    let Some(target) = spec
+        .offsite
+        .as_ref()
+        .and_then(|n| ctx.config.offsite.get(n))
+    else {
+        return Vec::new();
+    };
+    let backup_dir = &ctx.config.daemon.backup_dir;
+    let state_dir = &ctx.config.daemon.state_dir;
+    let progress = |m: String| ctx.progress(m);
+    let mut shipped = Vec::new();
+    let mut todo = vec![id.to_owned()];
+    let mut owed: Vec<String> = state::list(state_dir, &target.name)
+        .into_iter()
+        .filter(|r| r.job == ctx.job.name.as_str() && r.id != id)
+        .filter_map(|r| {
+            let local = catalog::path_of(backup_dir, &r.id);
+            if local.is_none() {
+                // Pruned here: nothing left to copy, nothing to remember.
+                state::remove(state_dir, &target.name, &r.id);
+            }
+            (local.is_some() && r.stage != Stage::Verified).then_some(r.id)
+        })
+        .collect();
+    owed.reverse();
+    todo.extend(owed.into_iter().take(OWED_PER_RUN));
+    for backup in todo {
+        let Some(dir) = catalog::path_of(backup_dir, &backup) else {
+            continue;
+        };
+        let manifest = match Manifest::read(&dir) {
+            Ok(m) if m.verified() => m,
+            _ => continue,
+        };
+        let s = ship::copy(state_dir, target, &dir, &manifest, &ctx.cancel, &progress).await;
+        let failed = s.stage != Stage::Verified;
+        shipped.push(s);
+        // The target is down or we are told to stop: the rest waits for the next run.
+        if failed || ctx.cancel.is_cancelled() {
+            break;
+        }
+    }
+    shipped
+}
+
+/// "; offsite s3: verified" for the run's message.
+pub fn summary(shipped: &[Shipped]) -> String {
+    shipped
+        .iter()
+        .map(|s| match &s.error {
+            None => format!("; offsite {}: {} {}", s.target, s.id, s.stage.as_str()),
+            Some(e) => format!("; offsite {}: {} FAILED ({e})", s.target, s.id),
+        })
+        .collect()
+}
