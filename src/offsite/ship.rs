@@ -26,6 +26,9 @@ pub struct Shipped {
     pub verify_ms: u64,
     /// Upload throughput, bytes per second.
     pub bytes_per_s: u64,
+    /// The copy was already committed at the target (and read back whole): nothing uploaded.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub already: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -67,6 +70,7 @@ pub async fn copy(
         upload_ms: 0,
         verify_ms: 0,
         bytes_per_s: 0,
+        already: false,
         error: None,
     };
     let result = ship(
@@ -120,6 +124,10 @@ async fn ship(
     }
     let remote = Remote::open(target)?;
     let id = &manifest.id;
+    if committed(&remote, manifest, cancel).await? {
+        shipped.already = true;
+        return Ok(());
+    }
     let t0 = Instant::now();
     for f in &manifest.files {
         let path = checked(&remote, id, &f.path)?;
@@ -153,6 +161,47 @@ async fn ship(
     }
     shipped.verify_ms = millis(t1);
     Ok(())
+}
+
+/// Whether this very backup is already committed at the target and reads back whole (a run
+/// that died after the manifest went up). A different backup under the same id — a host
+/// sharing the prefix without `[coordination]` — is never overwritten.
+async fn committed(
+    remote: &Remote,
+    manifest: &Manifest,
+    cancel: &CancellationToken,
+) -> Result<bool, OffsiteError> {
+    let existing = match super::catalog::read_manifest(remote, &manifest.id).await {
+        Ok(m) => m,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(OffsiteError::Mismatch { message, .. }) => {
+            return Err(refuse(remote, manifest, &message));
+        }
+        Err(e) => return Err(e),
+    };
+    if serde_json::to_value(&existing).ok() != serde_json::to_value(manifest).ok() {
+        return Err(refuse(remote, manifest, "its manifest differs from ours"));
+    }
+    match super::catalog::verify(remote, &manifest.id, cancel).await {
+        Ok(_) => Ok(true),
+        Err(OffsiteError::Cancelled) => Err(OffsiteError::Cancelled),
+        // Damaged since: upload it again over itself.
+        Err(e) => {
+            tracing::warn!(backup = %manifest.id, "the committed copy of {} at {} does not read back ({e}); uploading it again", manifest.id, remote.name());
+            Ok(false)
+        }
+    }
+}
+
+fn refuse(remote: &Remote, manifest: &Manifest, why: &str) -> OffsiteError {
+    OffsiteError::Other {
+        target: remote.name().to_owned(),
+        message: format!(
+            "another backup named {} is already committed there ({why}): refusing to overwrite \
+             it; hosts sharing a prefix need [coordination], or give each its own prefix",
+            manifest.id
+        ),
+    }
 }
 
 fn checked<'a>(remote: &Remote, id: &str, path: &'a str) -> Result<&'a str, OffsiteError> {

@@ -3,7 +3,9 @@
 //! listed remotely, verified remotely, and fetched back restorable.
 
 use crate::backup_schema::fingerprint;
-use crate::backup_support::{DB, backups, ctl, ctl_json, pg_restore_command, quote, shell};
+use crate::backup_support::{
+    DB, backups, ctl, ctl_json, pg_restore_command, quote, shell, wait_past_second_of,
+};
 use crate::offsite_support::{Offsite, PREFIX, backup_copied};
 
 #[test]
@@ -171,4 +173,64 @@ fn offsite_a_plaintext_backup_is_refused_unless_the_target_allows_it() {
         "cd {} && sha256sum -c --strict SHA256SUMS",
         quote(&to.join(&id))
     ));
+}
+
+#[test]
+fn offsite_a_committed_copy_is_reused_and_another_backup_under_its_id_is_never_overwritten() {
+    let o = Offsite::new();
+    let daemon = o.daemon("", "", "").spawn();
+    let (first, _) = backup_copied(&daemon);
+    // Make the next run owe `first` again, as after a crash right after its manifest went up.
+    let record =
+        o.fx.dir
+            .path()
+            .join("state/offsite/s3")
+            .join(format!("{first}.json"));
+    let owe = || {
+        let mut r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+        r["stage"] = "failed".into();
+        std::fs::write(&record, serde_json::to_vec(&r).unwrap()).unwrap();
+    };
+    let copy_of = |run: &serde_json::Value, id: &str| {
+        run["details"]["offsite"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["id"] == id).cloned())
+            .unwrap_or_else(|| panic!("no copy of {id}: {run:#}"))
+    };
+    owe();
+    wait_past_second_of(&first);
+    let run = crate::backup_support::run_job(&daemon, "nightly");
+    let again = copy_of(&run, &first);
+    assert_eq!(again["stage"], "verified", "{again}");
+    assert_eq!(
+        again["already"], true,
+        "read back, not uploaded again: {again}"
+    );
+
+    // Another host's backup under the same id at the target: it stays as it is.
+    let key = format!("{PREFIX}/{first}/manifest.json");
+    let mut theirs: serde_json::Value = serde_json::from_slice(&o.get(&key)).unwrap();
+    theirs["duration_ms"] = 1.into();
+    let theirs = serde_json::to_vec_pretty(&theirs).unwrap();
+    o.put(&key, theirs.clone());
+    owe();
+    let second = run["details"]["id"].as_str().unwrap().to_owned();
+    wait_past_second_of(&second);
+    let run = crate::backup_support::run_job(&daemon, "nightly");
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    let refused = copy_of(&run, &first);
+    assert_eq!(refused["stage"], "failed", "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("refusing to overwrite"),
+        "{refused}"
+    );
+    assert_eq!(
+        o.get(&key),
+        theirs,
+        "the other backup's manifest is untouched"
+    );
 }
