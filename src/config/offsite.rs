@@ -110,7 +110,7 @@ pub(super) fn validate(
         if !(1..=32).contains(&concurrency) {
             return Err(check.err(&k("concurrency"), "must be between 1 and 32"));
         }
-        let retries = t.retries.unwrap_or(5);
+        let retries = t.retries.unwrap_or(10);
         if retries > 20 {
             return Err(check.err(&k("retries"), "at most 20"));
         }

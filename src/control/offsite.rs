@@ -55,7 +55,11 @@ fn open(config: &Config, name: Option<&str>) -> Result<Remote, Box<Response>> {
 }
 
 fn failed(e: &OffsiteError) -> Response {
-    let code = if e.is_not_found() {
+    // Unknown only when the commit marker is missing; any other 404 (a data object, the
+    // bucket) is damage or a wrong configuration, not a wrong id.
+    let missing_manifest = matches!(e, OffsiteError::Store { key, not_found: true, .. }
+        if key.ends_with(crate::jobs::backup::manifest::MANIFEST));
+    let code = if missing_manifest {
         ErrorCode::UnknownBackup
     } else {
         ErrorCode::Internal
@@ -111,7 +115,20 @@ pub async fn list(config: &Config, name: Option<&str>) -> Response {
     Response::Backups { backups }
 }
 
+/// Refuses anything that is not an id atpred makes (no `/`, no `..`, no other names).
+fn bad_id(id: &str) -> Option<Response> {
+    offsite::job_of_id(id).is_none().then(|| {
+        error(
+            ErrorCode::UnknownBackup,
+            format!("{id:?} is not a backup id (YYYYMMDDTHHMMSSZ-JOB)"),
+        )
+    })
+}
+
 pub async fn verify(config: &Config, id: &str, name: Option<&str>) -> Response {
+    if let Some(refused) = bad_id(id) {
+        return refused;
+    }
     let remote = match open(config, name) {
         Ok(r) => r,
         Err(response) => return *response,
@@ -158,6 +175,9 @@ pub async fn fetch(
     identity: Option<&Path>,
     name: Option<&str>,
 ) -> Response {
+    if let Some(refused) = bad_id(id) {
+        return refused;
+    }
     let dest: PathBuf = to.map_or_else(|| config.daemon.backup_dir.clone(), Path::to_owned);
     if !dest.is_absolute() || identity.is_some_and(|i| !i.is_absolute()) {
         return error(

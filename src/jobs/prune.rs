@@ -177,8 +177,16 @@ async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobRep
         )));
     }
     let (_, plan) = plan_over(ctx, spec, &listing.entries);
+    let stale = stale_unfinished(ctx, spec, name, &listing.unfinished);
     if ctx.dry_run {
-        return Ok(dry_run(&plan));
+        let mut report = dry_run(&plan);
+        for u in &stale {
+            report.message.push_str(&format!(
+                "remove  {}  unfinished copy (no manifest; last written {})\n",
+                u.id, u.modified
+            ));
+        }
+        return Ok(report);
     }
     let mut freed = 0u64;
     let mut removed = Vec::new();
@@ -201,10 +209,11 @@ async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobRep
         }
     }
     let mut unfinished = Vec::new();
-    for u in &listing.unfinished {
-        let job = u.id.split_once('-').map_or("", |(_, job)| job);
-        if ctx.now - u.modified < UNFINISHED_AGE || !covers_name(spec, job) {
-            continue;
+    for u in stale {
+        // Committed since the listing (a copy finished meanwhile): not unfinished any more.
+        match offsite::catalog::read_manifest(&remote, &u.id).await {
+            Err(e) if e.is_not_found() => {}
+            _ => continue,
         }
         match offsite::catalog::remove(&remote, &u.id).await {
             Ok(bytes) => {
@@ -229,6 +238,40 @@ async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobRep
         ),
         details: json!({ "target": name, "removed": removed, "unfinished_removed": unfinished, "kept": kept, "freed_bytes": freed, "plan": plan }),
     })
+}
+
+/// The unfinished copies this job may clear: older than [`UNFINISHED_AGE`], named as atpred
+/// names backups, and of a job in `of` — or, without `of`, of a backup job of this
+/// configuration that copies to this target. Anything else under the prefix is not ours.
+fn stale_unfinished<'a>(
+    ctx: &JobContext,
+    spec: &PruneSpec,
+    target: &str,
+    unfinished: &'a [offsite::catalog::Unfinished],
+) -> Vec<&'a offsite::catalog::Unfinished> {
+    let ours = |job: &str| {
+        if !spec.of.is_empty() {
+            return covers_name(spec, job);
+        }
+        ctx.config.jobs.values().any(|j| {
+            j.name.as_str() == job
+                && matches!(&j.spec, crate::config::JobSpec::Backup(b) if b.offsite.as_deref() == Some(target))
+        })
+    };
+    unfinished
+        .iter()
+        .filter(|u| may_clear(&u.id, u.modified, ctx.now, ours))
+        .collect()
+}
+
+/// An unfinished copy may go when it is old enough and its id names a job that is `ours`.
+fn may_clear(
+    id: &str,
+    modified: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
+    ours: impl Fn(&str) -> bool,
+) -> bool {
+    now - modified >= UNFINISHED_AGE && offsite::job_of_id(id).is_some_and(ours)
 }
 
 fn covers(spec: &PruneSpec, job: &JobName) -> bool {
@@ -269,4 +312,44 @@ pub fn render(plan: &Plan) -> String {
         out.push_str("no backups\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone, Utc};
+
+    use super::may_clear;
+
+    #[test]
+    fn only_old_unfinished_copies_of_our_jobs_are_cleared() {
+        let now = Utc.with_ymd_and_hms(2026, 12, 4, 4, 0, 0).unwrap();
+        let old = now - Duration::hours(25);
+        let ours = |job: &str| job == "nightly";
+        assert!(may_clear("20261201T023000Z-nightly", old, now, ours));
+        assert!(
+            !may_clear(
+                "20261201T023000Z-nightly",
+                now - Duration::hours(23),
+                now,
+                ours
+            ),
+            "young: maybe in flight"
+        );
+        assert!(
+            !may_clear("20261201T023000Z-other", old, now, ours),
+            "another job's"
+        );
+        for foreign in [
+            "test",
+            "atp-re",
+            "nightly",
+            "2026-12-01-nightly",
+            "20261201T023000Z-",
+        ] {
+            assert!(
+                !may_clear(foreign, old, now, |_| true),
+                "{foreign:?} is not an id of ours"
+            );
+        }
+    }
 }

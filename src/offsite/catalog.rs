@@ -16,6 +16,9 @@ use super::{OffsiteError, Remote, safe_relative, transfer};
 use crate::jobs::backup::manifest::{MANIFEST, Manifest};
 use crate::jobs::catalog::{Entry, State};
 
+/// The largest manifest read from a target.
+const MAX_MANIFEST: u64 = 16 * 1024 * 1024;
+
 /// What a listing found.
 #[derive(Debug, Default)]
 pub struct RemoteCatalog {
@@ -42,10 +45,15 @@ pub async fn list(remote: &Remote) -> Result<RemoteCatalog, OffsiteError> {
         .await
         .map_err(|e| remote.err("list", &shown, e))?;
     let mut catalog = RemoteCatalog::default();
+    // Only names atpred makes: anything else under the prefix is not ours to list or remove.
     let mut ids: Vec<String> = listing
         .common_prefixes
         .iter()
-        .filter_map(|p| p.filename().map(str::to_owned))
+        .filter_map(|p| {
+            p.filename()
+                .filter(|n| super::job_of_id(n).is_some())
+                .map(str::to_owned)
+        })
         .collect();
     ids.sort();
     for id in ids {
@@ -67,6 +75,15 @@ pub async fn list(remote: &Remote) -> Result<RemoteCatalog, OffsiteError> {
                     .try_collect()
                     .await
                     .map_err(|e| remote.err("list", &remote.backup(&id), e))?;
+                let manifest = remote.key(&id, MANIFEST);
+                if objects.iter().any(|o| o.location == manifest) {
+                    // Listed but not found: a store that is not consistent yet. Say so rather
+                    // than call a committed backup unfinished.
+                    return Err(remote.mismatch(
+                        &manifest,
+                        "is listed but cannot be read; try again later".into(),
+                    ));
+                }
                 catalog.unfinished.push(Unfinished {
                     id,
                     modified: objects
@@ -93,11 +110,17 @@ pub async fn list(remote: &Remote) -> Result<RemoteCatalog, OffsiteError> {
 /// The manifest of remote backup `id`, checked as a local one is, and naming `id`.
 pub async fn read_manifest(remote: &Remote, id: &str) -> Result<Manifest, OffsiteError> {
     let key = remote.key(id, MANIFEST);
-    let bytes = remote
+    let got = remote
         .store
         .get(&key)
         .await
-        .map_err(|e| remote.err("get", &key, e))?
+        .map_err(|e| remote.err("get", &key, e))?;
+    // Ours are a few KiB (a row count per table); a bucket others can write is no reason to
+    // read an unbounded object into memory.
+    if got.meta.size > MAX_MANIFEST {
+        return Err(remote.mismatch(&key, format!("is {} bytes, not a manifest", got.meta.size)));
+    }
+    let bytes = got
         .bytes()
         .await
         .map_err(|e| remote.err("reading", &key, e))?;
@@ -122,7 +145,13 @@ pub async fn verify(
 ) -> Result<Manifest, OffsiteError> {
     let m = read_manifest(remote, id).await?;
     for f in &m.files {
-        transfer::read_back(remote, &remote.key(id, &f.path), f, cancel).await?;
+        let key = remote.key(id, &f.path);
+        match transfer::read_back(remote, &key, f, cancel).await {
+            Err(e) if e.is_not_found() => {
+                return Err(remote.mismatch(&key, "is missing at the target".into()));
+            }
+            other => other?,
+        }
     }
     Ok(m)
 }

@@ -55,7 +55,13 @@ pub async fn fetch(
             std::fs::create_dir_all(parent)
                 .map_err(|e| other(format!("creating {}: {e}", parent.display())))?;
         }
-        transfer::download(remote, &remote.key(id, &f.path), &local, f, cancel).await?;
+        let key = remote.key(id, &f.path);
+        match transfer::download(remote, &key, &local, f, cancel).await {
+            Err(e) if e.is_not_found() => {
+                return Err(remote.mismatch(&key, "is missing at the target".into()));
+            }
+            other => other?,
+        }
         bytes += f.bytes;
     }
     match identity {

@@ -98,7 +98,8 @@ impl Remote {
             target: self.target.name.clone(),
             op,
             key: key.to_string(),
-            source: Box::new(source),
+            not_found: matches!(source, object_store::Error::NotFound { .. }),
+            message: super::brief(&source),
         }
     }
 

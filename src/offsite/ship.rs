@@ -31,6 +31,9 @@ pub struct Shipped {
     pub already: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The failure was the target's (down, refusing), not this backup's.
+    #[serde(skip)]
+    pub target_failed: bool,
 }
 
 /// Who is told about the steps (`atprectl run --wait` follows them).
@@ -72,6 +75,7 @@ pub async fn copy(
         bytes_per_s: 0,
         already: false,
         error: None,
+        target_failed: false,
     };
     let result = ship(
         target,
@@ -94,6 +98,7 @@ pub async fn copy(
         }
         Err(e) => {
             let message = e.to_string();
+            shipped.target_failed = e.is_target_level();
             shipped.stage = Stage::Failed;
             shipped.error = Some(message.clone());
             note(record(Stage::Failed, Some(message.clone())));
@@ -124,6 +129,7 @@ async fn ship(
     }
     let remote = Remote::open(target)?;
     let id = &manifest.id;
+    progress(format!("offsite: copying {id} to {}", remote.name()));
     if committed(&remote, manifest, cancel).await? {
         shipped.already = true;
         return Ok(());
@@ -184,12 +190,19 @@ async fn committed(
     }
     match super::catalog::verify(remote, &manifest.id, cancel).await {
         Ok(_) => Ok(true),
-        Err(OffsiteError::Cancelled) => Err(OffsiteError::Cancelled),
-        // Damaged since: upload it again over itself.
-        Err(e) => {
+        // Damaged since: take the commit marker down first, so the copy is never a listed
+        // backup with bad files while it is uploaded again.
+        Err(e @ OffsiteError::Mismatch { .. }) => {
             tracing::warn!(backup = %manifest.id, "the committed copy of {} at {} does not read back ({e}); uploading it again", manifest.id, remote.name());
+            let key = remote.key(&manifest.id, MANIFEST);
+            remote
+                .store
+                .delete(&key)
+                .await
+                .map_err(|e| remote.err("delete", &key, e))?;
             Ok(false)
         }
+        Err(e) => Err(e),
     }
 }
 

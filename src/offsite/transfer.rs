@@ -7,9 +7,9 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
@@ -59,13 +59,18 @@ pub async fn upload(
     want: &FileSum,
     cancel: &CancellationToken,
 ) -> Result<(), OffsiteError> {
-    let part = remote.target.part_size;
+    let part = part_size(remote.target.part_size, want.bytes);
     let (tx, mut rx) = mpsc::channel::<std::io::Result<Bytes>>(1);
     let path = local.to_owned();
     let reader = tokio::task::spawn_blocking(move || read_parts(&path, part, &tx));
-    let local_err = |e: std::io::Error| OffsiteError::Other {
-        target: remote.name().to_owned(),
-        message: format!("reading {}: {e}", local.display()),
+    let local_err = |e: std::io::Error| {
+        if cancel.is_cancelled() {
+            return OffsiteError::Cancelled;
+        }
+        OffsiteError::Other {
+            target: remote.name().to_owned(),
+            message: format!("reading {}: {e}", local.display()),
+        }
     };
     let first = next(&mut rx, cancel)
         .await
@@ -108,7 +113,8 @@ pub async fn upload(
     }) {
         Ok(sum) => sum,
         Err(e) => {
-            let _ = writer.abort().await;
+            // Bounded: with the target down, an abort would otherwise wait out every retry.
+            let _ = tokio::time::timeout(ABORT_TIMEOUT, writer.abort()).await;
             return Err(e);
         }
     };
@@ -117,6 +123,18 @@ pub async fn upload(
         r = writer.finish() => r.map(drop).map_err(|e| remote.err("completing the multipart upload of", key, e)),
         () = cancel.cancelled() => Err(OffsiteError::Cancelled),
     }
+}
+
+/// How long an abort of a failed multipart upload may take; the server's own lifecycle rules
+/// clear what is left after that (or after a crash).
+const ABORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// S3 allows at most 10,000 parts: a file too big for `configured` parts gets bigger ones
+/// (whole MiB, with room to spare) instead of failing after uploading everything.
+fn part_size(configured: usize, bytes: u64) -> usize {
+    const MIB: u64 = 1024 * 1024;
+    let needed = bytes.div_ceil(9_000).div_ceil(MIB) * MIB;
+    configured.max(usize::try_from(needed).unwrap_or(usize::MAX))
 }
 
 /// The reader's next chunk; `None` at the end of the file.
@@ -178,7 +196,7 @@ pub async fn read_back(
     want: &FileSum,
     cancel: &CancellationToken,
 ) -> Result<(), OffsiteError> {
-    let sum = fetch(remote, key, None, cancel).await?;
+    let sum = fetch(remote, key, want, None, cancel).await?;
     sum.check(remote, key, want, "the remote copy has")
 }
 
@@ -190,38 +208,55 @@ pub async fn download(
     want: &FileSum,
     cancel: &CancellationToken,
 ) -> Result<(), OffsiteError> {
-    let sum = fetch(remote, key, Some(local.to_owned()), cancel).await?;
+    let sum = fetch(remote, key, want, Some(local.to_owned()), cancel).await?;
     sum.check(remote, key, want, "the downloaded file has")
 }
 
-/// Streams `key`, hashing it, into `local` when given.
+/// Reads `key` in part-sized ranges, hashing it, into `local` when given. One request per
+/// range gives each its own timeout and retries, so no object is too big to read back; the
+/// size is checked first, so an object bigger than the manifest says is never written out.
 async fn fetch(
     remote: &Remote,
     key: &Key,
+    want: &FileSum,
     local: Option<PathBuf>,
     cancel: &CancellationToken,
 ) -> Result<Sum, OffsiteError> {
-    let get = tokio::select! {
-        r = remote.store.get(key) => r.map_err(|e| remote.err("get", key, e))?,
+    let meta = tokio::select! {
+        r = remote.store.head(key) => r.map_err(|e| remote.err("head", key, e))?,
         () = cancel.cancelled() => return Err(OffsiteError::Cancelled),
     };
-    let mut stream = get.into_stream();
-    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    if meta.size != want.bytes {
+        return Err(remote.mismatch(
+            key,
+            format!(
+                "the remote copy has {} bytes, the manifest says {}",
+                meta.size, want.bytes
+            ),
+        ));
+    }
+    let part = part_size(remote.target.part_size, meta.size) as u64;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let shown = local.clone();
     let writer = tokio::task::spawn_blocking(move || write_parts(local.as_deref(), &mut rx));
     let streamed = async {
-        loop {
+        let mut offset = 0;
+        while offset < meta.size {
+            let end = (offset + part).min(meta.size);
             let chunk = tokio::select! {
-                c = stream.next() => c,
+                r = remote.store.get_range(key, offset..end) => r.map_err(|e| remote.err("reading", key, e))?,
                 () = cancel.cancelled() => return Err(OffsiteError::Cancelled),
             };
-            let Some(chunk) = chunk else { return Ok(()) };
-            let chunk = chunk.map_err(|e| remote.err("reading", key, e))?;
+            if chunk.len() as u64 != end - offset {
+                return Err(remote.mismatch(key, format!("bytes {offset}..{end} came back short")));
+            }
             // A writer that stopped (a disk error) says why when joined.
             if tx.send(chunk).await.is_err() {
                 return Ok(());
             }
+            offset = end;
         }
+        Ok(())
     }
     .await;
     drop(tx);

@@ -143,7 +143,7 @@ fn offsite_request_retries_with_backoff_ride_out_a_short_outage() {
     let mut o = Offsite::new();
     let daemon = o
         .daemon(
-            "retries = 10\nretry-timeout = \"60s\"\nrequest-timeout = \"10s\"\n",
+            "retries = 20\nretry-timeout = \"60s\"\nrequest-timeout = \"10s\"\n",
             "",
             "",
         )
@@ -152,7 +152,7 @@ fn offsite_request_retries_with_backoff_ride_out_a_short_outage() {
     let run = BackgroundRun::start(&daemon, o.fx.dir.path(), "nightly");
     let out = o.fx.dir.path().join("run-nightly.out");
     let uploading = wait_until(Duration::from_secs(60), || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("offsite: uploading"))
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("offsite: copying"))
     });
     assert!(uploading, "the copy began");
     // Some requests have now failed against the dead server; the retries go on.

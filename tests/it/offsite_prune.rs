@@ -40,6 +40,22 @@ fn offsite_prune_applies_the_policy_to_the_remote_catalog_only() {
         ids.push(id);
     }
     assert_eq!(remote_ids(&o), ids);
+    // Someone else's files under the same prefix: not listed, never touched.
+    let foreign = [
+        format!("{PREFIX}/test-setup/data.bin"),
+        format!("{PREFIX}/notes.txt"),
+    ];
+    for key in &foreign {
+        o.put(key, b"not atpred's".to_vec());
+    }
+    let listed = crate::backup_support::ctl_json(&daemon, &["backups", "--remote"]);
+    let listed: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
 
     let dry = crate::backup_support::ctl(&daemon, &["run", "prune-s3", "--dry-run"]);
     assert!(

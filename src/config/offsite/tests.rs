@@ -35,7 +35,7 @@ fn a_minimal_target_loads_with_defaults() {
     assert_eq!(t.endpoint, None, "AWS itself");
     assert!(!t.path_style, "AWS: virtual-hosted requests");
     assert_eq!((t.region.as_str(), t.prefix.as_str()), ("us-east-1", ""));
-    assert_eq!((t.part_size, t.concurrency, t.retries), (16 << 20, 4, 5));
+    assert_eq!((t.part_size, t.concurrency, t.retries), (16 << 20, 4, 10));
     assert_eq!(t.retry_timeout, Duration::from_secs(120));
     assert!(!t.allow_plaintext);
     let JobSpec::Backup(b) = &c.jobs[&"nightly".parse().unwrap()].spec else {

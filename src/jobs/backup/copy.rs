@@ -48,10 +48,11 @@ pub async fn copy_offsite(ctx: &JobContext, spec: &BackupSpec, id: &str) -> Vec<
             _ => continue,
         };
         let s = ship::copy(state_dir, target, &dir, &manifest, &ctx.cancel, &progress).await;
-        let failed = s.stage != Stage::Verified;
+        let target_failed = s.target_failed;
         shipped.push(s);
-        // The target is down or we are told to stop: the rest waits for the next run.
-        if failed || ctx.cancel.is_cancelled() {
+        // The target is down or we are told to stop: the rest waits for the next run. A
+        // failure of one backup's own (a refused or damaged copy) does not hold up the others.
+        if target_failed || ctx.cancel.is_cancelled() {
             break;
         }
     }
