@@ -15,24 +15,8 @@ pub fn list(config: &Config) -> Response {
             backups: entries
                 .into_iter()
                 .map(|e| {
-                    let m = e.manifest.as_ref();
-                    BackupSummary {
-                        id: e.id.clone(),
-                        state: match e.state {
-                            State::Verified => "verified",
-                            State::Failed => "failed",
-                            State::Unreadable => "unreadable",
-                        }
-                        .into(),
-                        job: m.map(|m| m.job.clone()),
-                        database: m.map(|m| m.database.clone()),
-                        started: m.map(|m| m.started),
-                        bytes: m.map(|m| m.bytes),
-                        encrypted: m.is_some_and(Manifest::encrypted),
-                        verified_level: m.map(|m| m.verification.level),
-                        offsite: m.and_then(|m| offsite_stage(config, m)),
-                        problem: e.problem,
-                    }
+                    let offsite = e.manifest.as_ref().and_then(|m| offsite_stage(config, m));
+                    summary(e, offsite)
                 })
                 .collect(),
         },
@@ -43,6 +27,28 @@ pub fn list(config: &Config) -> Response {
             }
         }
         Err(e) => error(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+/// One catalog entry (local or remote) as `backups` lists it.
+pub(super) fn summary(e: catalog::Entry, offsite: Option<String>) -> BackupSummary {
+    let m = e.manifest.as_ref();
+    BackupSummary {
+        id: e.id.clone(),
+        state: match e.state {
+            State::Verified => "verified",
+            State::Failed => "failed",
+            State::Unreadable => "unreadable",
+        }
+        .into(),
+        job: m.map(|m| m.job.clone()),
+        database: m.map(|m| m.database.clone()),
+        started: m.map(|m| m.started),
+        bytes: m.map(|m| m.bytes),
+        encrypted: m.is_some_and(Manifest::encrypted),
+        verified_level: m.map(|m| m.verification.level),
+        offsite,
+        problem: e.problem,
     }
 }
 

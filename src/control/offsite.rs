@@ -8,7 +8,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::backups::error;
 use crate::config::{Config, OffsiteTarget};
-use crate::jobs::catalog::State;
 use crate::offsite::{self, OffsiteError, Remote};
 use crate::protocol::{BackupSummary, ErrorCode, Response};
 
@@ -79,25 +78,7 @@ pub async fn list(config: &Config, name: Option<&str>) -> Response {
     let mut backups: Vec<BackupSummary> = listing
         .entries
         .into_iter()
-        .map(|e| {
-            let m = e.manifest.as_ref();
-            BackupSummary {
-                id: e.id.clone(),
-                state: match e.state {
-                    State::Verified => "verified",
-                    _ => "unreadable",
-                }
-                .into(),
-                job: m.map(|m| m.job.clone()),
-                database: m.map(|m| m.database.clone()),
-                started: m.map(|m| m.started),
-                bytes: m.map(|m| m.bytes),
-                encrypted: m.is_some_and(|m| m.encrypted()),
-                verified_level: m.map(|m| m.verification.level),
-                problem: e.problem,
-                offsite: Some(remote.name().to_owned()),
-            }
-        })
+        .map(|e| super::backups::summary(e, Some(remote.name().to_owned())))
         .collect();
     backups.extend(listing.unfinished.into_iter().map(|u| BackupSummary {
         id: u.id,

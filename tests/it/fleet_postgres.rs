@@ -9,7 +9,8 @@ use nix::sys::signal::Signal;
 
 use crate::core_support::{start_run, wait_for_run};
 use crate::fleet_support::{
-    Fleet, Via, assert_each_tick_once, assert_no_overlap, backup_job, by_slot, ran, slow_job, time,
+    Fleet, Via, assert_no_overlap, judge_each_tick_once, ran, slow_job, three_hosts_taking_ticks,
+    time,
 };
 use crate::harness::wait_until;
 
@@ -28,33 +29,9 @@ fn lock_holder(fleet: &Fleet) -> Option<String> {
 
 #[test]
 fn each_tick_runs_once_on_three_hosts() {
-    let mut fleet = Fleet::start(Via::Postgres, 3, "3s", &backup_job("tick", "2s"));
-    let enough = wait_until(Duration::from_secs(150), || {
-        by_slot(&fleet.records("tick"))
-            .values()
-            .filter(|v| {
-                v.len() == 3 && v.iter().any(|(_, r)| r["details"]["lease"]["held"] == true)
-            })
-            .count()
-            >= 21
-    });
-    assert!(enough, "fewer than 21 ticks taken:\n{}", fleet.logs());
+    let mut fleet = three_hosts_taking_ticks(Via::Postgres);
     fleet.stop_all();
-    let records = fleet.records("tick");
-    let complete = assert_each_tick_once(&records, 3);
-    assert!(complete >= 20, "{complete} complete ticks");
-    let runs = ran(&records);
-    assert_no_overlap(&runs);
-    assert!(
-        runs.iter().all(|(_, r)| r["outcome"] == "succeeded"),
-        "{runs:#?}"
-    );
-    assert_eq!(
-        fleet.verified_backups(),
-        runs.len(),
-        "one verified backup per run"
-    );
-    eprintln!("fleet_postgres: {complete} ticks, each taken once");
+    judge_each_tick_once(&fleet);
 }
 
 #[test]

@@ -9,7 +9,8 @@ use nix::sys::signal::Signal;
 
 use crate::core_support::{ctl_json, start_run, wait_for_run};
 use crate::fleet_support::{
-    Fleet, Via, assert_each_tick_once, assert_no_overlap, backup_job, by_slot, ran, slow_job, time,
+    Fleet, Via, assert_no_overlap, judge_each_tick_once, ran, slow_job, three_hosts_taking_ticks,
+    time,
 };
 use crate::harness::{Resp, wait_until};
 
@@ -30,17 +31,7 @@ fn holder_index(value: &str) -> Option<usize> {
 
 #[test]
 fn each_tick_runs_once_on_three_hosts() {
-    let mut fleet = Fleet::start(Via::Redis, 3, "3s", &backup_job("tick", "2s"));
-    let enough = wait_until(Duration::from_secs(150), || {
-        by_slot(&fleet.records("tick"))
-            .values()
-            .filter(|v| {
-                v.len() == 3 && v.iter().any(|(_, r)| r["details"]["lease"]["held"] == true)
-            })
-            .count()
-            >= 21
-    });
-    assert!(enough, "fewer than 21 ticks taken:\n{}", fleet.logs());
+    let mut fleet = three_hosts_taking_ticks(Via::Redis);
     let status = ctl_json(&fleet.hosts[0], &["status"]);
     let lease = &status["leases"][0];
     assert_eq!(lease["job"], "tick", "{status:#}");
@@ -58,21 +49,7 @@ fn each_tick_runs_once_on_three_hosts() {
         human.stdout
     );
     fleet.stop_all();
-
-    let records = fleet.records("tick");
-    let complete = assert_each_tick_once(&records, 3);
-    assert!(complete >= 20, "{complete} complete ticks");
-    let mut runs = ran(&records);
-    assert_no_overlap(&runs);
-    assert!(
-        runs.iter().all(|(_, r)| r["outcome"] == "succeeded"),
-        "{runs:#?}"
-    );
-    assert_eq!(
-        fleet.verified_backups(),
-        runs.len(),
-        "one verified backup per run"
-    );
+    let mut runs = judge_each_tick_once(&fleet);
     // Fencing tokens grow with the slots, whoever took them.
     runs.sort_by_key(|(_, r)| time(&r["details"]["lease"]["slot"]));
     let tokens: Vec<u64> = runs
@@ -86,7 +63,8 @@ fn each_tick_runs_once_on_three_hosts() {
     assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
     let hosts: std::collections::BTreeSet<_> = runs.iter().map(|(h, _)| h.clone()).collect();
     eprintln!(
-        "fleet_redis: {complete} ticks, each taken once; runs per host spread over {hosts:?}"
+        "fleet_redis: {} runs, fencing tokens rising; runs spread over {hosts:?}",
+        runs.len()
     );
 }
 

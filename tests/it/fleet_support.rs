@@ -239,3 +239,41 @@ pub fn slow_job(name: &str, every: &str, secs: u32) -> String {
         "[jobs.{name}]\nkind = \"command\"\ncommand = [\"sleep\", \"{secs}\"]\nschedule = \"every {every}\"\ntimeout = \"1m\"\n"
     )
 }
+
+/// Three hosts of `via` on one `every 2s` backup job, until 21 ticks were each seen by all
+/// three and taken by one.
+pub fn three_hosts_taking_ticks(via: Via) -> Fleet {
+    let fleet = Fleet::start(via, 3, "3s", &backup_job("tick", "2s"));
+    let enough = crate::harness::wait_until(std::time::Duration::from_secs(150), || {
+        by_slot(&fleet.records("tick"))
+            .values()
+            .filter(|v| {
+                v.len() == 3 && v.iter().any(|(_, r)| r["details"]["lease"]["held"] == true)
+            })
+            .count()
+            >= 21
+    });
+    assert!(enough, "fewer than 21 ticks taken:\n{}", fleet.logs());
+    fleet
+}
+
+/// After [`three_hosts_taking_ticks`] and a stop: every tick taken once, no two runs at
+/// once, every run a verified backup. Returns the runs.
+pub fn judge_each_tick_once(fleet: &Fleet) -> Vec<(String, Value)> {
+    let records = fleet.records("tick");
+    let complete = assert_each_tick_once(&records, 3);
+    assert!(complete >= 20, "{complete} complete ticks");
+    let runs = ran(&records);
+    assert_no_overlap(&runs);
+    assert!(
+        runs.iter().all(|(_, r)| r["outcome"] == "succeeded"),
+        "{runs:#?}"
+    );
+    assert_eq!(
+        fleet.verified_backups(),
+        runs.len(),
+        "one verified backup per run"
+    );
+    eprintln!("{complete} ticks, each taken once");
+    runs
+}

@@ -26,6 +26,29 @@ fn remote_ids(daemon: &Daemon) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Starts `nightly` in the background and waits until its progress says `step`.
+fn run_until(o: &Offsite, daemon: &Daemon, step: &str) -> BackgroundRun {
+    let run = BackgroundRun::start(daemon, o.fx.dir.path(), "nightly");
+    let out = o.fx.dir.path().join("run-nightly.out");
+    let reached = wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains(step))
+    });
+    assert!(reached, "the run reached {step:?}");
+    run
+}
+
+/// A daemon whose `nightly` dumps a database big enough for several 5 MiB parts, uploaded
+/// one at a time.
+fn big_copy(o: &Offsite, target_extra: &str) -> Daemon {
+    o.fx.create_bulk_table(120_000);
+    o.daemon(
+        &format!("part-size = \"5MiB\"\nconcurrency = 1\n{target_extra}"),
+        "compress = \"none\"\n",
+        "",
+    )
+    .spawn()
+}
+
 /// Records the scenario's row of the fault summary: a loss is an expected backup that is not
 /// verified in backup-dir, or whose copy is not a verified remote backup.
 fn summarize(
@@ -149,12 +172,7 @@ fn offsite_request_retries_with_backoff_ride_out_a_short_outage() {
         )
         .spawn();
     o.garage.kill();
-    let run = BackgroundRun::start(&daemon, o.fx.dir.path(), "nightly");
-    let out = o.fx.dir.path().join("run-nightly.out");
-    let uploading = wait_until(Duration::from_secs(60), || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("offsite: copying"))
-    });
-    assert!(uploading, "the copy began");
+    let run = run_until(&o, &daemon, "offsite: copying");
     // Some requests have now failed against the dead server; the retries go on.
     std::thread::sleep(Duration::from_millis(1500));
     o.garage.restart();
@@ -178,20 +196,8 @@ fn offsite_request_retries_with_backoff_ride_out_a_short_outage() {
 #[test]
 fn offsite_an_upload_frozen_then_cut_midway_is_never_a_remote_backup_and_is_redone() {
     let mut o = Offsite::new();
-    o.fx.create_bulk_table(120_000);
-    let daemon = o
-        .daemon(
-            "part-size = \"5MiB\"\nconcurrency = 1\nretries = 0\nrequest-timeout = \"3s\"\n",
-            "compress = \"none\"\n",
-            "",
-        )
-        .spawn();
-    let run = BackgroundRun::start(&daemon, o.fx.dir.path(), "nightly");
-    let out = o.fx.dir.path().join("run-nightly.out");
-    let uploading = wait_until(Duration::from_secs(60), || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("offsite: uploading"))
-    });
-    assert!(uploading, "the copy began");
+    let daemon = big_copy(&o, "retries = 0\nrequest-timeout = \"3s\"\n");
+    let run = run_until(&o, &daemon, "offsite: uploading");
     let garage_pid = o.garage.pid();
     kill(garage_pid, Signal::SIGSTOP).unwrap();
     let run = run.finish();
@@ -287,20 +293,8 @@ fn offsite_a_copy_corrupted_at_the_target_fails_remote_verification_and_fetch() 
 #[test]
 fn offsite_a_daemon_killed_mid_upload_leaves_the_copy_pending_and_the_next_run_finishes_it() {
     let o = Offsite::new();
-    o.fx.create_bulk_table(120_000);
-    let mut daemon = o
-        .daemon(
-            "part-size = \"5MiB\"\nconcurrency = 1\n",
-            "compress = \"none\"\n",
-            "",
-        )
-        .spawn();
-    let run = BackgroundRun::start(&daemon, o.fx.dir.path(), "nightly");
-    let out = o.fx.dir.path().join("run-nightly.out");
-    let uploading = wait_until(Duration::from_secs(60), || {
-        std::fs::read_to_string(&out).is_ok_and(|t| t.contains("offsite: uploading"))
-    });
-    assert!(uploading, "the copy began");
+    let mut daemon = big_copy(&o, "");
+    let run = run_until(&o, &daemon, "offsite: uploading");
     // Hold the server so the upload cannot finish before the kill lands.
     kill(o.garage.pid(), Signal::SIGSTOP).unwrap();
     daemon.signal(Signal::SIGKILL);
