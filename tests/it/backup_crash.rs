@@ -59,7 +59,10 @@ fn backup_daemon_killed_mid_dump_leaves_no_backup_no_pg_dump_and_partial_removed
 
     // pg_dump writes into a pipe nobody reads any more: it must end, not linger as an orphan.
     assert_no_pg_dump_left(&fx, "after the daemon was killed");
-    assert!(!harness::process_alive(dump), "pg_dump {dump} is gone");
+    // The search above reads each process's cmdline, which is already empty while an exiting
+    // process is not yet a zombie: the pid itself is what must end.
+    let gone = harness::wait_until(Duration::from_secs(10), || !harness::process_alive(dump));
+    assert!(gone, "pg_dump {dump} is gone");
     let name = partial
         .file_name()
         .expect("name")
