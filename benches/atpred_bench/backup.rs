@@ -274,12 +274,14 @@ fn pg_dump(env: &Env) -> Command {
     cmd
 }
 
-fn run_ok(cmd: &mut Command) -> Result<()> {
+/// Runs `cmd`; an error with its output unless it exits 0.
+pub fn run_ok(cmd: &mut Command) -> Result<()> {
     let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
     if !out.status.success() {
         bail!(
-            "{cmd:?} exited with {}: {}",
+            "{cmd:?} exited with {}: {}{}",
             out.status,
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
     }

@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::Env;
+use crate::backup::run_ok;
 use crate::daemon::{self, Daemon};
 use crate::stats::{cells, list, median, num, verdict};
 
@@ -196,19 +197,6 @@ fn aws(s3: &S3, keys: &Keys) -> Command {
         .env_remove("AWS_SESSION_TOKEN")
         .stdin(Stdio::null());
     cmd
-}
-
-fn run_ok(cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("run {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} exited with {}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// The Markdown section.

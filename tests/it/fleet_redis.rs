@@ -68,19 +68,25 @@ fn each_tick_runs_once_on_three_hosts() {
     );
 }
 
-#[test]
-fn kill_9_of_the_holder_frees_the_tick_only_at_expiry() {
-    let mut fleet = Fleet::start(Via::Redis, 3, "6s", &slow_job("slow", "3s", 4));
+/// The lease value of `job` once some host holds it (30 s at most).
+fn wait_for_holder(fleet: &Fleet, job: &str) -> String {
     let mut value = None;
     assert!(
         wait_until(Duration::from_secs(30), || {
-            value = lease_value(&fleet, "slow").filter(|v| holder_index(v).is_some());
+            value = lease_value(fleet, job).filter(|v| holder_index(v).is_some());
             value.is_some()
         }),
         "no host took the lease:\n{}",
         fleet.logs()
     );
-    let victim = holder_index(value.as_deref().unwrap_or_default()).expect("a host");
+    value.unwrap_or_default()
+}
+
+#[test]
+fn kill_9_of_the_holder_frees_the_tick_only_at_expiry() {
+    let mut fleet = Fleet::start(Via::Redis, 3, "6s", &slow_job("slow", "3s", 4));
+    let value = wait_for_holder(&fleet, "slow");
+    let victim = holder_index(&value).expect("a host");
     fleet.hosts[victim - 1].signal(Signal::SIGKILL);
     let before = Utc::now();
     let pttl = match fleet
@@ -142,16 +148,7 @@ fn kill_9_of_the_holder_frees_the_tick_only_at_expiry() {
 #[test]
 fn a_redis_restart_mid_run_never_runs_a_tick_twice() {
     let mut fleet = Fleet::start(Via::Redis, 3, "6s", &slow_job("slow", "3s", 5));
-    let mut value = None;
-    assert!(
-        wait_until(Duration::from_secs(30), || {
-            value = lease_value(&fleet, "slow").filter(|v| holder_index(v).is_some());
-            value.is_some()
-        }),
-        "no host took the lease:\n{}",
-        fleet.logs()
-    );
-    let value = value.unwrap_or_default();
+    let value = wait_for_holder(&fleet, "slow");
     let victim = holder_index(&value).expect("a host");
     let run_id = value.split(' ').nth(1).expect("a run id").to_owned();
     let restarted = Utc::now();
