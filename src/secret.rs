@@ -1,9 +1,13 @@
-//! Values that must never be printed: passwords and URLs with credentials.
+//! Values that must never be printed: passwords, and URLs from the configuration ([`url`]).
 //!
 //! `Debug` and `Display` show a redacted form; the real value is only reachable through
 //! `expose`, which makes every use greppable.
 
 use std::fmt;
+
+pub mod url;
+
+pub use url::{SecretUrl, scrub};
 
 /// Refuses a file holding secrets (a passfile, an age identity) unless only its owner, the
 /// daemon's user, can read it — as libpq itself requires of a passfile.
@@ -47,52 +51,6 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A URL that may carry a password (`redis://user:pass@host`). Prints with the password replaced.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(String);
-
-impl SecretUrl {
-    pub fn new(s: impl Into<String>) -> Self {
-        SecretUrl(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password in its user-info replaced by `***`.
-    pub fn redacted(&self) -> String {
-        let url = &self.0;
-        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-            return url.clone();
-        };
-        let authority_end = url[scheme_end..]
-            .find('/')
-            .map_or(url.len(), |i| scheme_end + i);
-        let Some(at) = url[scheme_end..authority_end]
-            .rfind('@')
-            .map(|i| scheme_end + i)
-        else {
-            return url.clone();
-        };
-        let userinfo = &url[scheme_end..at];
-        let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-        format!("{}{user}:***{}", &url[..scheme_end], &url[at..])
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.redacted())
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,23 +60,5 @@ mod tests {
         let s = Secret::new("hunter2");
         assert_eq!(format!("{s:?}"), "[redacted]");
         assert_eq!(s.expose(), "hunter2");
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        for (url, shown) in [
-            (
-                "redis://:hunter2@127.0.0.1:6379/0",
-                "redis://:***@127.0.0.1:6379/0",
-            ),
-            ("redis://app:hunter2@h/0", "redis://app:***@h/0"),
-            ("redis://h:6379/0", "redis://h:6379/0"),
-            ("unix:///run/redis.sock", "unix:///run/redis.sock"),
-            ("redis://a:p@ss@h/0", "redis://a:***@h/0"),
-        ] {
-            let u = SecretUrl::new(url);
-            assert_eq!(u.to_string(), shown);
-            assert!(!format!("{u:?}").contains("hunter2"));
-        }
     }
 }

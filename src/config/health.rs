@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::raw::RawJob;
 use super::validate::Check;
 use super::{ConfigError, DaemonConfig};
-use crate::secret::{Secret, SecretUrl};
+use crate::secret::SecretUrl;
 
 /// The keys a health job accepts besides the common ones.
 pub(super) const KEYS: &[&str] = &[
@@ -88,7 +88,7 @@ impl Threshold {
 #[derive(Debug, Clone)]
 pub struct HealthSpec {
     pub checks: Vec<CheckKind>,
-    /// May hold credentials (`user:pass@`): shown redacted only.
+    /// May hold credentials (`user:pass@`, `?token=`): shown redacted only.
     pub http_url: SecretUrl,
     pub http_expect_status: u16,
     pub http_expect_body: Option<String>,
@@ -101,9 +101,9 @@ pub struct HealthSpec {
     pub failing_runs: u32,
     pub check_timeout: Duration,
     pub on_change: Option<Vec<String>>,
-    /// Webhook URLs carry their token anywhere (user-info, path, query): kept whole as a
-    /// secret, shown as scheme and host only.
-    pub webhook: Option<Secret>,
+    /// Webhook URLs carry their token anywhere (user-info, path, query): shown as scheme
+    /// and host only.
+    pub webhook: Option<SecretUrl>,
 }
 
 pub(super) fn validate(
@@ -202,7 +202,7 @@ pub(super) fn validate(
         }
         Some(argv) => Some(argv),
     };
-    let webhook = raw.webhook.map(Secret::new);
+    let webhook = raw.webhook.map(SecretUrl::origin_only);
     if let Some(url) = &webhook
         && !url.expose().starts_with("http://")
         && !url.expose().starts_with("https://")

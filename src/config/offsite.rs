@@ -144,13 +144,16 @@ pub(super) fn validate(
     Ok(targets)
 }
 
-/// An `http(s)://host[:port]` endpoint. Plain http only to this machine: anything else would
-/// send the bucket's traffic, and its signed requests, in the clear.
+/// An `http(s)://host[:port][/path]` endpoint. Plain http only to this machine: anything else
+/// would send the bucket's traffic, and its signed requests, in the clear. No user-info, query
+/// or fragment: object_store prints the endpoint in its errors, so nothing secret may be in it
+/// (errors here show the redacted form only).
 fn endpoint(check: &Check, key: &str, e: &str) -> Result<String, ConfigError> {
+    let shown = crate::secret::SecretUrl::new(e);
     let rest = if let Some(r) = e.strip_prefix("https://") {
         r
     } else if let Some(r) = e.strip_prefix("http://") {
-        let host = r.split(['/', ':']).next().unwrap_or_default();
+        let host = r.split(['/', ':', '?', '#']).next().unwrap_or_default();
         let host = if r.starts_with('[') {
             r.split(']')
                 .next()
@@ -166,20 +169,20 @@ fn endpoint(check: &Check, key: &str, e: &str) -> Result<String, ConfigError> {
         if !loopback {
             return Err(check.err(
                 key,
-                format!("{e:?} is plain http to another host; use https://"),
+                format!("\"{shown}\" is plain http to another host; use https://"),
             ));
         }
         r
     } else {
         return Err(check.err(
             key,
-            format!("{e:?} is not an https:// (or loopback http://) URL"),
+            format!("\"{shown}\" is not an https:// (or loopback http://) URL"),
         ));
     };
-    if rest.is_empty() || rest.contains('@') {
+    if rest.is_empty() || rest.contains(['@', '?', '#']) {
         return Err(check.err(
             key,
-            "needs a host, and no credentials in the URL (use credentials-file)",
+            "needs a host, and no credentials, query or fragment in the URL (use credentials-file)",
         ));
     }
     Ok(e.trim_end_matches('/').to_owned())

@@ -244,11 +244,12 @@ async fn connect(
     timeout: Duration,
 ) -> Result<MultiplexedConnection, CoordError> {
     let shown = redis.url.redacted();
-    let mut info = redis
-        .url
-        .expose()
-        .into_connection_info()
-        .map_err(|e| unreachable(BACKEND, format!("{shown}: invalid URL: {e}")))?;
+    let mut info = redis.url.expose().into_connection_info().map_err(|e| {
+        unreachable(
+            BACKEND,
+            format!("{shown}: invalid URL: {}", shown_error(&e)),
+        )
+    })?;
     if let Some(path) = &redis.password_file {
         crate::secret::check_private_file(path)
             .map_err(|e| unreachable(BACKEND, format!("password-file: {e}")))?;
@@ -264,15 +265,20 @@ async fn connect(
             .set_password(pw.trim_end_matches(['\n', '\r']));
         info = info.set_redis_settings(settings);
     }
-    let client =
-        redis::Client::open(info).map_err(|e| unreachable(BACKEND, format!("{shown}: {e}")))?;
+    let client = redis::Client::open(info)
+        .map_err(|e| unreachable(BACKEND, format!("{shown}: {}", shown_error(&e))))?;
     let timeouts = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout));
     client
         .get_multiplexed_async_connection_with_config(&timeouts)
         .await
-        .map_err(|e| unreachable(BACKEND, format!("cannot connect to {shown}: {e}")))
+        .map_err(|e| {
+            unreachable(
+                BACKEND,
+                format!("cannot connect to {shown}: {}", shown_error(&e)),
+            )
+        })
 }
 
 /// One round trip under `timeout` (the crate's own response timeout does not cover a server
@@ -283,12 +289,17 @@ async fn bounded<T>(
 ) -> Result<T, CoordError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(unreachable(BACKEND, e.to_string())),
+        Ok(Err(e)) => Err(unreachable(BACKEND, shown_error(&e))),
         Err(_) => Err(unreachable(
             BACKEND,
             format!("no reply within {}ms", timeout.as_millis()),
         )),
     }
+}
+
+/// The redis crate's error text with any URL in it redacted.
+fn shown_error(e: &redis::RedisError) -> String {
+    crate::secret::scrub(&e.to_string())
 }
 
 fn millis(d: Duration) -> u64 {

@@ -71,9 +71,10 @@ impl OffsiteError {
 }
 
 /// object_store's message without the response body it may append, and with S3's error
-/// `<Code>` kept when there is one; at most 300 characters.
+/// `<Code>` kept when there is one; at most 300 characters. The request URL it prints is
+/// redacted ([`crate::secret::scrub`]).
 pub fn brief(e: &object_store::Error) -> String {
-    let text = e.to_string();
+    let text = crate::secret::scrub(&e.to_string());
     let code = text
         .split_once("<Code>")
         .and_then(|(_, rest)| rest.split_once("</Code>"))

@@ -55,7 +55,10 @@ impl Remote {
         }
         let store = builder.build().map_err(|e| OffsiteError::Other {
             target: target.name.clone(),
-            message: format!("cannot set up the S3 client: {e}"),
+            message: format!(
+                "cannot set up the S3 client: {}",
+                crate::secret::scrub(&e.to_string())
+            ),
         })?;
         Ok(Remote {
             target: target.clone(),

@@ -73,6 +73,7 @@ mod health_journald;
 mod health_metrics;
 mod health_support;
 mod health_tls;
+mod health_url_secrets;
 mod offsite_copy;
 mod offsite_faults;
 mod offsite_prune;

@@ -109,6 +109,20 @@ const BAD: &[(&str, &str, &str, &str, &str)] = &[
         "credentials-file",
     ),
     (
+        "a query in the endpoint",
+        "bucket = \"b\"\ncredentials-file = \"/etc/a\"\nendpoint = \"https://s3.example.com/?X-Amz-Security-Token=hunter2\"",
+        "",
+        "offsite.s3.endpoint",
+        "query",
+    ),
+    (
+        "plain http with a token",
+        "bucket = \"b\"\ncredentials-file = \"/etc/a\"\nendpoint = \"http://s3.example.com?token=hunter2\"",
+        "",
+        "offsite.s3.endpoint",
+        "http://s3.example.com?token=***",
+    ),
+    (
         "not a URL",
         "bucket = \"b\"\ncredentials-file = \"/etc/a\"\nendpoint = \"s3.example.com\"",
         "",
@@ -201,6 +215,10 @@ fn bad_targets_and_jobs_name_their_key_and_line() {
         let err = load(&text, &[]).expect_err(what);
         let shown = err.to_string();
         assert!(shown.contains(key), "{what}: {shown:?} does not name {key}");
+        assert!(
+            !shown.contains("hunter2"),
+            "{what}: {shown:?} quotes a secret"
+        );
         let words = words.replace("\\\"", "\"");
         assert!(
             shown.contains(&words),

@@ -138,7 +138,8 @@ fn judge_certificate(
     }
 }
 
-/// reqwest's error with its sources, without the URL (it may carry credentials).
+/// reqwest's error with its sources, without the URL (it may carry credentials), and any URL
+/// a source prints (a redirect target) redacted.
 pub fn describe(e: reqwest::Error) -> String {
     let e = e.without_url();
     let mut text = e.to_string();
@@ -147,7 +148,7 @@ pub fn describe(e: reqwest::Error) -> String {
         text = format!("{text}: {s}");
         source = s.source();
     }
-    text
+    crate::secret::scrub(&text)
 }
 
 #[cfg(test)]

@@ -21,14 +21,14 @@ pub async fn check(config: &RedisConfig) -> Probe {
 }
 
 async fn probe(config: &RedisConfig) -> Result<Probe, String> {
-    // Error texts of the redis crate never contain the URL or the password; ours show the
-    // redacted URL only.
+    // Ours show the redacted URL only; the crate's own texts go through `shown_error` in
+    // case a version of it quotes the URL.
     let shown = config.url.redacted();
     let mut info = config
         .url
         .expose()
         .into_connection_info()
-        .map_err(|e| format!("{shown}: invalid URL: {e}"))?;
+        .map_err(|e| format!("{shown}: invalid URL: {}", shown_error(&e)))?;
     if let Some(path) = &config.password_file {
         crate::secret::check_private_file(path).map_err(|e| format!("password-file: {e}"))?;
         let pw = std::fs::read_to_string(path)
@@ -39,7 +39,7 @@ async fn probe(config: &RedisConfig) -> Result<Probe, String> {
             .set_password(pw.trim_end_matches(['\n', '\r']));
         info = info.set_redis_settings(settings);
     }
-    let client = redis::Client::open(info).map_err(|e| format!("{shown}: {e}"))?;
+    let client = redis::Client::open(info).map_err(|e| format!("{shown}: {}", shown_error(&e)))?;
     // No timeouts of the crate's own (1 s to connect, 500 ms per reply): `check-timeout`
     // bounds the whole probe, as for every other check.
     let no_timeouts = redis::AsyncConnectionConfig::new()
@@ -48,12 +48,12 @@ async fn probe(config: &RedisConfig) -> Result<Probe, String> {
     let mut conn = client
         .get_multiplexed_async_connection_with_config(&no_timeouts)
         .await
-        .map_err(|e| format!("cannot connect to {shown}: {e}"))?;
+        .map_err(|e| format!("cannot connect to {shown}: {}", shown_error(&e)))?;
     let t0 = Instant::now();
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await
-        .map_err(|e| format!("PING failed: {e}"))?;
+        .map_err(|e| format!("PING failed: {}", shown_error(&e)))?;
     let latency = t0.elapsed();
     if pong != "PONG" {
         return Err(format!("PING answered {pong:?}"));
@@ -63,10 +63,15 @@ async fn probe(config: &RedisConfig) -> Result<Probe, String> {
         .arg("persistence")
         .query_async(&mut conn)
         .await
-        .map_err(|e| format!("INFO failed: {e}"))?;
+        .map_err(|e| format!("INFO failed: {}", shown_error(&e)))?;
     let mut probe = judge(&parse_info(&text));
     probe.latency = latency;
     Ok(probe)
+}
+
+/// The redis crate's error text with any URL in it redacted.
+fn shown_error(e: &redis::RedisError) -> String {
+    crate::secret::scrub(&e.to_string())
 }
 
 fn parse_info(text: &str) -> HashMap<&str, &str> {
