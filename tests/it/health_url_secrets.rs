@@ -3,7 +3,8 @@
 //! daemon's log (debug level), any `atprectl` reply (plain or `--json`), the history file, the
 //! metrics textfile, webhook bodies received by a real HTTP server on loopback, nor the
 //! on-change command's environment. Each URL form is tried working and failing, since failures
-//! are where the crates' own error texts (which print URLs) come in. An offsite endpoint cannot
+//! are where the crates' own error texts (which print URLs) come in; redis is reached both by
+//! the health check and by the fleet lease. An offsite endpoint cannot
 //! carry one at all: `--check` refuses it without quoting it.
 
 use std::path::Path;
@@ -109,7 +110,17 @@ fn secrets_in_configured_urls_stay_out_of_every_output() {
             .set("redis", "url", toml_str(redis_url))
             .unset("redis", "password-file")
             .set("metrics", "textfile", toml_path(&textfile))
+            // The fleet lease goes through the same URL, on its own code path.
+            .set("coordination", "backend", toml_str("redis"))
+            .toml("[jobs.fleet]\nkind = \"command\"\ncommand = [\"true\"]\n")
             .spawn();
+        // A first run is skipped either way; only a broken URL makes the backend unreachable.
+        let fleet = daemon.ctl(["run", "fleet", "--wait"]);
+        assert_eq!(
+            fleet.stdout.contains("unreachable"),
+            !*redis_ok,
+            "{redis_url}: {fleet:?}"
+        );
         let (code, checks) = health_now(&daemon);
         assert_eq!(code, 1, "the http check fails in every form: {checks:?}");
         assert_eq!(
