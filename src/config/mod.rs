@@ -71,6 +71,9 @@ pub struct DaemonConfig {
     pub log_level: String,
     /// How many run records `history.jsonl` keeps.
     pub history_size: usize,
+    /// Besides backup-dir, where `backups fetch --to` may write (see
+    /// [`crate::offsite::destination`]).
+    pub fetch_dirs: Vec<PathBuf>,
 }
 
 /// Where log lines go.

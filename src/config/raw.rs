@@ -77,6 +77,7 @@ pub struct RawDaemon {
     pub log: Option<String>,
     pub log_level: Option<String>,
     pub history_size: Option<u32>,
+    pub fetch_dirs: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -127,6 +127,18 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         2,
     ),
     (
+        "a relative fetch dir",
+        "[daemon]\nfetch-dirs = [\"restores\"]\n",
+        "daemon.fetch-dirs",
+        2,
+    ),
+    (
+        "a fetch dir with ..",
+        "[daemon]\nfetch-dirs = [\"/srv/restores/../..\"]\n",
+        "daemon.fetch-dirs",
+        2,
+    ),
+    (
         "redis over http",
         "[redis]\nurl = \"http://cache:6379\"\n",
         "redis.url",

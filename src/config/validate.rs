@@ -236,6 +236,7 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         return Err(check.err("daemon.history-size", "must be between 10 and 100000"));
     }
     let socket_group = raw.socket_group.filter(|g| !g.is_empty());
+    let fetch_dirs = fetch_dirs(check, raw.fetch_dirs.unwrap_or_default())?;
     Ok(DaemonConfig {
         state_dir,
         backup_dir,
@@ -247,7 +248,32 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         log,
         log_level,
         history_size: history_size as usize,
+        fetch_dirs,
     })
+}
+
+/// `daemon.fetch-dirs`: absolute, plain paths (no `.` or `..`), not `/` itself.
+fn fetch_dirs(check: &Check, dirs: Vec<PathBuf>) -> Result<Vec<PathBuf>, ConfigError> {
+    for d in &dirs {
+        let plain = d.is_absolute()
+            && d.parent().is_some()
+            && !d.components().any(|c| {
+                matches!(
+                    c,
+                    std::path::Component::ParentDir | std::path::Component::CurDir
+                )
+            });
+        if !plain {
+            return Err(check.err(
+                "daemon.fetch-dirs",
+                format!(
+                    "{} is not an absolute folder path without . or .. (and not /)",
+                    d.display()
+                ),
+            ));
+        }
+    }
+    Ok(dirs)
 }
 
 pub(super) fn postgres(check: &Check, raw: RawPostgres) -> Result<PostgresConfig, ConfigError> {

@@ -1,13 +1,14 @@
 //! Handlers of the requests on an offsite target: `backups` with `remote`, `backup_verify`
 //! with `remote`, and `backup_fetch`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::backups::error;
 use crate::config::{Config, OffsiteTarget};
+use crate::offsite::destination::{self, Destination, DestinationError};
 use crate::offsite::{self, OffsiteError, Remote};
 use crate::protocol::{BackupSummary, ErrorCode, Response};
 
@@ -149,6 +150,8 @@ pub async fn verify(config: &Config, id: &str, name: Option<&str>) -> Response {
     }
 }
 
+/// `backups fetch`: `--to` only inside backup-dir or `fetch-dirs`, plaintext only into a
+/// fresh folder ([`offsite::destination`]), removed again if the fetch fails.
 pub async fn fetch(
     config: &Config,
     id: &str,
@@ -159,14 +162,13 @@ pub async fn fetch(
     if let Some(refused) = bad_id(id) {
         return refused;
     }
-    let dest: PathBuf = to.map_or_else(|| config.daemon.backup_dir.clone(), Path::to_owned);
-    if !dest.is_absolute() || identity.is_some_and(|i| !i.is_absolute()) {
+    if identity.is_some_and(|i| !i.is_absolute()) {
         return error(
             ErrorCode::BadRequest,
-            "--to and --identity must be absolute paths".into(),
+            "--identity must be an absolute path".into(),
         );
     }
-    if identity.is_some() && dest == config.daemon.backup_dir {
+    if identity.is_some() && to.is_none() {
         return error(
             ErrorCode::BadRequest,
             "--identity decrypts, so the copy cannot go back into backup-dir: give --to DIR".into(),
@@ -176,14 +178,33 @@ pub async fn fetch(
         Ok(r) => r,
         Err(response) => return *response,
     };
+    let dest = match to {
+        None => Destination {
+            dir: config.daemon.backup_dir.clone(),
+            fresh: false,
+        },
+        Some(to) => match destination::prepare(&config.daemon, to, identity.is_some()) {
+            Ok(d) => d,
+            Err(e @ DestinationError::NotPlain(_)) => {
+                return error(ErrorCode::BadRequest, e.to_string());
+            }
+            Err(e @ DestinationError::Io { .. }) => {
+                return error(ErrorCode::Internal, e.to_string());
+            }
+            Err(e) => return error(ErrorCode::NotPermitted, e.to_string()),
+        },
+    };
     let cancel = CancellationToken::new();
-    match offsite::fetch::fetch(&remote, id, &dest, identity, &cancel).await {
+    match offsite::fetch::fetch(&remote, id, &dest.dir, identity, &cancel).await {
         Ok(f) => Response::Fetched {
             id: f.id,
             path: f.path.display().to_string(),
             bytes: f.bytes,
             decrypted: f.decrypted,
         },
-        Err(e) => failed(&e),
+        Err(e) => {
+            dest.discard();
+            failed(&e)
+        }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod catalog;
 mod credentials;
+pub mod destination;
 pub mod fetch;
 mod remote;
 pub mod ship;

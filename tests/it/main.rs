@@ -76,6 +76,7 @@ mod health_tls;
 mod health_url_secrets;
 mod offsite_copy;
 mod offsite_faults;
+mod offsite_fetch_to;
 mod offsite_prune;
 mod offsite_support;
 mod prune_busy;

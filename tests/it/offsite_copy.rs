@@ -126,9 +126,9 @@ fn offsite_a_plaintext_backup_is_refused_unless_the_target_allows_it() {
     let o = Offsite::new();
     let target = o.garage.offsite_toml("s3", &o.credentials, PREFIX, "");
     let plain = |extra: &str| {
-        o.fx.daemon(&format!(
+        o.fetch_anywhere(o.fx.daemon(&format!(
             "{target}{extra}\n[jobs.plain]\nkind = \"backup\"\nverify = \"checksum\"\noffsite = \"s3\"\n"
-        ))
+        )))
     };
     let refused = plain("").check();
     assert_eq!(refused.status, 78, "{}", refused.stderr);
@@ -140,11 +140,10 @@ fn offsite_a_plaintext_backup_is_refused_unless_the_target_allows_it() {
         refused.stderr
     );
     let daemon = o
-        .fx
-        .daemon(&format!(
+        .fetch_anywhere(o.fx.daemon(&format!(
             "{target}allow-plaintext = true\n\n[jobs.plain]\nkind = \"backup\"\nverify = \"checksum\"\n\
              offsite = \"s3\"\nformat = \"directory\"\n"
-        ))
+        )))
         .spawn();
     let run = crate::backup_support::run_job(&daemon, "plain");
     assert_eq!(run["details"]["offsite"][0]["stage"], "verified", "{run:#}");

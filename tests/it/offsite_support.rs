@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::backup_encryption::{keygen, require_age};
 use crate::backup_support::{Fixture, run_job};
-use crate::harness::{Daemon, DaemonBuilder, Garage, block_on};
+use crate::harness::{Daemon, DaemonBuilder, Garage, block_on, toml_path};
 
 pub const PREFIX: &str = "atp-re/nightly";
 
@@ -40,16 +40,26 @@ impl Offsite {
     }
 
     /// `[offsite.s3]` with `target_extra`, and an encrypted backup job `nightly` with
-    /// `job_extra`, plus any further TOML in `more`.
+    /// `job_extra`, plus any further TOML in `more`; `backups fetch --to` may write anywhere
+    /// in the test's folder ([`Offsite::fetch_anywhere`]).
     pub fn daemon(&self, target_extra: &str, job_extra: &str, more: &str) -> DaemonBuilder {
         let target = self
             .garage
             .offsite_toml("s3", &self.credentials, PREFIX, target_extra);
-        self.fx.daemon(&format!(
+        self.fetch_anywhere(self.fx.daemon(&format!(
             "{target}\n[jobs.nightly]\nkind = \"backup\"\nverify = \"checksum\"\nencrypt-to = [\"{}\"]\n\
              offsite = \"s3\"\n{job_extra}\n{more}",
             self.public
-        ))
+        )))
+    }
+
+    /// `[daemon] fetch-dirs` = the test's folder.
+    pub fn fetch_anywhere(&self, builder: DaemonBuilder) -> DaemonBuilder {
+        builder.set(
+            "daemon",
+            "fetch-dirs",
+            format!("[{}]", toml_path(self.fx.dir.path())),
+        )
     }
 
     /// Every key under the test prefix, with its size.
