@@ -133,6 +133,12 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         2,
     ),
     (
+        "a fetch dir inside backup-dir",
+        "[daemon]\nbackup-dir = \"/srv/b\"\nfetch-dirs = [\"/srv/b/restores\"]\n",
+        "daemon.fetch-dirs",
+        3,
+    ),
+    (
         "a fetch dir with ..",
         "[daemon]\nfetch-dirs = [\"/srv/restores/../..\"]\n",
         "daemon.fetch-dirs",

@@ -236,7 +236,7 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         return Err(check.err("daemon.history-size", "must be between 10 and 100000"));
     }
     let socket_group = raw.socket_group.filter(|g| !g.is_empty());
-    let fetch_dirs = fetch_dirs(check, raw.fetch_dirs.unwrap_or_default())?;
+    let fetch_dirs = fetch_dirs(check, raw.fetch_dirs.unwrap_or_default(), &backup_dir)?;
     Ok(DaemonConfig {
         state_dir,
         backup_dir,
@@ -252,8 +252,13 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
     })
 }
 
-/// `daemon.fetch-dirs`: absolute, plain paths (no `.` or `..`), not `/` itself.
-fn fetch_dirs(check: &Check, dirs: Vec<PathBuf>) -> Result<Vec<PathBuf>, ConfigError> {
+/// `daemon.fetch-dirs`: absolute, plain paths (no `.` or `..`), not `/` itself, and not
+/// inside backup-dir (a fetched folder there would be taken for a damaged backup).
+fn fetch_dirs(
+    check: &Check,
+    dirs: Vec<PathBuf>,
+    backup_dir: &std::path::Path,
+) -> Result<Vec<PathBuf>, ConfigError> {
     for d in &dirs {
         let plain = d.is_absolute()
             && d.parent().is_some()
@@ -268,6 +273,15 @@ fn fetch_dirs(check: &Check, dirs: Vec<PathBuf>) -> Result<Vec<PathBuf>, ConfigE
                 "daemon.fetch-dirs",
                 format!(
                     "{} is not an absolute folder path without . or .. (and not /)",
+                    d.display()
+                ),
+            ));
+        }
+        if d.starts_with(backup_dir) {
+            return Err(check.err(
+                "daemon.fetch-dirs",
+                format!(
+                    "{} is inside backup-dir: the catalog would take a fetched folder there for a damaged backup",
                     d.display()
                 ),
             ));

@@ -1,7 +1,9 @@
-//! Where `backups fetch --to DIR` may write: only inside backup-dir or a folder listed in
-//! `[daemon] fetch-dirs`, never through a symbolic link; and decrypted copies (`--identity`)
-//! only into a fresh folder the daemon creates itself, mode 0700, so that no one who could
-//! read or replace an existing folder gets at the plaintext.
+//! Where `backups fetch --to DIR` may write: backup-dir itself (the copy becomes a catalog
+//! entry again) or inside a folder listed in `[daemon] fetch-dirs`, never through a symbolic
+//! link; and decrypted copies (`--identity`) only into a fresh folder the daemon creates
+//! itself, mode 0700, so that no one who could read or replace an existing folder gets at the
+//! plaintext. Not into a subfolder of backup-dir: the catalog would list it as an unreadable
+//! backup, and prune removes nothing while one is there.
 
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -21,6 +23,10 @@ pub enum DestinationError {
         backup_dir: String,
         dirs: String,
     },
+    #[error(
+        "--to {to} is a folder inside backup-dir: the catalog would take it for a damaged backup and prune would stop; fetch into backup-dir itself (no --to) or into a folder of [daemon] fetch-dirs"
+    )]
+    InsideBackupDir { to: String },
     #[error("--to {to}: {path} is a symbolic link or not a folder; refusing to write through it")]
     NotAFolder { to: String, path: String },
     #[error(
@@ -76,25 +82,20 @@ pub fn prepare(
     {
         return Err(DestinationError::NotPlain(shown));
     }
-    let roots = std::iter::once(&daemon.backup_dir).chain(&daemon.fetch_dirs);
-    let Some((root, below)) = roots
+    let in_fetch_dir = daemon
+        .fetch_dirs
+        .iter()
         .filter_map(|r| to.strip_prefix(r).ok().map(|b| (r, b)))
-        .max_by_key(|(r, _)| r.as_os_str().len())
-    else {
-        return Err(DestinationError::NotAllowed {
-            to: shown,
-            backup_dir: daemon.backup_dir.display().to_string(),
-            dirs: if daemon.fetch_dirs.is_empty() {
-                "none".to_owned()
-            } else {
-                let dirs: Vec<String> = daemon
-                    .fetch_dirs
-                    .iter()
-                    .map(|d| d.display().to_string())
-                    .collect();
-                dirs.join(", ")
-            },
-        });
+        .max_by_key(|(r, _)| r.as_os_str().len());
+    let (root, below) = match in_fetch_dir {
+        Some(found) => found,
+        None if to == daemon.backup_dir => (&daemon.backup_dir, Path::new("")),
+        None if to.starts_with(&daemon.backup_dir) => {
+            return Err(DestinationError::InsideBackupDir { to: shown });
+        }
+        None => {
+            return Err(not_allowed(daemon, shown));
+        }
     };
     // The configured folder itself may be a link (an administrator's choice); below it,
     // nothing that exists may be one.
@@ -129,6 +130,23 @@ pub fn prepare(
         dir: to.to_owned(),
         fresh: true,
     })
+}
+
+fn not_allowed(daemon: &DaemonConfig, to: String) -> DestinationError {
+    let dirs: Vec<String> = daemon
+        .fetch_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    DestinationError::NotAllowed {
+        to,
+        backup_dir: daemon.backup_dir.display().to_string(),
+        dirs: if dirs.is_empty() {
+            "none".to_owned()
+        } else {
+            dirs.join(", ")
+        },
+    }
 }
 
 /// `mkdir DIR` with mode 0700 (failing if anything, a link included, has the name), in an
@@ -201,7 +219,7 @@ mod tests {
             std::fs::create_dir(d).unwrap();
         }
         let d = daemon(&backups, &[&restore]);
-        for ok in [backups.clone(), backups.join("x"), restore.join("a/b")] {
+        for ok in [backups.clone(), restore.clone(), restore.join("a/b")] {
             let dest = prepare(&d, &ok, false).unwrap();
             assert!(!dest.fresh);
         }
@@ -210,6 +228,7 @@ mod tests {
             (PathBuf::from("/etc"), "outside backup-dir"),
             (restore.join("../etc"), ". or .."),
             (PathBuf::from("restore"), "absolute"),
+            (backups.join("x"), "inside backup-dir"),
         ] {
             let e = prepare(&d, &bad, false).unwrap_err().to_string();
             assert!(e.contains(words), "{}: {e}", bad.display());

@@ -146,6 +146,22 @@ mod tests {
     }
 
     #[test]
+    fn store_errors_show_urls_redacted() {
+        let e = object_store::Error::Generic {
+            store: "S3",
+            source:
+                "Error performing GET https://k:SECRET@s3.example/b/x?X-Amz-Signature=SECRET in 1s"
+                    .into(),
+        };
+        let b = super::brief(&e);
+        assert!(!b.contains("SECRET"), "{b}");
+        assert!(
+            b.contains("https://***@s3.example/b/x?X-Amz-Signature=***"),
+            "{b}"
+        );
+    }
+
+    #[test]
     fn manifest_paths_must_stay_inside_the_backup() {
         for good in ["database.backup", "database.backup/toc.dat", "a/b/c.gz"] {
             assert_eq!(safe_relative(good), Some(good));

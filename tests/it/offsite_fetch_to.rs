@@ -1,6 +1,6 @@
-//! `backups fetch --to DIR` writes only inside backup-dir or `[daemon] fetch-dirs`, never
-//! through a symbolic link, and a decrypting fetch (`--identity`) only into a fresh folder the
-//! daemon creates (mode 0700, its own), removed again when the fetch fails.
+//! `backups fetch --to DIR` writes only into backup-dir itself or inside `[daemon] fetch-dirs`,
+//! never through a symbolic link, and a decrypting fetch (`--identity`) only into a fresh folder
+//! the daemon creates (mode 0700, its own), removed again when the fetch fails.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -150,12 +150,25 @@ fn offsite_fetch_writes_only_into_backup_dir_or_fetch_dirs_and_plaintext_only_in
     assert_eq!(out.status, 77, "{}{}", out.stdout, out.stderr);
     assert_eq!(entries(&plain), [id.as_str()]);
 
-    // Under backup-dir, without a fetch-dirs entry for it.
+    // Into a folder inside backup-dir: refused, since the catalog would list it as a damaged
+    // backup (and prune would remove nothing while it is there). backup-dir itself is fine.
     let under = o.fx.backup_dir().join("restore-drill");
+    let out = fetch(&under, None);
+    assert_eq!(out.status, 77, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("inside backup-dir"), "{}", out.stderr);
+    assert!(!under.exists());
+    std::fs::remove_dir_all(o.fx.backup_dir().join(&id)).unwrap();
     let fetched = ctl_json(
         &daemon,
-        &["backups", "fetch", &id, "--to", under.to_str().unwrap()],
+        &[
+            "backups",
+            "fetch",
+            &id,
+            "--to",
+            o.fx.backup_dir().to_str().unwrap(),
+        ],
     );
     assert_eq!(fetched["type"], "fetched", "{fetched}");
-    assert!(under.join(&id).join("manifest.json").is_file());
+    let listed = ctl_json(&daemon, &["backups"]);
+    assert_eq!(listed["backups"].as_array().unwrap().len(), 1, "{listed}");
 }
