@@ -2,7 +2,7 @@
 //! fragments of `http-url`, the path and query of a webhook — never show up anywhere: the
 //! daemon's log (debug level), any `atprectl` reply (plain or `--json`), the history file, the
 //! metrics textfile, webhook bodies received by a real HTTP server on loopback, nor the
-//! on-change command's environment. Each URL form is tried working and failing, since failures
+//! on-change command's `/proc/PID/cmdline` and `/proc/PID/environ`. Each URL form is tried working and failing, since failures
 //! are where the crates' own error texts (which print URLs) come in; redis is reached both by
 //! the health check and by the fleet lease. An offsite endpoint cannot
 //! carry one at all: `--check` refuses it without quoting it.
@@ -50,7 +50,7 @@ fn everything(stack: &Stack, daemon: &Daemon, textfile: &Path) -> Vec<(String, S
         ("the history file", state.join("history.jsonl")),
         ("the metrics textfile", textfile.to_owned()),
         ("the webhook bodies", stack.http.posts.clone()),
-        ("the on-change environment", stack.on_change_log()),
+        ("the on-change command's /proc", proc_log(stack)),
     ] {
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{what} ({}): {e}", path.display()));
@@ -58,6 +58,20 @@ fn everything(stack: &Stack, daemon: &Daemon, textfile: &Path) -> Vec<(String, S
     }
     texts.push(("the daemon log".into(), daemon.log()));
     texts
+}
+
+/// Where the on-change command copies its own `/proc/PID/cmdline` and `environ`.
+fn proc_log(stack: &Stack) -> std::path::PathBuf {
+    stack.dir().join("on-change-proc.log")
+}
+
+/// An on-change command that appends its own `/proc` entries, NULs made newlines.
+fn on_change(stack: &Stack) -> String {
+    let log = crate::backup_support::quote(&proc_log(stack));
+    let script = format!(
+        "for f in cmdline environ; do tr '\\0' '\\n' < /proc/$$/$f >> {log}; done; echo --- >> {log}"
+    );
+    format!("on-change = [\"/bin/sh\", \"-c\", {}]", toml_str(&script))
 }
 
 #[test]
@@ -101,9 +115,10 @@ fn secrets_in_configured_urls_stay_out_of_every_output() {
     for (i, (redis_url, http_url, redis_ok)) in forms.iter().enumerate() {
         let daemon = stack
             .daemon(&format!(
-                "checks = [\"redis\", \"http\"]\nhttp-url = {}\nwebhook = {}",
+                "checks = [\"redis\", \"http\"]\nhttp-url = {}\nwebhook = {}\n{}",
                 toml_str(http_url),
-                toml_str(&webhook)
+                toml_str(&webhook),
+                on_change(&stack)
             ))
             .name(&format!("form{i}"))
             .set("daemon", "log-level", toml_str("debug"))
@@ -157,14 +172,11 @@ fn secrets_in_configured_urls_stay_out_of_every_output() {
             }
         }
     }
+    let seen = std::fs::read_to_string(proc_log(&stack)).unwrap();
     assert!(
-        stack
-            .on_change_calls()
-            .iter()
-            .flatten()
+        seen.lines()
             .any(|l| l.starts_with("ATPRED_MESSAGE=") && l.contains("***")),
-        "the on-change command was told about the redacted URL: {:?}",
-        stack.on_change_calls()
+        "the on-change command was told about the redacted URL:\n{seen}"
     );
 
     // An offsite endpoint with a query is refused at load, without quoting it.
