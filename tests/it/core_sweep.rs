@@ -1,7 +1,9 @@
 //! The start-up sweep ends what a crashed daemon left running, and nothing else: not a
 //! stranger's group that copied the marker variable (the nginx shape: a root-led group with a
 //! `nobody` worker), not a group led by a process without the marker, and nothing at all after
-//! a clean stop (a `command` job's deliberately detached child lives on).
+//! a clean stop (a `command` job's deliberately detached child lives on). Under systemd (a
+//! `.service` cgroup made by the test, `INVOCATION_ID` set) the cgroup is the source of truth:
+//! a leftover that shed the marker is still found. Needs root and a cgroup2 hierarchy.
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -186,4 +188,91 @@ fn a_detached_child_is_ended_after_a_crash() {
         line.contains("run marker") && line.contains("did not stop cleanly"),
         "the line says what was found and why: {line}"
     );
+}
+
+/// A cgroup named like a systemd service on the unified hierarchy, removed (its processes
+/// killed first) when dropped.
+struct ServiceCgroup(std::path::PathBuf);
+
+impl ServiceCgroup {
+    fn new() -> ServiceCgroup {
+        let root = ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+            .into_iter()
+            .map(Path::new)
+            .find(|p| p.join("cgroup.procs").exists() && p.join("cgroup.subtree_control").exists())
+            .unwrap_or_else(|| panic!("no writable unified cgroup hierarchy (cgroup2) mounted"));
+        let path = root.join(format!("atpred-sweep-{}.service", std::process::id()));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        ServiceCgroup(path)
+    }
+}
+
+impl Drop for ServiceCgroup {
+    fn drop(&mut self) {
+        let procs = std::fs::read_to_string(self.0.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        harness::wait_until(Duration::from_secs(5), || {
+            std::fs::remove_dir(&self.0).is_ok()
+        });
+    }
+}
+
+/// The daemon as systemd would start it: `INVOCATION_ID` set, inside a `.service` cgroup
+/// (`ATPRED_TEST_CGROUP`), which the shell joins before it becomes the daemon.
+fn in_service_cgroup(config: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "echo $$ > \"$ATPRED_TEST_CGROUP/cgroup.procs\" && exec \"$0\" --config \"$1\"",
+        env!("CARGO_BIN_EXE_atpred"),
+    ])
+    .arg(config);
+    cmd
+}
+
+/// Under systemd the service's cgroup decides: a leftover that shed the marker from its
+/// environment is still ended, because it is in the crashed service's cgroup.
+#[test]
+fn under_systemd_the_services_cgroup_finds_leftovers_without_the_marker() {
+    assert!(
+        harness::is_root(),
+        "this test makes a cgroup and needs root"
+    );
+    let cgroup = ServiceCgroup::new();
+    let dir = harness::tempdir();
+    let det = dir.path().join("detached");
+    let script = format!(
+        "env -u ATPRED_GROUPS setsid sh -c 'echo $$ > {det}; exec sleep 1000' \
+         </dev/null >/dev/null 2>&1 & while [ ! -s {det} ]; do sleep 0.05; done",
+        det = det.display()
+    );
+    let mut daemon = Daemon::builder(&dir)
+        .toml(&sh_job("detach", &script, ""))
+        .env("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
+        .env("ATPRED_TEST_CGROUP", &cgroup.0)
+        .launcher(in_service_cgroup)
+        .spawn();
+    let out = daemon.ctl(["run", "detach", "--wait"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    let detached = wait_for_pids(&det)[0];
+    let _cleanup = Groups(vec![detached], Vec::new());
+    let environ = std::fs::read(format!("/proc/{detached}/environ")).expect("environ");
+    assert!(
+        !environ.windows(14).any(|w| w == b"ATPRED_GROUPS="),
+        "the leftover carries no marker"
+    );
+
+    daemon.signal(Signal::SIGKILL);
+    assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
+    daemon.restart();
+    assert_group_gone(detached);
+    let log = daemon.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("ended process group {detached} (sleep)")))
+        .unwrap_or_else(|| panic!("no line for the leftover:\n{log}"));
+    assert!(line.contains("in this service's cgroup"), "{line}");
+    drop(daemon);
 }
