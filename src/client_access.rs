@@ -5,22 +5,32 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-/// "not permitted: SOCKET is OWNER:GROUP MODE; ask to be added to group GROUP".
+/// "not permitted: SOCKET is OWNER:GROUP MODE; ask to be added to group GROUP". When a folder
+/// on the way is what refuses us (we cannot even look at the socket), that folder is named
+/// instead: it is the one whose group to ask for.
 pub fn not_permitted(socket: &Path) -> String {
-    let shown = socket.display();
-    match std::fs::metadata(socket) {
-        Ok(meta) => {
-            let group = group_name(meta.gid());
-            format!(
-                "not permitted: {shown} is {}:{group} {:04o}; ask to be added to group {group}",
-                user_name(meta.uid()),
-                meta.permissions().mode() & 0o7777,
-            )
+    let mut at = socket;
+    loop {
+        match std::fs::metadata(at) {
+            Ok(meta) => {
+                let group = group_name(meta.gid());
+                let what = if at == socket {
+                    String::new()
+                } else {
+                    format!(" (on the way to {})", socket.display())
+                };
+                return format!(
+                    "not permitted: {} is {}:{group} {:04o}{what}; ask to be added to group {group}",
+                    at.display(),
+                    user_name(meta.uid()),
+                    meta.permissions().mode() & 0o7777,
+                );
+            }
+            Err(e) => match at.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => at = parent,
+                _ => return format!("not permitted: cannot reach {}: {e}", socket.display()),
+            },
         }
-        // A folder on the way is closed to us: we cannot even see the socket's owner.
-        Err(e) => format!(
-            "not permitted: cannot reach {shown} ({e}); a folder on its path is closed to you"
-        ),
     }
 }
 

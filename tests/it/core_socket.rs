@@ -271,3 +271,39 @@ fn socket_group_membership_is_taken_from_the_connection_not_from_proc() {
         "a peer that was a member when it connected is served: {replies}"
     );
 }
+
+/// A folder on the way that the caller may not enter is what refuses it: atprectl names that
+/// folder, its owner, group and mode, and exits 77.
+#[test]
+fn a_closed_folder_on_the_way_is_named_with_exit_77() {
+    assert!(
+        harness::is_root(),
+        "this test runs atprectl as nobody and needs root"
+    );
+    let dir = harness::tempdir();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).expect("mkdir run");
+    let gid = nix::unistd::Group::from_name(OTHER_GROUP)
+        .ok()
+        .flatten()
+        .expect("the group daemon")
+        .gid;
+    nix::unistd::chown(&run, None, Some(gid)).expect("chgrp");
+    harness::set_mode(&run, 0o750);
+    let daemon = Daemon::builder(&dir)
+        .socket(&run.join("atpred.sock"))
+        .socket_group(OTHER_GROUP)
+        .toml(&sh_job("x", "true", ""))
+        .spawn();
+    let outsider = daemon.ctl_as(NOBODY, NOGROUP, ["status"]);
+    assert_eq!(outsider.status, 77, "{outsider:?}");
+    let expected = format!(
+        "not permitted: {} is root:{OTHER_GROUP} 0750 (on the way to {}); ask to be added to \
+         group {OTHER_GROUP}",
+        run.display(),
+        daemon.socket().display()
+    );
+    assert!(outsider.stderr.contains(&expected), "{outsider:?}");
+    let member = daemon.ctl_as(NOBODY, gid.as_raw(), ["status"]);
+    assert_eq!(member.status, 0, "{member:?}");
+}
