@@ -20,6 +20,9 @@ pub enum ClientError {
     },
     #[error("{0}")]
     NotPermitted(String),
+    /// The daemon is at its connection limit (for everyone, or for this user).
+    #[error("atpred is busy: {0}")]
+    Busy(String),
     #[error("{0}")]
     ProtocolMismatch(String),
     #[error("protocol error: {0}")]
@@ -35,13 +38,18 @@ pub struct Client {
 impl Client {
     /// Connects and performs the handshake.
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
-        let stream =
-            UnixStream::connect(path)
-                .await
-                .map_err(|source| ClientError::Unreachable {
+        let stream = UnixStream::connect(path).await.map_err(|source| {
+            // EACCES/EPERM: the kernel refused us by the socket's (or a folder's) mode; the
+            // daemon never saw the attempt.
+            if source.kind() == std::io::ErrorKind::PermissionDenied {
+                ClientError::NotPermitted(crate::client_access::not_permitted(path))
+            } else {
+                ClientError::Unreachable {
                     path: path.to_owned(),
                     source,
-                })?;
+                }
+            }
+        })?;
         let mut client = Client {
             conn: Framed::new(stream, Codec::default()),
         };
@@ -66,6 +74,10 @@ impl Client {
                 code: ErrorCode::ProtocolMismatch,
                 message,
             } => Err(ClientError::ProtocolMismatch(message)),
+            Response::Error {
+                code: ErrorCode::Busy,
+                message,
+            } => Err(ClientError::Busy(message)),
             other => Err(ClientError::Protocol(format!(
                 "unexpected answer to hello: {other:?}"
             ))),

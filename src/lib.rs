@@ -29,6 +29,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod client_access;
 pub mod config;
 pub mod control;
 pub mod coordination;

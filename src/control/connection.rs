@@ -1,4 +1,5 @@
-//! One control connection: credentials, handshake, then one handler per request.
+//! One control connection, its peer already let in: the handshake, then one handler per
+//! request.
 
 use std::sync::Arc;
 
@@ -9,12 +10,11 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::ControlContext;
-use super::peer::{self, PeerCred};
 use crate::daemon::state::Command;
 use crate::ids::RunId;
 use crate::protocol::{
     Codec, ErrorCode, FrameError, IDLE_TIMEOUT, PROTOCOL_VERSION, Request, Response, Trigger,
-    decode_request,
+    WRITE_TIMEOUT, decode_request,
 };
 use crate::runner::{RunEvent, RunOptions, StartError};
 
@@ -26,31 +26,9 @@ const MAX_HISTORY: u32 = 10_000;
 /// The connection ends: the client went away, idled out, or broke the framing.
 struct Closed;
 
+/// Serves one connection whose peer has been let in (see [`super::peer`]).
 pub async fn serve(stream: UnixStream, ctx: Arc<ControlContext>, stop: CancellationToken) {
-    let cred = stream.peer_cred().ok().map(|c| PeerCred {
-        uid: c.uid(),
-        gid: c.gid(),
-        pid: c.pid(),
-    });
-    let mut conn = Framed::new(stream, Codec::default());
-    let access = match cred {
-        Some(cred) => peer::authorize(cred, ctx.daemon_uid, ctx.socket_gid),
-        None => Err("cannot read the peer's credentials".to_owned()),
-    };
-    if let Err(why) = access {
-        tracing::warn!(
-            peer_uid = cred.map(|c| c.uid),
-            peer_pid = cred.and_then(|c| c.pid),
-            "control connection refused: {why}"
-        );
-        let _ = send_error(
-            &mut conn,
-            ErrorCode::NotPermitted,
-            format!("not permitted: {why}; ask to be added to the socket group"),
-        )
-        .await;
-        return;
-    }
+    let mut conn = Framed::new(stream, Codec::requests());
     tokio::select! {
         _ = session(&mut conn, &ctx) => {}
         () = stop.cancelled() => {
@@ -319,9 +297,20 @@ async fn follow(
     }
 }
 
+/// Sends one reply. A client that leaves it unread for [`WRITE_TIMEOUT`] (its socket buffer
+/// full) is disconnected, so it cannot hold its slot and a reply buffer forever.
 async fn send(conn: &mut Conn, response: Response) -> Result<(), Closed> {
     let line = serde_json::to_string(&response).map_err(|_| Closed)?;
-    conn.send(line).await.map_err(|_| Closed)
+    match tokio::time::timeout(WRITE_TIMEOUT, conn.send(line)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Closed),
+        Err(_) => {
+            tracing::debug!(
+                "control connection closed: its replies went unread for {WRITE_TIMEOUT:?}"
+            );
+            Err(Closed)
+        }
+    }
 }
 
 async fn send_error(conn: &mut Conn, code: ErrorCode, message: String) -> Result<(), Closed> {

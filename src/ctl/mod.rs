@@ -1,6 +1,6 @@
 //! `atprectl`: one function per command, rendering tables or `--json`, mapping outcomes to
-//! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 76 protocol mismatch, 77 not
-//! permitted).
+//! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 75 busy, 76 protocol mismatch, 77
+//! not permitted).
 
 mod render;
 mod retention;
@@ -17,6 +17,8 @@ use crate::protocol::{ErrorCode, HealthStatus, Request, Response};
 pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNAVAILABLE: u8 = 69;
+/// EX_TEMPFAIL: the daemon is at its connection limit; trying again later works.
+pub const EXIT_BUSY: u8 = 75;
 pub const EXIT_PROTOCOL: u8 = 76;
 pub const EXIT_NOPERM: u8 = 77;
 
@@ -60,6 +62,7 @@ pub fn main(args: CtlArgs) -> ExitCode {
             let code = match e {
                 ClientError::Unreachable { .. } => EXIT_UNAVAILABLE,
                 ClientError::NotPermitted(_) => EXIT_NOPERM,
+                ClientError::Busy(_) => EXIT_BUSY,
                 ClientError::ProtocolMismatch(_) => EXIT_PROTOCOL,
                 ClientError::Protocol(_) | ClientError::Closed => EXIT_FAILED,
             };
@@ -205,6 +208,7 @@ fn show(response: &Response, json: bool) -> u8 {
                     EXIT_USAGE
                 }
                 ErrorCode::NotPermitted => EXIT_NOPERM,
+                ErrorCode::Busy => EXIT_BUSY,
                 ErrorCode::ProtocolMismatch | ErrorCode::HelloFirst | ErrorCode::BadFrame => {
                     EXIT_PROTOCOL
                 }

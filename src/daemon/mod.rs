@@ -142,8 +142,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     }
     match crate::process::registry::start(&config.daemon.state_dir.join("groups")) {
         Ok(ended) => {
-            for group in ended {
-                tracing::warn!("ended {group}, left running by a daemon that crashed");
+            for line in ended {
+                tracing::warn!("{line}");
             }
         }
         Err(e) => tracing::warn!("cannot keep the process group registry: {e}"),
@@ -255,6 +255,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     if socket_origin == control::Origin::Bound {
         let _ = std::fs::remove_file(&socket_path);
     }
+    // Every child has ended: the next start has nothing to sweep.
+    crate::process::registry::stopped_cleanly();
     tracing::info!("stopped");
     Ok(())
 }

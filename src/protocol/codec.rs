@@ -3,23 +3,33 @@
 use bytes::BytesMut;
 use tokio_util::codec::{Decoder, Encoder, LinesCodec, LinesCodecError};
 
-use super::{MAX_LINE, Request};
+use super::{MAX_LINE, MAX_REQUEST, Request};
 
 /// Why a frame could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
-    #[error("line longer than {MAX_LINE} bytes")]
+    #[error("line too long")]
     TooLong,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// A `LinesCodec` bounded to [`MAX_LINE`], with errors the server can answer.
+/// A bounded `LinesCodec`, with errors the server can answer. The default (a client's) reads
+/// replies up to [`MAX_LINE`]; [`Codec::requests`] (the daemon's) reads requests up to
+/// [`MAX_REQUEST`].
 pub struct Codec(LinesCodec);
 
 impl Default for Codec {
     fn default() -> Self {
         Codec(LinesCodec::new_with_max_length(MAX_LINE))
+    }
+}
+
+impl Codec {
+    /// The daemon's side: lines over [`MAX_REQUEST`] are a framing error, so an unfinished
+    /// line never makes it buffer more than that.
+    pub fn requests() -> Self {
+        Codec(LinesCodec::new_with_max_length(MAX_REQUEST))
     }
 }
 
@@ -78,6 +88,17 @@ mod tests {
         let mut codec = Codec::default();
         let mut buf = BytesMut::from(&vec![b'x'; MAX_LINE + 10][..]);
         assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLong)));
+        // The daemon's side stops at 64 KiB; a reply of that size still reads.
+        let mut requests = Codec::requests();
+        let mut buf = BytesMut::from(&vec![b'x'; MAX_REQUEST + 1][..]);
+        assert!(matches!(
+            requests.decode(&mut buf),
+            Err(FrameError::TooLong)
+        ));
+        let mut line = vec![b'x'; MAX_REQUEST + 1];
+        line.push(b'\n');
+        let mut buf = BytesMut::from(&line[..]);
+        assert!(matches!(Codec::default().decode(&mut buf), Ok(Some(_))));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The control protocol between `atpred` and `atprectl`: this module is its specification.
 //!
 //! # Framing
-//! A Unix stream socket carrying newline-delimited compact JSON: one message per line, UTF-8,
-//! at most [`MAX_LINE`] bytes. A longer line or invalid UTF-8 is a framing error: the daemon
-//! answers with an [`ErrorCode::BadFrame`] error and closes the connection.
+//! A Unix stream socket carrying newline-delimited compact JSON: one message per line, UTF-8.
+//! A request is at most [`MAX_REQUEST`] bytes, a reply at most [`MAX_LINE`]. A longer request
+//! or invalid UTF-8 is a framing error: the daemon answers with an [`ErrorCode::BadFrame`]
+//! error and closes the connection.
 //!
 //! # Handshake
 //! The client's first message is [`Request::Hello`] with its [`PROTOCOL_VERSION`]. The daemon
@@ -34,7 +35,9 @@
 //!
 //! Any request may instead get an `error` with a stable [`ErrorCode`]. A line that is JSON but not
 //! a known request gets [`ErrorCode::BadRequest`] and the connection stays open; idle connections
-//! are closed after [`IDLE_TIMEOUT`]. All JSON field names are snake_case and stable: new fields
+//! are closed after [`IDLE_TIMEOUT`], and a client that leaves a reply unread for
+//! [`WRITE_TIMEOUT`] is disconnected. A connection beyond the daemon's limits (in all, per
+//! user) gets [`ErrorCode::Busy`] instead of the hello answer, and is closed. All JSON field names are snake_case and stable: new fields
 //! may be added, existing ones are never renamed or removed within a protocol version.
 
 mod codec;
@@ -45,7 +48,14 @@ pub use messages::*;
 
 /// Bumped on any incompatible change to the messages below.
 pub const PROTOCOL_VERSION: u32 = 1;
-/// The longest line either side accepts (requests are small; replies like `history` are not).
+/// The longest reply line a client accepts (replies like `history` are big).
 pub const MAX_LINE: usize = 4 * 1024 * 1024;
+/// The longest request line the daemon accepts. Requests are small (the biggest real one, a
+/// `backup_fetch` with two paths, is well under 10 KiB); the cap bounds what an unfinished line
+/// can make the daemon buffer per connection.
+pub const MAX_REQUEST: usize = 64 * 1024;
 /// A connection that sends nothing for this long is closed.
 pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// A connection whose reply cannot be written for this long (the client does not read) is
+/// closed.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -100,11 +100,12 @@ fn backup_refuses_a_readable_passfile_and_never_shows_the_password() {
         !names.contains("PGPASSWORD") && !names.contains("CANARY_SECRET"),
         "{names:?}"
     );
-    // ATPRED_GROUPS names the daemon's process-group registry (no secret): a start after a
-    // crash finds the daemon's orphaned children by it.
+    // ATPRED_GROUPS is this run's random marker (no secret, no path): a start after a crash
+    // finds the crashed run's orphaned children by it.
     assert!(
-        vars.iter()
-            .any(|(k, v)| *k == "ATPRED_GROUPS" && v.ends_with("/groups")),
+        vars.iter().any(|(k, v)| *k == "ATPRED_GROUPS"
+            && v.len() == 32
+            && v.bytes().all(|b| b.is_ascii_hexdigit())),
         "{vars:?}"
     );
     let allowed = BTreeSet::from([

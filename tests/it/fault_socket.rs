@@ -2,7 +2,7 @@
 //!
 //! - Fuzzing: at least 10,000 seeded random and mutated messages (valid requests, valid JSON with
 //!   wrong types, huge numbers, deep nesting, unknown fields, invalid UTF-8, byte-mutated
-//!   requests, garbage, a few lines beyond `protocol::MAX_LINE`, half-closed connections) over
+//!   requests, garbage, a few lines beyond `protocol::MAX_REQUEST`, half-closed connections) over
 //!   hundreds of connections. Every reply must be one JSON message, every connection must end
 //!   once the client is done (no hang), and afterwards the daemon runs, its memory and file
 //!   descriptors are back near where they were, and `atprectl` is served.
@@ -82,7 +82,7 @@ fn random_string(rng: &mut StdRng, max: usize) -> String {
         .collect()
 }
 
-/// One message the connection survives: UTF-8, at most `MAX_LINE`, ending in a newline (and
+/// One message the connection survives: UTF-8, at most `MAX_REQUEST`, ending in a newline (and
 /// holding more when its bytes do), so the daemon must answer each of its lines.
 fn message(rng: &mut StdRng) -> (Vec<u8>, &'static str) {
     let mut line = match rng.random_range(0..100) {
@@ -117,7 +117,8 @@ fn message(rng: &mut StdRng) -> (Vec<u8>, &'static str) {
             (text.into_bytes(), "huge number")
         }
         40..=49 => {
-            let depth = rng.random_range(64..20_000);
+            // Up to 10,000 levels: the deepest line stays under `MAX_REQUEST` (64 KiB).
+            let depth = rng.random_range(64..10_000);
             let (open, close) = if rng.random_bool(0.5) {
                 ("[", "]")
             } else {
@@ -219,7 +220,9 @@ impl Ending {
                 bytes.push(b'\n');
                 bytes
             }
-            Ending::Oversized => vec![b'x'; atpred::protocol::MAX_LINE + rng.random_range(1..4096)],
+            Ending::Oversized => {
+                vec![b'x'; atpred::protocol::MAX_REQUEST + rng.random_range(1..4096)]
+            }
         }
     }
 }
@@ -455,7 +458,7 @@ fn fault_fuzzed_control_messages_leave_the_daemon_serving_with_bounded_memory() 
         settled,
         "descriptors: {fds_before} before, {fds_after} after"
     );
-    // Bounded: one 4 MiB line buffer at a time plus allocator slack, not growing with the
+    // Bounded: one 64 KiB request buffer at a time plus allocator slack, not growing with the
     // number of messages.
     assert!(
         peak < rss_before + 64 * 1024,

@@ -1,11 +1,11 @@
 //! The daemon's control-socket input path on arbitrary bytes: the frame decoder
-//! (`protocol::Codec`, newline-delimited UTF-8 lines of at most `MAX_LINE` bytes) fed in chunks
+//! (`protocol::Codec`, newline-delimited UTF-8 requests of at most `MAX_REQUEST` bytes) fed in chunks
 //! as a socket delivers them, then the request parser (`protocol::decode_request`) on every
 //! line. Neither may panic; every line is within the limit; a line that parses as a request
 //! parses again, to the same request, after it is written back out.
 #![no_main]
 
-use atpred::protocol::{Codec, FrameError, MAX_LINE, Request, decode_request};
+use atpred::protocol::{Codec, FrameError, MAX_REQUEST, Request, decode_request};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::Decoder;
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let chunk = usize::from(chunk).max(1);
-    let mut codec = Codec::default();
+    let mut codec = Codec::requests();
     let mut buf = BytesMut::new();
     let mut lines = Vec::new();
     let mut closed = false;
@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for line in lines {
-        assert!(line.len() <= MAX_LINE, "a line of {} bytes", line.len());
+        assert!(line.len() <= MAX_REQUEST, "a line of {} bytes", line.len());
         if let Ok(request) = decode_request(&line) {
             let again = serde_json::to_string(&request).expect("a request serialises");
             let reparsed: Request = decode_request(&again).expect("a written request parses");
