@@ -40,6 +40,19 @@ impl Check<'_> {
         )
     }
 
+    /// Refuses `folder` (where the value of `key` makes atpred write files) when users other
+    /// than root and atpred's own may write to it or to a folder above it.
+    pub(super) fn safe_folder(&self, key: &str, folder: &Path) -> Result<(), ConfigError> {
+        crate::trust::check_folder(folder, &crate::trust::Trusted::daemon()).map_err(|why| {
+            self.err(
+                key,
+                format!(
+                    "{why}: only root and atpred's user may write where atpred writes its files (anyone else could plant or swap them)"
+                ),
+            )
+        })
+    }
+
     pub(super) fn duration(
         &self,
         key: &str,
@@ -191,6 +204,7 @@ pub(super) fn validate(
 
 fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
     let state_dir = check.absolute("daemon.state-dir", raw.state_dir, "/var/lib/atpre")?;
+    check.safe_folder("daemon.state-dir", &state_dir)?;
     let backup_dir = check.absolute(
         "daemon.backup-dir",
         raw.backup_dir,

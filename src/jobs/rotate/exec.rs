@@ -11,12 +11,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
-
 use super::copy::{self, CopyReport};
 use super::files::{self, Owner};
 use super::pause;
+use super::pidfile;
 use super::state::{Pending, PendingMethod};
 use crate::config::{Method, Reopen};
 use crate::jobs::{JobContext, JobError};
@@ -164,7 +162,7 @@ async fn create(
     p: &Pending,
 ) -> Result<Finished, JobError> {
     create_steps(ctx, log, p).await?;
-    let told = tell(ctx, reopen).await?;
+    let told = tell(ctx, reopen, p.uid).await?;
     pause::at("reopened", &ctx.cancel).await?;
     let rotated = log.dir.join(&p.to);
     let released = blocking(move || Ok(files::wait_unwritten(&rotated, REOPEN_WAIT))).await?;
@@ -175,27 +173,15 @@ async fn create(
     })
 }
 
-/// Asks the writer to reopen its log.
-async fn tell(ctx: &JobContext, reopen: &Reopen) -> Result<String, JobError> {
+/// Asks the writer of a log owned by `log_owner` to reopen it.
+async fn tell(ctx: &JobContext, reopen: &Reopen, log_owner: u32) -> Result<String, JobError> {
     match reopen {
         Reopen::Signal { pid_file, signal } => {
-            let text = tokio::fs::read_to_string(pid_file)
+            let (pid_file, signal) = (pid_file.clone(), *signal);
+            tokio::task::spawn_blocking(move || pidfile::send(&pid_file, signal, log_owner))
                 .await
-                .map_err(|e| failed(format!("reopen: cannot read {}: {e}", pid_file.display())))?;
-            let pid = text
-                .trim()
-                .parse::<i32>()
-                .ok()
-                .filter(|p| *p > 1)
-                .ok_or_else(|| {
-                    failed(format!(
-                        "reopen: {} does not hold a process id",
-                        pid_file.display()
-                    ))
-                })?;
-            kill(Pid::from_raw(pid), *signal)
-                .map_err(|e| failed(format!("reopen: {signal} to pid {pid}: {e}")))?;
-            Ok(format!("sent {signal} to pid {pid}"))
+                .map_err(failed)?
+                .map_err(|why| failed(format!("reopen: {why}")))
         }
         Reopen::Command(argv) => {
             let spec = ProcessSpec::new(&argv[0]).args(&argv[1..]);

@@ -13,6 +13,7 @@ mod exec;
 mod files;
 mod names;
 mod pause;
+mod pidfile;
 pub mod plan;
 mod state;
 
