@@ -32,7 +32,7 @@ pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;
 pub use offsite::OffsiteTarget;
-pub use rotate::{Method, Naming, Reopen, RotateSpec};
+pub use rotate::{Method, Naming, Reopen, RotateSpec, SuUser};
 
 use crate::ids::JobName;
 use crate::scheduler::Schedule;
