@@ -1,7 +1,9 @@
 //! Rotation against a folder swap racer: a user who owns the log folder's parent watches the
 //! folder with inotify and, the moment the log is renamed away, renames the folder and puts a
-//! symlink to a root-owned folder in its place. With the folder opened once and every step
-//! taken through that handle, nothing appears, changes or disappears in the root-owned folder.
+//! symlink to another folder in its place (root's, or the non-root daemon's own). With the
+//! folder opened once and every step taken through that handle, nothing appears, changes or
+//! disappears in that folder; both with the daemon as root (the job's `su` names the folder's
+//! owner) and as a non-root user (the hardened unit's case: no capability to switch users).
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -105,6 +107,15 @@ fn start_racer(root: &Path, app: &Path, outside: &Path) -> (Child, std::path::Pa
     (child, done)
 }
 
+/// Kills and reaps the racer however the test ends.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        harness::process::kill_and_reap(&mut self.0);
+    }
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -113,15 +124,44 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The user the non-root daemon runs as (Debian's `daemon`, uid 1), standing in for the
+/// hardened unit's own user: no capability to switch users, the handle is all there is.
+const DAEMON_UID: u32 = 1;
+
+/// `atpred` as uid 1: the test's folder, config and notify socket handed to it first.
+fn as_daemon_user(config: &Path) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            r#"d=$(dirname "$1"); chown {DAEMON_UID}:{DAEMON_UID} "$d" "$1" && chmod 666 "$d"/notify-*.sock && exec setpriv --reuid={DAEMON_UID} --regid={DAEMON_UID} --clear-groups -- "$0" --config "$1""#
+        ))
+        .arg(env!("CARGO_BIN_EXE_atpred"))
+        .arg(config);
+    cmd
+}
+
 #[test]
-fn fault_rotate_a_folder_swapped_mid_rotation_changes_nothing_outside() {
+fn fault_rotate_a_folder_swapped_mid_rotation_changes_nothing_outside_as_root_with_su() {
+    race("rotate folder swap race (root, su)", 0);
+}
+
+#[test]
+fn fault_rotate_a_folder_swapped_mid_rotation_changes_nothing_outside_as_a_non_root_daemon() {
+    race("rotate folder swap race (non-root daemon)", DAEMON_UID);
+}
+
+/// 50 rotations by a daemon running as `daemon_uid`, each raced; the folder swapped in is one
+/// that user owns (root's own folder, or the non-root daemon's, where it could write anyway).
+fn race(scenario: &str, daemon_uid: u32) {
     assert!(
         harness::is_root(),
         "the racer runs as nobody: run this as root (as CI does)"
     );
+    harness::require_binary("setpriv", "apt-get install util-linux");
     let rounds = fault_support::rounds(50, 200);
     let root = harness::tempdir();
-    // base/ and base/app/ belong to nobody (the application's user); outside/ is root's.
+    // base/ belongs to nobody (the application's user), base/app/ and the log to the daemon's
+    // user when it is not root (it can only create files as itself), outside/ to the daemon's.
     let base = root.path().join("base");
     let app = base.join("app");
     let outside = root.path().join("outside");
@@ -129,24 +169,40 @@ fn fault_rotate_a_folder_swapped_mid_rotation_changes_nothing_outside() {
         std::fs::create_dir(d).expect("mkdir");
         harness::set_mode(d, 0o755);
     }
-    for d in [&base, &app] {
-        std::os::unix::fs::chown(d, Some(NOBODY), Some(NOBODY)).expect("chown");
-    }
+    let owner = if daemon_uid == 0 { NOBODY } else { daemon_uid };
+    std::os::unix::fs::chown(&base, Some(NOBODY), Some(NOBODY)).expect("chown");
+    std::os::unix::fs::chown(&app, Some(owner), Some(owner)).expect("chown");
     for name in ["precious", "app.log.5"] {
-        std::fs::write(outside.join(name), "root's\n").expect("write outside");
+        std::fs::write(outside.join(name), "the daemon user's own\n").expect("write outside");
         harness::set_mode(&outside.join(name), 0o600);
+        std::os::unix::fs::chown(outside.join(name), Some(daemon_uid), Some(daemon_uid))
+            .expect("chown");
     }
+    std::os::unix::fs::chown(&outside, Some(daemon_uid), Some(daemon_uid)).expect("chown");
     let log = app.join("app.log");
     std::fs::write(&log, "").expect("create the log");
-    std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOBODY)).expect("chown the log");
+    std::os::unix::fs::chown(&log, Some(owner), Some(owner)).expect("chown the log");
     let before = snapshot(&outside);
-    let daemon = Daemon::builder(root.path())
-        .toml(&format!(
-            "[jobs.logs]\nkind = \"rotate\"\npaths = [{}]\nmax-size = \"1GiB\"\nreopen-command = [\"true\"]\nkeep = 3\nsu = \"nobody:nogroup\"\ntimeout = \"2m\"\n",
-            toml_path(&log)
-        ))
-        .spawn();
-    let (mut racer, done) = start_racer(root.path(), &app, &outside);
+    let mut builder = Daemon::builder(root.path()).toml(&format!(
+        "[jobs.logs]\nkind = \"rotate\"\npaths = [{}]\nmax-size = \"1GiB\"\nreopen-command = [\"true\"]\nkeep = 3\nsu = \"nobody:nogroup\"\ntimeout = \"2m\"\n",
+        toml_path(&log)
+    ));
+    if daemon_uid != 0 {
+        builder = builder.launcher(as_daemon_user);
+    }
+    let daemon = builder.spawn();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("status");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid:");
+    assert_eq!(
+        uid_line.split_whitespace().nth(2),
+        Some(daemon_uid.to_string().as_str()),
+        "the daemon's effective uid: {uid_line}"
+    );
+    let (racer, done) = start_racer(root.path(), &app, &outside);
+    let mut racer = Reaped(racer);
     let (mut changed, mut failed) = (0, Vec::new());
     for round in 1..=rounds {
         std::fs::write(&log, format!("round {round}\n")).expect("write the log");
@@ -155,9 +211,12 @@ fn fault_rotate_a_folder_swapped_mid_rotation_changes_nothing_outside() {
             failed.push(format!("round {round}: {}{}", out.stdout, out.stderr));
         }
         let seen = harness::wait_until(Duration::from_secs(10), || lines(&done).len() >= round);
-        assert!(seen, "the racer saw no rename of app.log in round {round}");
         if snapshot(&outside) != before {
             changed += 1;
+        }
+        if !seen {
+            failed.push(format!("round {round}: the racer saw no rename of app.log"));
+            break;
         }
         // Put the folder back for the next round.
         if app
@@ -168,23 +227,23 @@ fn fault_rotate_a_folder_swapped_mid_rotation_changes_nothing_outside() {
             std::fs::rename(base.join("app.away"), &app).expect("restore the folder");
         }
     }
-    harness::process::kill_and_reap(&mut racer);
+    harness::process::kill_and_reap(&mut racer.0);
     let swaps = lines(&done).iter().filter(|l| *l == "swapped").count();
     let after = snapshot(&outside);
     fault_support::record(&Row {
-        scenario: "rotate folder swap race",
+        scenario,
         seed: None,
         runs: rounds,
         faults: swaps,
         losses: changed,
         crashes: usize::from(!harness::process_alive(daemon.pid())),
         notes: format!(
-            "inotify racer as nobody swaps the log folder for a symlink to a root folder at each rename of the log; {changed} rounds changed the root folder, {} runs failed",
+            "inotify racer as nobody swaps the log folder for a symlink to a folder of the daemon's user at each rename of the log; {changed} rounds changed that folder, {} runs failed",
             failed.len()
         ),
     });
-    assert_eq!(after, before, "the root-owned folder changed");
-    assert_eq!(changed, 0, "the root-owned folder changed during a round");
+    assert_eq!(after, before, "the folder outside changed");
+    assert_eq!(changed, 0, "the folder outside changed during a round");
     assert_eq!(swaps, rounds, "every rotation was raced");
     assert!(failed.is_empty(), "{failed:#?}");
     let names = crate::rotate_support::names(&app);
