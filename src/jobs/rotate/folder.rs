@@ -19,6 +19,7 @@ use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 
 use super::exec::Log;
 use crate::config::RotateSpec;
+use crate::jobs::JobError;
 use crate::trust::{self, Trusted};
 
 /// An open log folder.
@@ -89,9 +90,48 @@ impl Log {
     }
 }
 
+impl Log {
+    /// `e` with the handle's path (`/proc/self/fd/N`) shown as the folder's own.
+    pub fn shown(&self, e: JobError) -> JobError {
+        let (at, dir) = (
+            self.at.display().to_string(),
+            self.dir.display().to_string(),
+        );
+        if at.is_empty() {
+            return e;
+        }
+        match e {
+            JobError::Permanent { message, details } => JobError::Permanent {
+                message: message.replace(&at, &dir),
+                details,
+            },
+            JobError::Transient { message, details } => JobError::Transient {
+                message: message.replace(&at, &dir),
+                details,
+            },
+            other => other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folder_messages_name_the_folder_not_the_handle() {
+        let log = Log {
+            path: "/var/log/app/app.log".into(),
+            dir: "/var/log/app".into(),
+            base: "app.log".into(),
+            at: "/proc/self/fd/7".into(),
+            _handle: None,
+        };
+        let e = log.shown(JobError::permanent(
+            "create /proc/self/fd/7/app.log: denied",
+        ));
+        assert_eq!(e.to_string(), "create /var/log/app/app.log: denied");
+    }
 
     #[test]
     fn folder_handle_survives_a_swap_and_symlinks_on_the_path_are_refused() {

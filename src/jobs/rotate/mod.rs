@@ -160,6 +160,12 @@ impl Run<'_> {
         let job_key = format!("jobs.{}", ctx.job.name);
         let opened = folder::open(&log.dir, spec, &job_key).map_err(JobError::permanent)?;
         let log = &log.opened(opened);
+        self.steps(log, state).await.map_err(|e| log.shown(e))
+    }
+
+    /// [`Self::one`] once the log's folder is open: every step goes through its handle.
+    async fn steps(&mut self, log: &Log, state: &mut JobState) -> Result<(), JobError> {
+        let (ctx, spec) = (self.ctx, self.spec);
         let mut notes = Vec::new();
         let pending = state.logs.get(&log.path).and_then(|s| s.pending.clone());
         if let Some(p) = pending {
