@@ -49,6 +49,7 @@ pub mod runner;
 pub mod scheduler;
 pub mod secret;
 pub mod timefmt;
+pub mod trust;
 
 /// The daemon's and client's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

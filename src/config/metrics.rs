@@ -48,5 +48,8 @@ pub(super) fn validate(check: &Check, raw: RawMetrics) -> Result<MetricsConfig, 
             format!("{} is not an absolute file path", p.display()),
         ));
     }
+    if let Some(folder) = textfile.as_deref().and_then(std::path::Path::parent) {
+        check.safe_folder("metrics.textfile", folder)?;
+    }
     Ok(MetricsConfig { listen, textfile })
 }

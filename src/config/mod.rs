@@ -32,7 +32,7 @@ pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;
 pub use offsite::OffsiteTarget;
-pub use rotate::{Method, Naming, Reopen, RotateSpec};
+pub use rotate::{Method, Naming, Reopen, RotateSpec, SuUser};
 
 use crate::ids::JobName;
 use crate::scheduler::Schedule;
@@ -194,17 +194,29 @@ impl Config {
     }
 
     /// As [`Config::load`], for `atpred --check` run by an administrator outside the unit:
-    /// `credential:NAME` paths resolve to where systemd will put them for atpred.service.
+    /// `credential:NAME` paths resolve to where systemd will put them for atpred.service. Who
+    /// may write to the folders atpred writes in is not judged: that depends on the user the
+    /// unit runs as, which an administrator's check does not run as (the daemon judges it when
+    /// it starts and at each reload).
     pub fn load_for_check(path: &Path) -> Result<Config, ConfigError> {
         let mut vars: Vec<(String, String)> = std::env::vars().collect();
         if !vars.iter().any(|(k, _)| k == CREDENTIALS_VAR) {
             vars.push((CREDENTIALS_VAR.to_owned(), UNIT_CREDENTIALS_DIR.to_owned()));
         }
-        Self::load_with_env(path, &vars)
+        Self::load_inner(path, &vars, false)
     }
 
     /// As [`Config::load`], with the environment given explicitly (for tests).
     pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        Self::load_inner(path, env, true)
+    }
+
+    /// `judge_folders`: refuse folders users other than root and this process's may write to.
+    fn load_inner(
+        path: &Path,
+        env: &[(String, String)],
+        judge_folders: bool,
+    ) -> Result<Config, ConfigError> {
         let text = read_checked(path)?;
         let vars = our_vars(env);
         let credentials = env
@@ -212,7 +224,14 @@ impl Config {
             .find(|(k, _)| k == CREDENTIALS_VAR)
             .map(|(_, v)| PathBuf::from(v));
         let raw = parse(path, &text, &vars)?;
-        validate::validate(raw, path, &text, &vars, credentials.as_deref())
+        validate::validate(
+            raw,
+            path,
+            &text,
+            &vars,
+            credentials.as_deref(),
+            judge_folders,
+        )
     }
 }
 

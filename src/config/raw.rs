@@ -243,6 +243,8 @@ pub struct RawJob {
     pub max_keep_age: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_shared_dir: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub su: Option<String>,
 }
 
 /// `reopen = { pid-file = "...", signal = "HUP" }` of a rotate job.

@@ -27,6 +27,7 @@ pub(super) const KEYS: &[&str] = &[
     "keep",
     "max-keep-age",
     "allow-shared-dir",
+    "su",
 ];
 
 /// `kind = "rotate"`: the application's own log files, rotated like logrotate does.
@@ -52,8 +53,19 @@ pub struct RotateSpec {
     pub keep: u32,
     /// Remove rotated files older than this (by modification time).
     pub max_keep_age: Option<Duration>,
-    /// Rotate in a directory that users other than its owner may write to.
+    /// Rotate in a directory that users other than root and atpred's own may write to.
     pub allow_shared_dir: bool,
+    /// `su = "user:group"`: the owner of the logs' folders, trusted to write there.
+    pub su: Option<SuUser>,
+}
+
+/// The user and group of a rotate job's `su` key, resolved at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// As written: `user:group`.
+    pub text: String,
 }
 
 /// How the current log is turned into a rotated file.
@@ -173,7 +185,45 @@ pub(super) fn validate(check: &Check, key: &str, raw: RawJob) -> Result<RotateSp
         keep,
         max_keep_age: duration("max-keep-age", &raw.max_keep_age)?,
         allow_shared_dir: raw.allow_shared_dir.unwrap_or(false),
+        su: raw
+            .su
+            .as_deref()
+            .map(|t| su(check, &k("su"), t))
+            .transpose()?,
     })
+}
+
+/// `"user:group"`, both names (or numbers) that exist on this machine.
+fn su(check: &Check, key: &str, text: &str) -> Result<SuUser, ConfigError> {
+    let Some((user, group)) = text
+        .split_once(':')
+        .filter(|(u, g)| !u.is_empty() && !g.is_empty())
+    else {
+        return Err(check.err(key, format!("{text:?} is not \"user:group\"")));
+    };
+    let uid = match user.parse::<u32>() {
+        Ok(n) => Some(n),
+        Err(_) => nix::unistd::User::from_name(user)
+            .ok()
+            .flatten()
+            .map(|u| u.uid.as_raw()),
+    };
+    let gid = match group.parse::<u32>() {
+        Ok(n) => Some(n),
+        Err(_) => nix::unistd::Group::from_name(group)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
+    };
+    match (uid, gid) {
+        (Some(uid), Some(gid)) => Ok(SuUser {
+            uid,
+            gid,
+            text: text.to_owned(),
+        }),
+        (None, _) => Err(check.err(key, format!("no user {user:?} on this machine"))),
+        (_, None) => Err(check.err(key, format!("no group {group:?} on this machine"))),
+    }
 }
 
 fn method(check: &Check, k: &dyn Fn(&str) -> String, raw: &RawJob) -> Result<Method, ConfigError> {

@@ -21,6 +21,8 @@ pub(super) struct Check<'a> {
     vars: &'a BTreeMap<String, String>,
     /// `$CREDENTIALS_DIRECTORY`, where `credential:NAME` paths point.
     credentials: Option<&'a Path>,
+    /// Whether [`Check::safe_folder`] judges (false for an administrator's `--check`).
+    judge_folders: bool,
 }
 
 impl Check<'_> {
@@ -38,6 +40,22 @@ impl Check<'_> {
             env_var,
             &message.into(),
         )
+    }
+
+    /// Refuses `folder` (where the value of `key` makes atpred write files) when users other
+    /// than root and atpred's own may write to it or to a folder above it.
+    pub(super) fn safe_folder(&self, key: &str, folder: &Path) -> Result<(), ConfigError> {
+        if !self.judge_folders {
+            return Ok(());
+        }
+        crate::trust::check_folder(folder, &crate::trust::Trusted::daemon()).map_err(|why| {
+            self.err(
+                key,
+                format!(
+                    "{why}: only root and atpred's user may write where atpred writes its files (anyone else could plant or swap them)"
+                ),
+            )
+        })
     }
 
     pub(super) fn duration(
@@ -151,12 +169,14 @@ pub(super) fn validate(
     text: &str,
     vars: &BTreeMap<String, String>,
     credentials: Option<&Path>,
+    judge_folders: bool,
 ) -> Result<Config, ConfigError> {
     let check = Check {
         path,
         text,
         vars,
         credentials,
+        judge_folders,
     };
     let daemon = daemon(&check, raw.daemon)?;
     let postgres = postgres(&check, raw.postgres)?;
@@ -191,6 +211,7 @@ pub(super) fn validate(
 
 fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
     let state_dir = check.absolute("daemon.state-dir", raw.state_dir, "/var/lib/atpre")?;
+    check.safe_folder("daemon.state-dir", &state_dir)?;
     let backup_dir = check.absolute(
         "daemon.backup-dir",
         raw.backup_dir,

@@ -116,6 +116,9 @@ fn append_line(path: &Path, line: &str) -> io::Result<()> {
         .append(true)
         .create(true)
         .mode(0o600)
+        // Appending is the one write not done through publish::write_atomic: never through a
+        // symlink planted at the history's name.
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
         .open(path)?;
     f.write_all(line.as_bytes())?;
     f.sync_data()

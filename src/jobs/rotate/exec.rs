@@ -11,12 +11,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
-
 use super::copy::{self, CopyReport};
 use super::files::{self, Owner};
 use super::pause;
+use super::pidfile;
 use super::state::{Pending, PendingMethod};
 use crate::config::{Method, Reopen};
 use crate::jobs::{JobContext, JobError};
@@ -27,22 +25,33 @@ const REOPEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the writer gets to move to the fresh log before compression is left for later.
 const REOPEN_WAIT: Duration = Duration::from_secs(10);
 
-/// One log: its path, directory and file name.
+/// One log: its path, directory and file name as configured (for messages and the state
+/// file), and its folder's handle once opened ([`super::folder`]), through which every step
+/// reaches the disk.
 #[derive(Debug, Clone)]
 pub struct Log {
     pub path: PathBuf,
     pub dir: PathBuf,
     pub base: String,
+    /// The folder through its handle (`/proc/self/fd/N`); empty until opened.
+    pub at: PathBuf,
+    /// Keeps the handle `at` refers to open.
+    pub _handle: Option<std::sync::Arc<super::folder::Folder>>,
 }
 
 impl Log {
+    /// The log as reached through the folder's handle.
+    pub fn current(&self) -> PathBuf {
+        self.at.join(&self.base)
+    }
+
     /// The name of a copytruncate's copy until it is renamed into place.
     pub fn copy_temp_name(&self) -> String {
         format!(".{}.atpred-copy", self.base)
     }
 
     fn copy_temp(&self) -> PathBuf {
-        self.dir.join(self.copy_temp_name())
+        self.at.join(self.copy_temp_name())
     }
 }
 
@@ -67,7 +76,7 @@ pub fn journal(
     to: &str,
     shifts: &[(String, String)],
 ) -> Result<Pending, JobError> {
-    let meta = std::fs::symlink_metadata(&log.path).map_err(failed)?;
+    let meta = std::fs::symlink_metadata(log.current()).map_err(failed)?;
     let owner = Owner::of(&meta);
     if !owner.may_be_given() {
         return Err(failed(format!(
@@ -125,7 +134,7 @@ pub async fn finish(
 }
 
 fn still_original(log: &Log, p: &Pending) -> bool {
-    std::fs::symlink_metadata(&log.path).is_ok_and(|m| m.is_file() && m.ino() == p.inode)
+    std::fs::symlink_metadata(log.current()).is_ok_and(|m| m.is_file() && m.ino() == p.inode)
 }
 
 /// Each shift whose source is there and whose target is free (a crash may have done some).
@@ -140,19 +149,19 @@ fn shift(dir: &Path, shifts: &[(String, String)]) -> std::io::Result<()> {
 
 async fn create_steps(ctx: &JobContext, log: &Log, p: &Pending) -> Result<(), JobError> {
     if still_original(log, p) {
-        shift(&log.dir, &p.shifts).map_err(failed)?;
+        shift(&log.at, &p.shifts).map_err(failed)?;
         pause::at("shifted", &ctx.cancel).await?;
-        files::rename_noreplace(&log.dir, &log.base, &p.to).map_err(failed)?;
-        crate::publish::sync_dir(&log.dir).map_err(failed)?;
+        files::rename_noreplace(&log.at, &log.base, &p.to).map_err(failed)?;
+        crate::publish::sync_dir(&log.at).map_err(failed)?;
     }
     pause::at("renamed", &ctx.cancel).await?;
-    if std::fs::symlink_metadata(&log.path).is_err() {
+    if std::fs::symlink_metadata(log.current()).is_err() {
         let owner = Owner {
             uid: p.uid,
             gid: p.gid,
             mode: p.mode,
         };
-        files::create_log(&log.path, owner).map_err(failed)?;
+        files::create_log(&log.current(), owner).map_err(failed)?;
     }
     pause::at("created", &ctx.cancel).await
 }
@@ -164,9 +173,9 @@ async fn create(
     p: &Pending,
 ) -> Result<Finished, JobError> {
     create_steps(ctx, log, p).await?;
-    let told = tell(ctx, reopen).await?;
+    let told = tell(ctx, reopen, p.uid).await?;
     pause::at("reopened", &ctx.cancel).await?;
-    let rotated = log.dir.join(&p.to);
+    let rotated = log.at.join(&p.to);
     let released = blocking(move || Ok(files::wait_unwritten(&rotated, REOPEN_WAIT))).await?;
     Ok(Finished {
         reopened: Some(told),
@@ -175,27 +184,15 @@ async fn create(
     })
 }
 
-/// Asks the writer to reopen its log.
-async fn tell(ctx: &JobContext, reopen: &Reopen) -> Result<String, JobError> {
+/// Asks the writer of a log owned by `log_owner` to reopen it.
+async fn tell(ctx: &JobContext, reopen: &Reopen, log_owner: u32) -> Result<String, JobError> {
     match reopen {
         Reopen::Signal { pid_file, signal } => {
-            let text = tokio::fs::read_to_string(pid_file)
+            let (pid_file, signal) = (pid_file.clone(), *signal);
+            tokio::task::spawn_blocking(move || pidfile::send(&pid_file, signal, log_owner))
                 .await
-                .map_err(|e| failed(format!("reopen: cannot read {}: {e}", pid_file.display())))?;
-            let pid = text
-                .trim()
-                .parse::<i32>()
-                .ok()
-                .filter(|p| *p > 1)
-                .ok_or_else(|| {
-                    failed(format!(
-                        "reopen: {} does not hold a process id",
-                        pid_file.display()
-                    ))
-                })?;
-            kill(Pid::from_raw(pid), *signal)
-                .map_err(|e| failed(format!("reopen: {signal} to pid {pid}: {e}")))?;
-            Ok(format!("sent {signal} to pid {pid}"))
+                .map_err(failed)?
+                .map_err(|why| failed(format!("reopen: {why}")))
         }
         Reopen::Command(argv) => {
             let spec = ProcessSpec::new(&argv[0]).args(&argv[1..]);
@@ -242,7 +239,7 @@ async fn copy_truncate(
     let temp = log.copy_temp();
     let mut finished = Finished::default();
     if fresh {
-        let (path, t) = (log.path.clone(), temp.clone());
+        let (path, t) = (log.current(), temp.clone());
         let (file, report) = blocking(move || {
             let (file, report) = copy::copy_truncate(&path, &t, || pause::blocking("copied"))?;
             Ok((file, report))
@@ -258,7 +255,7 @@ async fn copy_truncate(
             ..finished
         });
     } else {
-        let (t, path) = (temp.clone(), log.path.clone());
+        let (t, path) = (temp.clone(), log.current());
         let untruncated =
             still_original(log, p) && blocking(move || copy::copy_is_prefix(&t, &path)).await?;
         if untruncated {
@@ -271,9 +268,9 @@ async fn copy_truncate(
         let t = temp.clone();
         blocking(move || files::sync_file(&t)).await?;
     }
-    shift(&log.dir, &p.shifts).map_err(failed)?;
+    shift(&log.at, &p.shifts).map_err(failed)?;
     pause::at("shifted", &ctx.cancel).await?;
-    files::rename_noreplace(&log.dir, &log.copy_temp_name(), &p.to).map_err(failed)?;
-    crate::publish::sync_dir(&log.dir).map_err(failed)?;
+    files::rename_noreplace(&log.at, &log.copy_temp_name(), &p.to).map_err(failed)?;
+    crate::publish::sync_dir(&log.at).map_err(failed)?;
     Ok(finished)
 }

@@ -1,5 +1,5 @@
 //! The file-system side of rotation: listing a log's directory (with `lstat`, and who holds each
-//! file open for writing), the shared-directory check, owners, and the steps that change names
+//! file open for writing), owners, and the steps that change names
 //! (copytruncate's copy is in [`super::copy`]). Every new name is created with
 //! `O_EXCL | O_NOFOLLOW` or renamed into with `RENAME_NOREPLACE`, so a symlink planted at a
 //! rotated name can neither redirect a write nor be overwritten.
@@ -112,27 +112,6 @@ fn writable(fdinfo: &str) -> bool {
         .find_map(|l| l.strip_prefix("flags:"))
         .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
         .is_some_and(|f| f & 0o3 != 0)
-}
-
-/// Refuses a directory that users other than its owner may write to (group-writable is fine
-/// when the group is the daemon's own), unless `allowed`.
-pub fn check_dir(dir: &Path, allowed: bool) -> Result<(), String> {
-    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mode = meta.permissions().mode() & 0o7777;
-    let who = if mode & 0o002 != 0 {
-        Some("all users".to_owned())
-    } else if mode & 0o020 != 0 && meta.gid() != nix::unistd::getegid().as_raw() {
-        Some(format!("group {}", meta.gid()))
-    } else {
-        None
-    };
-    match who {
-        Some(who) if !allowed => Err(format!(
-            "{} is writable by {who} (mode {mode:04o}): someone there could plant files where atpred writes; make it writable by its owner only, or set allow-shared-dir = true",
-            dir.display()
-        )),
-        _ => Ok(()),
-    }
 }
 
 fn dir_fd(dir: &Path) -> io::Result<File> {
@@ -310,16 +289,5 @@ mod tests {
             !may_give(100, 100, &[4], &owner(100, 5)),
             "a group it is not in"
         );
-    }
-
-    #[test]
-    fn a_shared_directory_is_refused_unless_allowed() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
-        let err = check_dir(d.path(), false).unwrap_err();
-        assert!(err.contains("writable by all users (mode 1777)"), "{err}");
-        assert!(check_dir(d.path(), true).is_ok());
-        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert!(check_dir(d.path(), false).is_ok());
     }
 }

@@ -11,8 +11,10 @@ mod compress;
 mod copy;
 mod exec;
 mod files;
+mod folder;
 mod names;
 mod pause;
+mod pidfile;
 pub mod plan;
 mod state;
 
@@ -115,6 +117,8 @@ fn select(spec: &RotateSpec, problems: &mut Vec<String>) -> Vec<Log> {
             path: dir.join(&base),
             dir,
             base,
+            at: PathBuf::new(),
+            _handle: None,
         })
         .collect()
 }
@@ -153,7 +157,15 @@ impl Run<'_> {
             }
             return Err(JobError::permanent("its directory does not exist"));
         }
-        files::check_dir(&log.dir, spec.allow_shared_dir).map_err(JobError::permanent)?;
+        let job_key = format!("jobs.{}", ctx.job.name);
+        let opened = folder::open(&log.dir, spec, &job_key).map_err(JobError::permanent)?;
+        let log = &log.opened(opened);
+        self.steps(log, state).await.map_err(|e| log.shown(e))
+    }
+
+    /// [`Self::one`] once the log's folder is open: every step goes through its handle.
+    async fn steps(&mut self, log: &Log, state: &mut JobState) -> Result<(), JobError> {
+        let (ctx, spec) = (self.ctx, self.spec);
         let mut notes = Vec::new();
         let pending = state.logs.get(&log.path).and_then(|s| s.pending.clone());
         if let Some(p) = pending {
@@ -177,7 +189,7 @@ impl Run<'_> {
         } else if !ctx.dry_run {
             self.orphan_copy(log)?;
         }
-        let dir = log.dir.clone();
+        let dir = log.at.clone();
         let entries = tokio::task::spawn_blocking(move || files::list(&dir))
             .await
             .map_err(|e| JobError::permanent(e.to_string()))?
@@ -229,11 +241,11 @@ impl Run<'_> {
     /// A copytruncate copy with no journal (the state file was lost): if the log still holds
     /// all of it, it goes; otherwise it may hold the only copy of lines, and it stays.
     fn orphan_copy(&self, log: &Log) -> Result<(), JobError> {
-        let temp = log.dir.join(log.copy_temp_name());
+        let temp = log.at.join(log.copy_temp_name());
         if temp.symlink_metadata().is_err() {
             return Ok(());
         }
-        if copy::copy_is_prefix(&temp, &log.path).unwrap_or(false) {
+        if copy::copy_is_prefix(&temp, &log.current()).unwrap_or(false) {
             return std::fs::remove_file(&temp).map_err(|e| JobError::permanent(e.to_string()));
         }
         Err(JobError::permanent(format!(
@@ -245,7 +257,7 @@ impl Run<'_> {
     async fn act(&mut self, log: &Log, plan: &Plan, state: &mut JobState) -> Result<(), JobError> {
         let (ctx, spec) = (self.ctx, self.spec);
         for a in &plan.cleanup {
-            files::remove(&log.dir, &a.name)
+            files::remove(&log.at, &a.name)
                 .map_err(|e| JobError::permanent(format!("remove {}: {e}", a.name)))?;
         }
         let mut line = format!("{}: {}", log.path.display(), plan.reason);
@@ -295,7 +307,7 @@ impl Run<'_> {
                 ));
                 continue;
             }
-            let (dir, name, how) = (log.dir.clone(), a.name.clone(), spec.compress);
+            let (dir, name, how) = (log.at.clone(), a.name.clone(), spec.compress);
             let size = tokio::task::spawn_blocking(move || {
                 compress::compress(&dir, &name, how, || pause::blocking("compressing"))
             })
@@ -303,14 +315,14 @@ impl Run<'_> {
             .map_err(|e| JobError::permanent(e.to_string()))?
             .map_err(|e| JobError::permanent(format!("compress {}: {e}", a.name)))?;
             pause::at("compressed", &ctx.cancel).await?;
-            files::remove(&log.dir, &a.name)
+            files::remove(&log.at, &a.name)
                 .map_err(|e| JobError::permanent(format!("remove {}: {e}", a.name)))?;
-            crate::publish::sync_dir(&log.dir).map_err(|e| JobError::permanent(e.to_string()))?;
+            crate::publish::sync_dir(&log.at).map_err(|e| JobError::permanent(e.to_string()))?;
             compressed.push(json!({ "name": a.name, "bytes": size }));
         }
         let mut removed = Vec::new();
         for a in &plan.remove {
-            files::remove(&log.dir, &a.name)
+            files::remove(&log.at, &a.name)
                 .map_err(|e| JobError::permanent(format!("remove {}: {e}", a.name)))?;
             tracing::info!("removed {} ({})", log.dir.join(&a.name).display(), a.reason);
             removed.push(a.name.clone());
@@ -334,6 +346,6 @@ impl Run<'_> {
 
     /// Whether another process holds `name` open for writing right now.
     fn busy(&self, log: &Log, name: &str) -> bool {
-        !files::wait_unwritten(&log.dir.join(name), std::time::Duration::ZERO)
+        !files::wait_unwritten(&log.at.join(name), std::time::Duration::ZERO)
     }
 }

@@ -28,6 +28,7 @@ fn spec() -> RotateSpec {
         keep: 3,
         max_keep_age: None,
         allow_shared_dir: false,
+        su: None,
     }
 }
 
