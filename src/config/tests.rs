@@ -54,7 +54,7 @@ fn the_reference_config_loads() {
         &[("CREDENTIALS_DIRECTORY", "/run/credentials/atpred.service")],
     )
     .unwrap();
-    assert_eq!(c.daemon.socket_group.as_deref(), Some("atpre"));
+    assert_eq!(c.daemon.socket_group.as_deref(), Some("atpred"));
     assert!(c.jobs.contains_key(&"vacuum".parse().unwrap()));
     let logs = &c.jobs[&"api-logs".parse().unwrap()];
     assert!(matches!(&logs.spec, JobSpec::Rotate(r) if r.keep == 14));

@@ -210,12 +210,12 @@ pub(super) fn validate(
 }
 
 fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
-    let state_dir = check.absolute("daemon.state-dir", raw.state_dir, "/var/lib/atpre")?;
+    let state_dir = check.absolute("daemon.state-dir", raw.state_dir, "/var/lib/atpred")?;
     check.safe_folder("daemon.state-dir", &state_dir)?;
     let backup_dir = check.absolute(
         "daemon.backup-dir",
         raw.backup_dir,
-        "/var/lib/atpre/backups",
+        "/var/lib/atpred/backups",
     )?;
     let socket = check.absolute("daemon.socket", raw.socket, "/run/atpred/atpred.sock")?;
     let timezone = raw.timezone.as_deref().unwrap_or("UTC");

@@ -265,7 +265,7 @@ fn reference_config_passes_check_without_resolving_the_socket_group() {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/atpred.toml");
     let text = std::fs::read_to_string(&shipped).expect("read etc/atpred.toml");
     assert!(
-        text.contains("socket-group = \"atpre\""),
+        text.contains("socket-group = \"atpred\""),
         "the reference names the socket group"
     );
     let mut cmd = atpred_launcher(&shipped);
@@ -282,7 +282,7 @@ fn reference_config_passes_check_without_resolving_the_socket_group() {
     let dir = harness::tempdir();
     let copy = dir.path().join("ref.toml");
     let text = text.replace(
-        "socket-group = \"atpre\"",
+        "socket-group = \"atpred\"",
         "socket-group = \"atpred-no-such-group\"",
     );
     harness::write_private(&copy, text.as_bytes());

@@ -147,10 +147,12 @@ fn sysusers_and_tmpfiles_make_the_user_and_the_directories() {
     );
     assert_eq!(out.status, 0, "{out:?}");
     let passwd = std::fs::read_to_string(r.join("etc/passwd")).unwrap();
+    // atpred's own user, not the application's atpre (which the package does not make).
+    assert!(!passwd.lines().any(|l| l.starts_with("atpre:")), "{passwd}");
     let user: Vec<&str> = passwd
         .lines()
-        .find(|l| l.starts_with("atpre:"))
-        .unwrap_or_else(|| panic!("no user atpre in\n{passwd}"))
+        .find(|l| l.starts_with("atpred:"))
+        .unwrap_or_else(|| panic!("no user atpred in\n{passwd}"))
         .split(':')
         .collect();
     let (uid, gid) = (
@@ -159,13 +161,24 @@ fn sysusers_and_tmpfiles_make_the_user_and_the_directories() {
     );
     assert!(uid < 1000, "a system user: {user:?}");
     assert_eq!(user[6], "/usr/sbin/nologin", "no login shell: {user:?}");
+    assert_eq!(user[5], "/var/lib/atpred", "{user:?}");
     let group = std::fs::read_to_string(r.join("etc/group")).unwrap();
     assert!(
         group
             .lines()
-            .any(|l| l.starts_with(&format!("atpre:x:{gid}:"))),
-        "{group}"
+            .any(|l| l.starts_with(&format!("atpred:x:{gid}:"))),
+        "atpred's own group, the operators': {group}"
     );
+    // A member of the application's group, for its logs; the application is not in atpred's.
+    let app_gid = group
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == "atpre" && f[3].split(',').any(|m| m == "atpred")).then(|| f[2].to_owned())
+        })
+        .unwrap_or_else(|| panic!("atpred is not a member of group atpre:\n{group}"))
+        .parse::<u32>()
+        .unwrap();
 
     let out = run_with_timeout(
         Command::new("systemd-tmpfiles")
@@ -175,20 +188,68 @@ fn sysusers_and_tmpfiles_make_the_user_and_the_directories() {
         TIMEOUT,
     );
     assert_eq!(out.status, 0, "{out:?}");
-    for (dir, mode) in [
-        ("var/lib/atpre", 0o750),
-        ("var/lib/atpre/backups", 0o700),
-        ("var/log/atpre", 0o750),
-        ("run/atpred", 0o750),
+    for (dir, mode, owner) in [
+        ("var/lib/atpred", 0o700, (uid, gid)),
+        ("var/lib/atpred/backups", 0o700, (uid, gid)),
+        ("run/atpred", 0o750, (uid, gid)),
+        // The application's log folder (made as root's when missing, its owner never changed):
+        // atpred writes there as a member of group atpre; setgid, so what it creates is atpre's.
+        ("var/log/atpre", 0o2770, (0, app_gid)),
     ] {
         let meta = std::fs::metadata(r.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
         assert!(meta.is_dir(), "{dir}");
         assert_eq!(meta.permissions().mode() & 0o7777, mode, "{dir}");
-        assert_eq!((meta.uid(), meta.gid()), (uid, gid), "{dir} owned by atpre");
+        assert_eq!((meta.uid(), meta.gid()), owner, "{dir}'s owner");
     }
+    assert!(
+        !r.join("var/lib/atpre").exists(),
+        "the application's /var/lib/atpre is not atpred's to make"
+    );
     let socket = std::fs::read_to_string(units_dir().join("atpred.socket")).unwrap();
     assert!(
         socket.contains("ListenStream=/run/atpred/atpred.sock"),
         "the socket unit listens in the directory tmpfiles makes"
     );
+}
+
+/// The values of `key=` in a unit file, in order.
+fn unit_values(text: &str, key: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_daemon_runs_as_its_own_user_and_hands_no_application_folder_to_itself() {
+    let service = std::fs::read_to_string(units_dir().join("atpred.service")).unwrap();
+    let socket = std::fs::read_to_string(units_dir().join("atpred.socket")).unwrap();
+    assert_eq!(unit_values(&service, "User"), ["atpred"]);
+    assert_eq!(unit_values(&service, "Group"), ["atpred"]);
+    // systemd chowns a StateDirectory=/LogsDirectory= recursively to the service's user: naming
+    // the application's folders there would hand them to atpred.
+    assert_eq!(unit_values(&service, "StateDirectory"), ["atpred"]);
+    assert_eq!(unit_values(&service, "StateDirectoryMode"), ["0700"]);
+    for key in ["LogsDirectory", "CacheDirectory", "RuntimeDirectory"] {
+        assert!(unit_values(&service, key).is_empty(), "{key}= in the unit");
+    }
+    assert_eq!(unit_values(&service, "ReadWritePaths"), ["-/var/log/atpre"]);
+    assert_eq!(unit_values(&socket, "SocketUser"), ["atpred"]);
+    assert_eq!(unit_values(&socket, "SocketGroup"), ["atpred"]);
+    // Under PrivateUsers=yes only the service's own user and group are mapped: a socket group
+    // other than the unit's Group= would show up in the daemon as nobody and never match.
+    assert_eq!(unit_values(&service, "PrivateUsers"), ["yes"]);
+    let reference =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("etc/atpred.toml"))
+            .unwrap();
+    for line in [
+        "socket-group = \"atpred\"",
+        "state-dir = \"/var/lib/atpred\"",
+        "backup-dir = \"/var/lib/atpred/backups\"",
+    ] {
+        assert!(
+            reference.lines().any(|l| l == line),
+            "etc/atpred.toml has no line {line}"
+        );
+    }
 }

@@ -4,10 +4,14 @@
 //! (`tests/system/rootfs`, or `ATPRED_ROOTFS`) with systemd-nspawn, installs the package next to
 //! the PostgreSQL 15 and Redis that run inside, and checks what an operator meets: install
 //! (enabled, not started), `systemctl start` returning after READY=1, `atprectl` for root and
-//! group atpre and refused to others, reload (and a broken reload keeping the old config with
-//! StatusText saying so), a backup owned by atpre with mode 0600 that restores, the journal's
-//! structured fields, a clean and quick stop, socket activation while stopped, the watchdog
-//! killing and restarting a frozen daemon, restart on upgrade, and purge keeping the backups.
+//! the operators' group atpred and refused to others (the application's user atpre among them),
+//! reload (and a broken reload keeping the old config with StatusText saying so), a backup owned
+//! by atpred with mode 0600 that restores and that the application's user can neither read,
+//! write, rename, chmod nor delete, a rotation of the application's logs through its group, the
+//! journal's structured fields, a clean and quick stop, socket activation while stopped, the
+//! watchdog killing and restarting a frozen daemon, restart on upgrade, the RPM post-install
+//! keeping an administrator's config mode, and purge keeping the backups and never touching the
+//! application's folders. Before all that, the upgrade from 0.1 (`ownership`).
 //!
 //! Needs root (nspawn, cgroups). `.ci/run` decides whether the machine allows it; when it does
 //! not it sets `ATPRED_SKIP_SYSTEM_TEST` to the reason, which this test prints loudly and
@@ -21,6 +25,7 @@
 )]
 
 mod container;
+mod ownership;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -60,6 +65,7 @@ fn package_dir() -> PathBuf {
     let _ = std::fs::remove_dir_all(&staged);
     std::fs::create_dir_all(&staged).unwrap();
     std::fs::copy(&deb, staged.join("atpred.deb")).unwrap();
+    ownership::stage(&deb, &staged);
     staged
 }
 
@@ -81,6 +87,7 @@ fn check_machine() {
         ("systemd-nspawn", "systemd-container"),
         ("nsenter", "util-linux"),
         ("debootstrap", "debootstrap"),
+        ("dpkg-deb", "dpkg"),
     ] {
         let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
             .any(|d| d.join(tool).is_file());
@@ -150,19 +157,23 @@ fn the_package_under_real_systemd() {
 }
 
 fn scenario(c: &Container) {
-    install(c);
     set_up_database(c);
+    ownership::upgrade_from_0_1(c);
+    install(c);
+    write_config(c, "");
     start(c);
     access(c);
     reload(c);
     backup(c);
+    ownership::out_of_the_applications_reach(c);
     rotate(c);
     health(c);
     journal(c);
     stop_and_activation(c);
     watchdog(c);
     upgrade(c);
-    purge(c);
+    ownership::rpm_post_install_keeps_the_config_mode(c);
+    ownership::purge(c);
 }
 
 fn install(c: &Container) {
@@ -178,10 +189,22 @@ fn install(c: &Container) {
         assert_eq!(c.property(unit, "ActiveState"), "inactive", "{unit}");
     }
     assert_eq!(
-        c.sh("stat -c '%U:%G %a' /etc/atpre/atpred.toml /var/lib/atpre /var/lib/atpre/backups /run/atpred")
+        c.sh("stat -c '%U:%G %a' /etc/atpre/atpred.toml /var/lib/atpred /var/lib/atpred/backups /run/atpred /var/log/atpre")
             .lines()
             .collect::<Vec<_>>(),
-        ["root:atpre 640", "atpre:atpre 750", "atpre:atpre 700", "atpre:atpre 750"]
+        [
+            "root:atpred 640",
+            "atpred:atpred 700",
+            "atpred:atpred 700",
+            "atpred:atpred 750",
+            // The application's folder keeps its owner; atpred rotates there through the group.
+            "atpre:atpre 2770"
+        ]
+    );
+    assert_eq!(
+        c.sh("id -nG atpred").split_whitespace().collect::<Vec<_>>(),
+        ["atpred", "atpre"],
+        "atpred's groups: its own (the operators') and the application's, for the logs"
     );
     c.sh("test -x /usr/bin/atpred && test -x /usr/bin/atprectl");
     c.sh("test -s /usr/share/man/man8/atpred.8.gz && test -s /usr/share/man/man1/atprectl.1.gz");
@@ -195,6 +218,7 @@ fn install(c: &Container) {
 /// A role with a password (scram over the local socket, so the passfile credential is what
 /// lets the daemon in), a database with rows, and the passfile root:root 0600.
 fn set_up_database(c: &Container) {
+    c.sh("mkdir -p /etc/atpre");
     let _s = step("PostgreSQL inside: role, database, passfile");
     assert!(
         c.wait_for(WAIT, |c| c
@@ -213,14 +237,37 @@ fn set_up_database(c: &Container) {
          printf 'localhost:5432:*:atp_user:s3cret-Pw\\n' > /etc/atpre/pgpass
          chmod 600 /etc/atpre/pgpass",
     );
-    write_config(c, "");
 }
 
 fn write_config(c: &Container, extra: &str) {
+    write_config_for(c, Layout::Current, extra);
+}
+
+/// Whose configuration: today's, or what an administrator of 0.1 had (0.1's shipped paths and
+/// socket group, all in the application's folders and group).
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    Current,
+    V0_1,
+}
+
+fn write_config_for(c: &Container, layout: Layout, extra: &str) {
+    let (daemon, group, backups) = match layout {
+        Layout::Current => (
+            "socket-group = \"atpred\"",
+            "atpred",
+            "/var/lib/atpred/backups",
+        ),
+        Layout::V0_1 => (
+            "state-dir = \"/var/lib/atpre\"\nbackup-dir = \"/var/lib/atpre/backups\"\nsocket-group = \"atpre\"",
+            "atpre",
+            "/var/lib/atpre/backups",
+        ),
+    };
     let config = format!(
         r#"[daemon]
 socket = "/run/atpred/atpred.sock"
-socket-group = "atpre"
+{daemon}
 stop-timeout = "10s"
 
 [postgres]
@@ -248,17 +295,19 @@ method = "create"
 reopen-command = ["/bin/true"]
 compress = "zstd"
 keep = 3
+# /var/log/atpre is the application's, 2770 group atpre: writable by that group, atpred's way in.
+allow-shared-dir = true
 
 [jobs.health]
 kind = "health"
 check-timeout = "5s"
 http-url = "http://127.0.0.1:9187/metrics"
 http-expect-body = "atpred_up"
-disk-paths = ["/var/lib/atpre/backups", "/var/log/atpre"]
+disk-paths = ["{backups}", "/var/log/atpre"]
 {extra}"#
     );
     let out = c.exec_input(
-        &["sh", "-ec", "cat > /etc/atpre/atpred.toml.new && mv /etc/atpre/atpred.toml.new /etc/atpre/atpred.toml && chown root:atpre /etc/atpre/atpred.toml && chmod 640 /etc/atpre/atpred.toml"],
+        &["sh", "-ec", &format!("cat > /etc/atpre/atpred.toml.new && mv /etc/atpre/atpred.toml.new /etc/atpre/atpred.toml && chown root:{group} /etc/atpre/atpred.toml && chmod 640 /etc/atpre/atpred.toml")],
         Some(&config),
     );
     assert_eq!(out.status, 0, "{out:?}");
@@ -279,27 +328,30 @@ fn start(c: &Container) {
     );
     assert_eq!(
         c.sh("stat -c '%U:%G %a' /run/atpred/atpred.sock").trim(),
-        "atpre:atpre 660"
+        "atpred:atpred 660"
     );
 }
 
 fn access(c: &Container) {
-    let _s = step("atprectl: root, a member of atpre, another user");
-    c.sh("useradd -m -G atpre alice && useradd -m bob");
+    let _s = step("atprectl: root, an operator (group atpred), another user, the application");
+    c.sh("useradd -m -G atpred alice && useradd -m bob");
     let root = c.exec(&["atprectl", "status"]);
     assert_eq!(root.status, 0, "root: {root:?}");
-    // alice is in atpre only as a supplementary group: the daemon runs with PrivateUsers=yes,
-    // where her uid shows as nobody; the check reads her groups, and atpre is mapped.
+    // alice is in atpred only as a supplementary group: the daemon runs with PrivateUsers=yes,
+    // where her uid shows as nobody; the check reads her groups, and atpred, the unit's Group=,
+    // is mapped.
     let member = c.exec(&["runuser", "-u", "alice", "--", "atprectl", "status"]);
-    assert_eq!(member.status, 0, "a member of group atpre: {member:?}");
-    let other = c.exec(&["runuser", "-u", "bob", "--", "atprectl", "status"]);
-    // Refused by the kernel (the folder's mode): 77, naming what refused and the group to ask.
-    assert_eq!(other.status, 77, "another user is refused: {other:?}");
-    assert!(
-        other.stderr.contains("not permitted: ")
-            && other.stderr.contains("ask to be added to group"),
-        "{other:?}"
-    );
+    assert_eq!(member.status, 0, "a member of group atpred: {member:?}");
+    for user in ["bob", "atpre"] {
+        let other = c.exec(&["runuser", "-u", user, "--", "atprectl", "status"]);
+        // Refused by the kernel (the folder's mode): 77, naming what refused and the group to ask.
+        assert_eq!(other.status, 77, "{user} is refused (no operator): {other:?}");
+        assert!(
+            other.stderr.contains("not permitted: ")
+                && other.stderr.contains("ask to be added to group"),
+            "{user}: {other:?}"
+        );
+    }
     // Loosen the modes by hand: then the daemon's own peer check is what refuses bob. Under
     // PrivateUsers= his uid reaches the daemon as nobody (65534), which is never let in.
     c.sh("chmod 0755 /run/atpred && chmod 0666 /run/atpred/atpred.sock");
@@ -367,16 +419,16 @@ fn reload(c: &Container) {
 }
 
 fn backup(c: &Container) {
-    let _s = step("a backup under the sandbox: owned by atpre, 0600, restorable");
+    let _s = step("a backup under the sandbox: owned by atpred, 0600, restorable");
     let out = c.exec(&["atprectl", "run", "nightly", "--wait"]);
     assert_eq!(out.status, 0, "the backup under the hardened unit: {out:?}");
     let file = c
-        .sh("ls -d /var/lib/atpre/backups/*/database.backup")
+        .sh("ls -d /var/lib/atpred/backups/*/database.backup")
         .trim()
         .to_owned();
     assert_eq!(
         c.sh(&format!("stat -c '%U:%G %a' {file}")).trim(),
-        "atpre:atpre 600"
+        "atpred:atpred 600"
     );
     let count = c.sh(&format!(
         "runuser -u postgres -- createdb restored
@@ -387,23 +439,34 @@ fn backup(c: &Container) {
 }
 
 fn rotate(c: &Container) {
-    let _s = step("a log rotation under the sandbox: owner and mode kept, compressed");
-    c.sh("seq 1 20000 > /var/log/atpre/api.log
-         chown atpre:atpre /var/log/atpre/api.log && chmod 0640 /var/log/atpre/api.log");
+    let _s = step("the application's log rotated through its group: compressed, still writable");
+    // The application's own log, as the application writes it: its user, its group, 0640.
+    c.sh("runuser -u atpre -- sh -c 'umask 027; seq 1 20000 > /var/log/atpre/api.log'");
     let out = c.exec(&["atprectl", "run", "api-logs", "--force", "--wait"]);
     assert_eq!(out.status, 0, "rotation under the hardened unit: {out:?}");
+    // atpred cannot give a file to atpre (no capability; atpre is not even mapped under
+    // PrivateUsers=): the fresh log is atpred's, of group atpre from the setgid folder, and the
+    // group gets the owner's rights, so that the application keeps writing it.
     assert_eq!(
         c.sh("stat -c '%U:%G %a %s' /var/log/atpre/api.log").trim(),
-        "atpre:atpre 640 0",
-        "a fresh, empty log with the old owner and mode"
+        "atpred:atpre 660 0",
+        "a fresh, empty log the application's group may write"
     );
     assert_eq!(
         c.sh("stat -c '%U:%G %a' /var/log/atpre/api.log.1.zst")
             .trim(),
-        "atpre:atpre 640"
+        "atpred:atpre 660"
     );
     let lines = c.sh("zstd -dc /var/log/atpre/api.log.1.zst | wc -l");
     assert_eq!(lines.trim(), "20000", "every line is in the rotated file");
+    c.sh("runuser -u atpre -- sh -c 'echo after >> /var/log/atpre/api.log'");
+    // Reading the logs needs membership of atpre and nothing else.
+    c.sh("useradd -m -G atpre reader");
+    assert_eq!(
+        c.sh("runuser -u reader -- cat /var/log/atpre/api.log")
+            .trim(),
+        "after"
+    );
 }
 
 fn health(c: &Container) {
@@ -524,17 +587,4 @@ fn upgrade(c: &Container) {
     assert_eq!(c.property("atpred.service", "ActiveState"), "active");
     // The administrator's configuration survived (a conffile).
     assert!(c.sh("cat /etc/atpre/atpred.toml").contains("jobs.hello"));
-}
-
-fn purge(c: &Container) {
-    let _s = step("purge keeps backups unless asked");
-    let out = c.exec(&["dpkg", "--purge", "atpred"]);
-    assert_eq!(out.status, 0, "{out:?}");
-    assert_eq!(c.property("atpred.service", "ActiveState"), "inactive");
-    c.sh("ls /var/lib/atpre/backups/*/database.backup >/dev/null");
-    let out = c.exec(&["dpkg", "-i", "/opt/atpred/atpred.deb"]);
-    assert_eq!(out.status, 0, "{out:?}");
-    let out = c.exec(&["env", "ATPRED_PURGE_STATE=yes", "dpkg", "--purge", "atpred"]);
-    assert_eq!(out.status, 0, "{out:?}");
-    c.sh("test ! -e /var/lib/atpre");
 }

@@ -41,7 +41,11 @@ pub fn compress(dir: &Path, name: &str, how: Compression, pause: impl Fn()) -> i
     if !meta.is_file() {
         return Err(io::Error::other(format!("{name} is not a regular file")));
     }
-    let owner = Owner::of(&meta);
+    let owner = Owner::of(&meta).in_dir(dir)?.ok_or_else(|| {
+        io::Error::other(format!(
+            "{name}: atpred cannot give a compressed copy its owner and group"
+        ))
+    })?;
     let out = OpenOptions::new()
         .write(true)
         .create_new(true)

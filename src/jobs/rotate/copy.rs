@@ -31,7 +31,14 @@ pub fn copy_truncate(
     before_truncate: impl Fn(),
 ) -> io::Result<(File, CopyReport)> {
     let mut src = open_nofollow(log, true)?;
-    let owner = Owner::of(&src.metadata()?);
+    let owner = Owner::of(&src.metadata()?)
+        .in_dir(temp.parent().unwrap_or(Path::new("/")))?
+        .ok_or_else(|| {
+            io::Error::other(format!(
+                "{}: atpred cannot give a copy its owner and group",
+                log.display()
+            ))
+        })?;
     let mut dst = create_new(temp, owner.mode)?;
     match copy_then_truncate(&mut src, &mut dst, owner, before_truncate) {
         Ok(report) => Ok((dst, report)),

@@ -77,16 +77,17 @@ pub fn journal(
     shifts: &[(String, String)],
 ) -> Result<Pending, JobError> {
     let meta = std::fs::symlink_metadata(log.current()).map_err(failed)?;
-    let owner = Owner::of(&meta);
-    if !owner.may_be_given() {
+    let found = Owner::of(&meta);
+    let Some(owner) = found.in_dir(&log.at).map_err(failed)? else {
         return Err(failed(format!(
-            "{} belongs to uid {} gid {}, which atpred (uid {}) cannot give the files it creates: not rotated (run atpred as that user or as root)",
+            "{} belongs to uid {} gid {}, which atpred (uid {}) cannot give the files it creates: not rotated (run atpred as that user or as root, or make its folder setgid of group {} with atpred in that group)",
             log.base,
-            owner.uid,
-            owner.gid,
-            nix::unistd::geteuid()
+            found.uid,
+            found.gid,
+            nix::unistd::geteuid(),
+            found.gid
         )));
-    }
+    };
     Ok(Pending {
         started: ctx.now,
         to: to.to_owned(),

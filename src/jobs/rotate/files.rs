@@ -161,21 +161,6 @@ impl Owner {
         }
     }
 
-    /// Whether this process may give a file this owner: root may; anyone else only their own
-    /// uid and a group they are in. Checked before a rotation starts, so a daemon that could
-    /// not recreate the log as it was never moves it.
-    pub fn may_be_given(&self) -> bool {
-        let groups: Vec<u32> = nix::unistd::getgroups()
-            .map(|g| g.iter().map(|g| g.as_raw()).collect())
-            .unwrap_or_default();
-        may_give(
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-            &groups,
-            self,
-        )
-    }
-
     /// Gives `file` this owner and mode (chown first: it clears set-id bits). A file that has
     /// the owner already is not chowned: the systemd unit forbids the chown family of system
     /// calls (`~@privileged`), and a daemon rotating its own user's logs never needs them.
@@ -189,8 +174,58 @@ impl Owner {
     }
 }
 
+/// Whether a process may give a file this owner: root may; anyone else only their own uid
+/// and a group they are in.
 fn may_give(euid: u32, egid: u32, groups: &[u32], owner: &Owner) -> bool {
     euid == 0 || (owner.uid == euid && (owner.gid == egid || groups.contains(&owner.gid)))
+}
+
+impl Owner {
+    /// The owner a file atpred creates in `dir` (a fresh log, a compressed or copied one)
+    /// takes in place of this one, or None when it cannot be recreated as it was.
+    ///
+    /// Root, or a daemon that may give this owner, keeps it. Otherwise the log belongs to
+    /// another user, typically the application whose folder atpred reaches as a member of its
+    /// group: in a setgid folder of the log's own group a new file takes that group from the
+    /// folder without a chown (which the unit forbids, and which under `PrivateUsers=` could
+    /// not name the unmapped group anyway). The file is then atpred's, and its group gets the
+    /// owner's rights as well, so that the writer keeps through its group what it had as owner.
+    pub fn in_dir(self, dir: &Path) -> io::Result<Option<Owner>> {
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+        let groups: Vec<u32> = nix::unistd::getgroups()
+            .map(|g| g.iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default();
+        Ok(recreatable(
+            Creds {
+                euid: nix::unistd::geteuid().as_raw(),
+                egid: nix::unistd::getegid().as_raw(),
+                groups: &groups,
+            },
+            self,
+            meta.gid(),
+            meta.permissions().mode(),
+        ))
+    }
+}
+
+/// The daemon's effective ids and supplementary groups.
+struct Creds<'a> {
+    euid: u32,
+    egid: u32,
+    groups: &'a [u32],
+}
+
+fn recreatable(me: Creds, owner: Owner, dir_gid: u32, dir_mode: u32) -> Option<Owner> {
+    if may_give(me.euid, me.egid, me.groups, &owner) {
+        return Some(owner);
+    }
+    let setgid = dir_mode & 0o2000 != 0;
+    (setgid && dir_gid == owner.gid).then_some(Owner {
+        uid: me.euid,
+        gid: owner.gid,
+        mode: owner.mode | ((owner.mode & 0o600) >> 3),
+    })
 }
 
 /// Creates the fresh, empty log of the `create` method.
@@ -290,4 +325,44 @@ mod tests {
             "a group it is not in"
         );
     }
+
+    #[test]
+    fn another_users_log_is_recreated_through_a_setgid_folder_of_its_group() {
+        let me = || Creds {
+            euid: 100,
+            egid: 100,
+            groups: &[4],
+        };
+        let log = Owner {
+            uid: 33,
+            gid: 4,
+            mode: 0o640,
+        };
+        let own = Owner { uid: 100, ..log };
+        let kept = recreatable(me(), own, 4, 0o2770).unwrap();
+        assert_eq!(
+            (kept.uid, kept.gid, kept.mode),
+            (100, 4, 0o640),
+            "its own log"
+        );
+        let taken = recreatable(me(), log, 4, 0o2770).unwrap();
+        assert_eq!(
+            (taken.uid, taken.gid, taken.mode),
+            (100, 4, 0o660),
+            "atpred's, the log's group, which gets the owner's rights"
+        );
+        assert!(recreatable(me(), log, 4, 0o770).is_none(), "not setgid");
+        assert!(
+            recreatable(me(), log, 5, 0o2770).is_none(),
+            "a folder of another group"
+        );
+        let root = Creds {
+            euid: 0,
+            egid: 0,
+            groups: &[],
+        };
+        let same = recreatable(root, log, 5, 0o755).unwrap();
+        assert_eq!((same.uid, same.gid, same.mode), (33, 4, 0o640), "root");
+    }
+
 }
