@@ -345,7 +345,10 @@ fn access(c: &Container) {
     for user in ["bob", "atpre"] {
         let other = c.exec(&["runuser", "-u", user, "--", "atprectl", "status"]);
         // Refused by the kernel (the folder's mode): 77, naming what refused and the group to ask.
-        assert_eq!(other.status, 77, "{user} is refused (no operator): {other:?}");
+        assert_eq!(
+            other.status, 77,
+            "{user} is refused (no operator): {other:?}"
+        );
         assert!(
             other.stderr.contains("not permitted: ")
                 && other.stderr.contains("ask to be added to group"),

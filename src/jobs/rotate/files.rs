@@ -364,5 +364,4 @@ mod tests {
         let same = recreatable(root, log, 5, 0o755).unwrap();
         assert_eq!((same.uid, same.gid, same.mode), (33, 4, 0o640), "root");
     }
-
 }
