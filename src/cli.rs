@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::jobs::calendar_duration::CalendarDuration;
+use crate::jobs::retention::Count;
+
 /// atpred: backups that are proven restorable, retention, health and log rotation for a
 /// PostgreSQL + Redis application server.
 #[derive(Debug, Parser)]
@@ -136,31 +139,33 @@ pub enum BackupsCommand {
 /// A retention policy, as in a `kind = "prune"` job.
 #[derive(Debug, clap::Args)]
 pub struct RetentionArgs {
-    #[arg(long)]
-    pub keep_last: Option<u32>,
-    #[arg(long)]
-    pub keep_hourly: Option<u32>,
-    #[arg(long)]
-    pub keep_daily: Option<u32>,
-    #[arg(long)]
-    pub keep_weekly: Option<u32>,
-    #[arg(long)]
-    pub keep_monthly: Option<u32>,
-    #[arg(long)]
-    pub keep_yearly: Option<u32>,
-    /// Keep every backup up to this much older than the newest ("2d", "36h").
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_hourly: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_daily: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_weekly: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_monthly: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_yearly: Option<std::time::Duration>,
+    /// Counts as restic writes them: a number from 0, or -1 to keep all in that bucket.
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_last: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_hourly: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_daily: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_weekly: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_monthly: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_yearly: Option<Count>,
+    /// Keep every backup newer than the newest minus this, in restic's grammar ("2d", "1m14d";
+    /// m is months).
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_hourly: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_daily: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_weekly: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_monthly: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_yearly: Option<CalendarDuration>,
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub min_keep: u32,
     /// The time to plan at (RFC 3339); default: now.

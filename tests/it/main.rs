@@ -84,6 +84,8 @@ mod prune_failed;
 mod prune_offline;
 mod prune_plan;
 mod prune_support;
+mod retention_durations;
+mod retention_restic;
 mod rotate_crash;
 mod rotate_disk;
 mod rotate_safety;
