@@ -4,6 +4,7 @@
 //! [`JobTimer`] decides, from the time it is given, whether a job fires now, is recorded as
 //! missed, or waits. Both are pure: nothing here reads a clock.
 
+mod cron_dow;
 mod schedule;
 mod timer;
 

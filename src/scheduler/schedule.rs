@@ -198,11 +198,16 @@ fn parse_cron(text: &str) -> Result<Kind, ScheduleError> {
             });
         }
     };
+    // The day of week is the last field in both forms; it is read as cronie reads it.
+    let (rest, dow) = pattern
+        .rsplit_once(char::is_whitespace)
+        .unwrap_or((pattern, ""));
+    let pattern = format!("{} {}", rest.trim_end(), super::cron_dow::normalize(dow));
     let cron = CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
         .build()
-        .parse(pattern)
+        .parse(&pattern)
         .map_err(|source| ScheduleError::Cron {
             text: text.into(),
             source,
