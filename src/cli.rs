@@ -19,6 +19,9 @@ pub struct DaemonArgs {
     /// Validate the configuration, print each job's next three runs, and exit (0 valid, 78 not).
     #[arg(long)]
     pub check: bool,
+    /// With --check: list the runs after this time (RFC 3339) instead of after now.
+    #[arg(long, requires = "check", value_name = "RFC3339")]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// atprectl: control a running atpred over its socket.
@@ -93,6 +96,9 @@ pub enum CtlCommand {
     /// Try a retention policy offline: reads RFC 3339 timestamps (one per line) on stdin and
     /// prints which backups it would keep and why. Needs no daemon.
     Retention(RetentionArgs),
+    /// When will this run? The next fire times of a schedule, as the daemon fires them, marked
+    /// where a DST change shifts, coalesces or repeats them. Needs no daemon.
+    Schedule(ScheduleArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Print a man page (roff) for atprectl, or for atpred with --daemon.
@@ -134,6 +140,22 @@ pub enum BackupsCommand {
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
     },
+}
+
+/// `atprectl schedule`.
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// A job's `schedule`: a cron pattern, a nickname or `every D`.
+    pub expr: String,
+    /// The IANA time zone it is read in (the daemon's `timezone`).
+    #[arg(long, default_value = "UTC")]
+    pub tz: chrono_tz::Tz,
+    /// List the runs after this time (RFC 3339); default: now.
+    #[arg(long, value_name = "RFC3339")]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many runs.
+    #[arg(short, default_value_t = 10)]
+    pub n: usize,
 }
 
 /// A retention policy, as in a `kind = "prune"` job.

@@ -5,9 +5,11 @@
 //! missed, or waits. Both are pure: nothing here reads a clock.
 
 mod cron_dow;
+mod preview;
 mod schedule;
 mod timer;
 
+pub use preview::{Dst, Fire, preview};
 pub use schedule::{Schedule, ScheduleError};
 pub use timer::{GRACE, JobTimer, Tick};
 mod describe;

@@ -91,4 +91,5 @@ mod rotate_disk;
 mod rotate_safety;
 mod rotate_support;
 mod rotate_writer;
+mod schedule_dst;
 mod systemd_units;
