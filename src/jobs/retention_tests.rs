@@ -227,3 +227,30 @@ fn a_backup_dated_in_the_future_does_not_displace_the_one_made_now() {
         assert_eq!(plan.decisions[0].reasons, ["dated in the future"]);
     }
 }
+
+/// `min-keep` is a floor on the newest N verified backups, not "top up to N with whatever no
+/// rule kept": with the latter, adding `keep-yearly 2` here kept last year's backup, filled the
+/// count and removed v3, which `keep-last 1` alone kept.
+#[test]
+fn min_keep_is_the_newest_n_so_keeping_more_removes_nothing() {
+    let c = [
+        verified("v4", at("2026-11-27T02:30:00Z")),
+        verified("v3", at("2026-11-26T02:30:00Z")),
+        verified("v2", at("2026-11-20T02:30:00Z")),
+        verified("v1", at("2025-06-01T02:30:00Z")),
+    ];
+    let less = policy(|p| {
+        p.keep_last = Some(Count::N(1));
+        p.min_keep = 2;
+    });
+    let mut more = less.clone();
+    more.keep_periods.insert(Period::Yearly, Count::N(2));
+    assert_eq!(
+        kept(&plan(&c, &less, at(NOW), chrono_tz::UTC)),
+        ["v4", "v3"]
+    );
+    assert_eq!(
+        kept(&plan(&c, &more, at(NOW), chrono_tz::UTC)),
+        ["v4", "v3", "v1"]
+    );
+}
