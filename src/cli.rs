@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::jobs::calendar_duration::CalendarDuration;
+use crate::jobs::retention::Count;
+
 /// atpred: backups that are proven restorable, retention, health and log rotation for a
 /// PostgreSQL + Redis application server.
 #[derive(Debug, Parser)]
@@ -16,6 +19,9 @@ pub struct DaemonArgs {
     /// Validate the configuration, print each job's next three runs, and exit (0 valid, 78 not).
     #[arg(long)]
     pub check: bool,
+    /// With --check: list the runs after this time (RFC 3339) instead of after now.
+    #[arg(long, requires = "check", value_name = "RFC3339")]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// atprectl: control a running atpred over its socket.
@@ -90,6 +96,9 @@ pub enum CtlCommand {
     /// Try a retention policy offline: reads RFC 3339 timestamps (one per line) on stdin and
     /// prints which backups it would keep and why. Needs no daemon.
     Retention(RetentionArgs),
+    /// When will this run? The next fire times of a schedule, as the daemon fires them, marked
+    /// where a DST change shifts, coalesces or repeats them. Needs no daemon.
+    Schedule(ScheduleArgs),
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
     /// Print a man page (roff) for atprectl, or for atpred with --daemon.
@@ -133,34 +142,52 @@ pub enum BackupsCommand {
     },
 }
 
+/// `atprectl schedule`.
+#[derive(Debug, clap::Args)]
+pub struct ScheduleArgs {
+    /// A job's `schedule`: a cron pattern, a nickname or `every D`.
+    pub expr: String,
+    /// The IANA time zone it is read in (the daemon's `timezone`).
+    #[arg(long, default_value = "UTC")]
+    pub tz: chrono_tz::Tz,
+    /// List the runs after this time (RFC 3339); default: now.
+    #[arg(long, value_name = "RFC3339")]
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// How many runs.
+    #[arg(short, default_value_t = 10)]
+    pub n: usize,
+}
+
 /// A retention policy, as in a `kind = "prune"` job.
 #[derive(Debug, clap::Args)]
 pub struct RetentionArgs {
-    #[arg(long)]
-    pub keep_last: Option<u32>,
-    #[arg(long)]
-    pub keep_hourly: Option<u32>,
-    #[arg(long)]
-    pub keep_daily: Option<u32>,
-    #[arg(long)]
-    pub keep_weekly: Option<u32>,
-    #[arg(long)]
-    pub keep_monthly: Option<u32>,
-    #[arg(long)]
-    pub keep_yearly: Option<u32>,
-    /// Keep every backup up to this much older than the newest ("2d", "36h").
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_hourly: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_daily: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_weekly: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_monthly: Option<std::time::Duration>,
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub keep_within_yearly: Option<std::time::Duration>,
+    /// Counts as restic writes them: a number from 0, or -1 to keep all in that bucket.
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_last: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_hourly: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_daily: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_weekly: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_monthly: Option<Count>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_yearly: Option<Count>,
+    /// Keep every backup newer than the newest minus this, in restic's grammar ("2d", "1m14d";
+    /// m is months).
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_hourly: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_daily: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_weekly: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_monthly: Option<CalendarDuration>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub keep_within_yearly: Option<CalendarDuration>,
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub min_keep: u32,
     /// The time to plan at (RFC 3339); default: now.

@@ -1,13 +1,12 @@
 //! Settings of `kind = "prune"` jobs: a retention policy and the backup jobs it applies to.
 
-use std::time::Duration;
-
 use super::ConfigError;
 use super::raw::RawJob;
 use super::validate::Check;
 use crate::ids::JobName;
+use crate::jobs::calendar_duration::CalendarDuration;
 use crate::jobs::prune::{PruneSpec, Target};
-use crate::jobs::retention::{Period, Policy};
+use crate::jobs::retention::{Count, Period, Policy};
 
 /// The keys a prune job accepts besides the common ones.
 pub(super) const KEYS: &[&str] = &[
@@ -31,8 +30,12 @@ pub(super) const KEYS: &[&str] = &[
 
 pub(super) fn validate(check: &Check, key: &str, raw: RawJob) -> Result<PruneSpec, ConfigError> {
     let k = |name: &str| format!("{key}.{name}");
+    let count = |name: &str, n: Option<i64>| -> Result<Option<Count>, ConfigError> {
+        n.map(|n| Count::from_restic(n).map_err(|e| check.err(&k(name), e)))
+            .transpose()
+    };
     let mut policy = Policy {
-        keep_last: raw.keep_last,
+        keep_last: count("keep-last", raw.keep_last)?,
         min_keep: raw.min_keep.unwrap_or(1),
         ..Policy::default()
     };
@@ -42,22 +45,23 @@ pub(super) fn validate(check: &Check, key: &str, raw: RawJob) -> Result<PruneSpe
             "must be at least 1: the newest verified backup always stays",
         ));
     }
-    let counts = [
+    for (p, n) in [
         (Period::Hourly, raw.keep_hourly),
         (Period::Daily, raw.keep_daily),
         (Period::Weekly, raw.keep_weekly),
         (Period::Monthly, raw.keep_monthly),
         (Period::Yearly, raw.keep_yearly),
-    ];
-    policy.keep_periods = counts
-        .into_iter()
-        .filter_map(|(p, n)| Some((p, n?)))
-        .collect();
-    let within = |name: &str, v: &Option<String>| -> Result<Option<Duration>, ConfigError> {
-        v.as_deref()
-            .map(|t| check.duration(&k(name), Some(t), Duration::ZERO))
-            .transpose()
-    };
+    ] {
+        if let Some(n) = count(&format!("keep-{}", p.name()), n)? {
+            policy.keep_periods.insert(p, n);
+        }
+    }
+    let within =
+        |name: &str, v: &Option<String>| -> Result<Option<CalendarDuration>, ConfigError> {
+            v.as_deref()
+                .map(|t| CalendarDuration::parse(t).map_err(|e| check.err(&k(name), e.to_string())))
+                .transpose()
+        };
     policy.keep_within = within("keep-within", &raw.keep_within)?;
     for (period, value) in [
         (Period::Hourly, &raw.keep_within_hourly),

@@ -158,17 +158,17 @@ pub struct RawJob {
     pub run_on: Option<String>,
     // kind = "prune"
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<u32>,
+    pub keep_last: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep_hourly: Option<u32>,
+    pub keep_hourly: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep_daily: Option<u32>,
+    pub keep_daily: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep_weekly: Option<u32>,
+    pub keep_weekly: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep_monthly: Option<u32>,
+    pub keep_monthly: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub keep_yearly: Option<u32>,
+    pub keep_yearly: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,7 @@
 
 mod render;
 mod retention;
+mod schedule;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,7 @@ pub fn main(args: CtlArgs) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         CtlCommand::Retention(r) => return ExitCode::from(retention::run(r, args.json)),
+        CtlCommand::Schedule(s) => return ExitCode::from(schedule::run(s, args.json)),
         CtlCommand::Man { daemon } => {
             // The daemon is an administrator's command (section 8), atprectl a user's (1).
             let man = if *daemon {
@@ -151,7 +153,10 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
         },
         CtlCommand::Health { now } => Request::Health { now: *now },
         CtlCommand::Metrics => Request::Metrics,
-        CtlCommand::Completions { .. } | CtlCommand::Man { .. } | CtlCommand::Retention(_) => {
+        CtlCommand::Completions { .. }
+        | CtlCommand::Man { .. }
+        | CtlCommand::Retention(_)
+        | CtlCommand::Schedule(_) => {
             return Ok(0);
         }
     };

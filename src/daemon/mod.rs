@@ -89,7 +89,10 @@ pub fn main(args: DaemonArgs) -> ExitCode {
         }
     };
     if args.check {
-        print!("{}", crate::scheduler::describe_jobs(&config, Utc::now()));
+        print!(
+            "{}",
+            crate::scheduler::describe_jobs(&config, args.from.unwrap_or_else(Utc::now))
+        );
         return ExitCode::SUCCESS;
     }
     if let Some(note) = logging::init(config.daemon.log, &config.daemon.log_level) {

@@ -5,11 +5,14 @@
 //! could help. Jobs never read the clock or the environment themselves.
 
 pub mod backup;
+pub mod calendar_duration;
 pub mod catalog;
 mod command;
 pub mod health;
 pub mod prune;
 pub mod retention;
+#[cfg(test)]
+mod retention_props;
 #[cfg(test)]
 mod retention_tests;
 pub mod rotate;

@@ -293,7 +293,7 @@ fn remove(dir: &Path, entry: &Entry, ctx: &JobContext) -> Result<(), String> {
     catalog::move_to_trash(dir, &name, &entry.id).map_err(|e| e.to_string())
 }
 
-/// The plan as lines: "keep   20261127T023000Z-nightly  newest verified, daily 2026-11-27".
+/// The plan as lines: "keep   20261127T023000Z-nightly  newest verified, daily snapshot".
 pub fn render(plan: &Plan) -> String {
     let mut out = String::new();
     for d in &plan.decisions {

@@ -1,4 +1,5 @@
-//! `atpred --check`: each job with its next three fire times.
+//! `atpred --check [--from T]`: each job with its next three fire times after T (default: now),
+//! marked as `atprectl schedule` marks them.
 
 use std::fmt::Write;
 
@@ -20,12 +21,8 @@ pub fn describe_jobs(config: &Config, now: DateTime<Utc>) -> String {
             None => out.push_str(": no schedule, runs on demand\n"),
             Some(schedule) => {
                 let _ = writeln!(out, ": \"{schedule}\"");
-                for at in schedule.upcoming(now, tz, 3) {
-                    let _ = writeln!(
-                        out,
-                        "  {}",
-                        at.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z")
-                    );
+                for fire in super::preview(schedule, tz, now, 3) {
+                    let _ = writeln!(out, "  {}", fire.line(tz));
                 }
             }
         }

@@ -4,9 +4,12 @@
 //! [`JobTimer`] decides, from the time it is given, whether a job fires now, is recorded as
 //! missed, or waits. Both are pure: nothing here reads a clock.
 
+mod cron_dow;
+mod preview;
 mod schedule;
 mod timer;
 
+pub use preview::{Dst, Fire, preview};
 pub use schedule::{Schedule, ScheduleError};
 pub use timer::{GRACE, JobTimer, Tick};
 mod describe;

@@ -137,6 +137,42 @@ impl Schedule {
         slots
     }
 
+    /// The wall-clock times the pattern matched that run at `slot` because a DST gap ended
+    /// there (in order; the slot's own wall-clock time last when it matches too). Empty for a
+    /// slot that is not the end of a gap, and for real-time patterns, whose gap times are
+    /// skipped. The preview (`atprectl schedule`) marks shifted and coalesced runs with it.
+    pub fn gap_matches(&self, slot: DateTime<Utc>, tz: Tz) -> Vec<NaiveDateTime> {
+        let Kind::Cron {
+            cron,
+            clock: Clock::Wall,
+        } = &self.kind
+        else {
+            return Vec::new();
+        };
+        let wall = slot.with_timezone(&tz).naive_local();
+        let before = (slot - chrono::TimeDelta::seconds(1))
+            .with_timezone(&tz)
+            .naive_local();
+        // The wall clock jumped from `before` to `wall`: that span was skipped.
+        let skipped = wall - before - chrono::TimeDelta::seconds(1);
+        if skipped <= chrono::TimeDelta::zero() {
+            return Vec::new();
+        }
+        let mut civil = before;
+        let mut out = Vec::new();
+        while let Ok(next) = cron.find_next_occurrence(&civil, false) {
+            if next > wall {
+                break;
+            }
+            out.push(next);
+            civil = next;
+        }
+        if out.len() == 1 && out[0] == wall {
+            out.clear();
+        }
+        out
+    }
+
     /// The text as written, without surrounding whitespace.
     pub fn as_str(&self) -> &str {
         &self.text
@@ -198,11 +234,16 @@ fn parse_cron(text: &str) -> Result<Kind, ScheduleError> {
             });
         }
     };
+    // The day of week is the last field in both forms; it is read as cronie reads it.
+    let (rest, dow) = pattern
+        .rsplit_once(char::is_whitespace)
+        .unwrap_or((pattern, ""));
+    let pattern = format!("{} {}", rest.trim_end(), super::cron_dow::normalize(dow));
     let cron = CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
         .build()
-        .parse(pattern)
+        .parse(&pattern)
         .map_err(|source| ScheduleError::Cron {
             text: text.into(),
             source,

@@ -47,7 +47,7 @@ fn more_bad_cases() -> Vec<Bad> {
         raw("jobs.p.min-keep", "min-keep =", prune!("keep-last = 3\nmin-keep = 0")),
         raw("jobs.p.of", "of =", prune!("keep-last = 3\nof = [\"nowhere\"]")),
         raw("jobs.p.keep-within", "keep-within =", prune!("keep-within = \"0s\"")),
-        raw("jobs.p.keep-daily", "keep-daily =", prune!("keep-daily = -1")),
+        raw("jobs.p.keep-daily", "keep-daily =", prune!("keep-daily = -2")),
         raw("jobs.p.keep-within-daily", "keep-within-daily =", prune!("keep-within-daily = \"soon\"")),
         set("daemon.stop-timeout", "stop-timeout =", "daemon", "stop-timeout", "5"),
         set("postgres.port", "port =", "postgres", "port", "\"5432x\""),

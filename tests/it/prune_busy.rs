@@ -100,7 +100,10 @@ fn prune_keeps_a_backup_while_it_is_being_verified() {
 
     let plan = sorted(&dry_run(&daemon, "prune"));
     assert_eq!(plan[&old], decision(true, &["in use"]), "{plan:#?}");
-    assert_eq!(plan[&r1], decision(true, &["newest verified", "last 1"]));
+    assert_eq!(
+        plan[&r1],
+        decision(true, &["newest verified", "last snapshot"])
+    );
     let run = run_job(&daemon, "prune");
     assert_eq!(run["outcome"], "succeeded", "{run:#}");
     assert_eq!(run["details"]["removed"], serde_json::json!([]), "{run:#}");

@@ -32,7 +32,10 @@ fn prune_never_follows_a_symlink_removes_a_stale_partial_and_respects_min_keep()
         [&c2, &c1, &r1],
         "the symlink is no backup"
     );
-    assert_eq!(plan[&r1], decision(true, &["newest verified", "last 1"]));
+    assert_eq!(
+        plan[&r1],
+        decision(true, &["newest verified", "last snapshot"])
+    );
     assert_eq!(plan[&c1], decision(true, &["min-keep"]));
     assert_eq!(plan[&c2], decision(false, &["no rule keeps it"]));
     assert!(partial.exists(), "a dry run removes no partial either");

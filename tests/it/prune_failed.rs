@@ -50,7 +50,10 @@ fn prune_removes_a_failed_backup_only_once_a_newer_verified_backup_exists() {
         plan[&failed],
         decision(true, &["not verified, but no newer verified backup yet"])
     );
-    assert_eq!(plan[&v1], decision(true, &["newest verified", "last 2"]));
+    assert_eq!(
+        plan[&v1],
+        decision(true, &["newest verified", "last snapshot"])
+    );
     let run = run_job(&daemon, "prune");
     assert_eq!(run["outcome"], "succeeded", "{run:#}");
     assert_eq!(run["details"]["removed"], serde_json::json!([]), "{run:#}");
@@ -67,7 +70,7 @@ fn prune_removes_a_failed_backup_only_once_a_newer_verified_backup_exists() {
     );
     assert_eq!(
         plan[&v1],
-        decision(true, &["last 2"]),
+        decision(true, &["last snapshot"]),
         "failed ones are not counted"
     );
     let run = run_job(&daemon, "prune");

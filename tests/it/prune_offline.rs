@@ -41,27 +41,27 @@ fn expected() -> BTreeMap<String, crate::prune_support::Decision> {
         [
             (
                 "2026-11-28T10:00:00Z",
-                keep(&["newest verified", "daily 2026-11-28", "weekly 2026-W48"]),
+                keep(&["newest verified", "daily snapshot", "weekly snapshot"]),
             ),
             (
                 "2026-11-28T02:00:00Z",
                 decision(false, &["no rule keeps it"]),
             ),
-            ("2026-11-27T02:00:00Z", keep(&["daily 2026-11-27"])),
+            ("2026-11-27T02:00:00Z", keep(&["daily snapshot"])),
             (
                 "2026-11-20T02:00:00Z",
-                keep(&["daily 2026-11-20", "weekly 2026-W47"]),
+                keep(&["daily snapshot", "weekly snapshot"]),
             ),
-            ("2026-11-19T02:00:00Z", keep(&["daily 2026-11-19"])),
+            ("2026-11-19T02:00:00Z", keep(&["daily snapshot"])),
             (
                 "2026-11-10T02:00:00Z",
-                keep(&["daily 2026-11-10", "weekly 2026-W46"]),
+                keep(&["daily snapshot", "weekly snapshot"]),
             ),
             (
                 "2026-11-02T02:00:00Z",
-                keep(&["daily 2026-11-02", "weekly 2026-W45"]),
+                keep(&["daily snapshot", "weekly snapshot"]),
             ),
-            ("2026-10-30T02:00:00Z", keep(&["daily 2026-10-30"])),
+            ("2026-10-30T02:00:00Z", keep(&["daily snapshot"])),
             (
                 "2026-10-20T02:00:00Z",
                 decision(false, &["no rule keeps it"]),
