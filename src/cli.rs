@@ -117,6 +117,16 @@ pub enum BackupsCommand {
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
     },
+    /// Pin a backup: no prune (local or offsite) removes it until `unpin`. The pin is kept in
+    /// the backup folder and beside its offsite copy.
+    Pin {
+        id: String,
+        /// Why (shown in prune plans as `pinned: REASON`; one line, at most 200 characters).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Remove a backup's pin, at its offsite target and locally.
+    Unpin { id: String },
     /// Download a backup from an offsite target, checking every file against its manifest.
     Fetch {
         id: String,

@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod notify;
 pub mod offsite;
 pub mod pg;
+pub mod pins;
 pub mod process;
 pub mod protocol;
 pub mod publish;

@@ -48,6 +48,7 @@ pub(super) fn summary(e: catalog::Entry, offsite: Option<String>) -> BackupSumma
         encrypted: m.is_some_and(Manifest::encrypted),
         verified_level: m.map(|m| m.verification.level),
         offsite,
+        pinned: e.pin.as_ref().map(crate::pins::Pin::label),
         problem: e.problem,
     }
 }

@@ -252,6 +252,14 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
             )
             .await
         }
+        Request::BackupPin { id, reason } => {
+            let config = shared.config.borrow().clone();
+            send(conn, super::pins::pin(&config, &id, reason).await).await
+        }
+        Request::BackupUnpin { id } => {
+            let config = shared.config.borrow().clone();
+            send(conn, super::pins::unpin(&config, &id).await).await
+        }
         Request::Health { now } => send(conn, super::health::health(shared, now).await).await,
         Request::Metrics => send(conn, super::health::metrics(shared).await).await,
         Request::Reload => {

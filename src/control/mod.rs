@@ -10,6 +10,7 @@ mod connection;
 mod health;
 mod offsite;
 pub mod peer;
+mod pins;
 
 use std::sync::Arc;
 

@@ -146,6 +146,17 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             identity: identity.as_deref().map(absolute),
             target: target.clone(),
         },
+        CtlCommand::Backups {
+            action: Some(BackupsCommand::Pin { id, reason }),
+            ..
+        } => Request::BackupPin {
+            id: id.clone(),
+            reason: reason.clone(),
+        },
+        CtlCommand::Backups {
+            action: Some(BackupsCommand::Unpin { id }),
+            ..
+        } => Request::BackupUnpin { id: id.clone() },
         CtlCommand::Health { now } => Request::Health { now: *now },
         CtlCommand::Metrics => Request::Metrics,
         CtlCommand::Completions { .. } | CtlCommand::Man { .. } | CtlCommand::Retention(_) => {

@@ -47,6 +47,14 @@ pub fn print(response: &Response) {
             verification["details"].as_str().unwrap_or("")
         ),
         Response::Health { checks } => health(checks, now),
+        Response::PinState { id, pin, offsite } => format!(
+            "backup {id}: {}{}\n",
+            pin.as_ref()
+                .map_or_else(|| "not pinned".into(), crate::pins::Pin::label),
+            offsite
+                .as_ref()
+                .map_or_else(String::new, |o| format!(" (offsite {o})"))
+        ),
         Response::Metrics { text } => text.clone(),
         Response::Error { .. } => String::new(),
     };
@@ -189,6 +197,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
                     .map_or_else(dash, |l| format!("{l:?}").to_lowercase()),
                 if b.encrypted { "yes" } else { "no" }.into(),
                 b.offsite.clone().unwrap_or_else(dash),
+                b.pinned.as_ref().map_or_else(dash, |_| "yes".into()),
             ]
         })
         .collect();
@@ -203,6 +212,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             "VERIFIED",
             "ENCRYPTED",
             "OFFSITE",
+            "PINNED",
         ],
         &rows,
     )

@@ -14,6 +14,7 @@
 pub mod catalog;
 mod credentials;
 pub mod fetch;
+pub mod pins;
 mod remote;
 pub mod ship;
 pub mod state;

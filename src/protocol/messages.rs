@@ -75,6 +75,14 @@ pub enum Request {
         #[serde(default)]
         target: Option<String>,
     },
+    /// Pin a local backup (and its offsite copy): retention never removes it.
+    BackupPin {
+        id: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Remove a backup's pin (at the offsite target first, then locally).
+    BackupUnpin { id: String },
     /// The health checks' last results; with `now`, run every health job first and wait.
     Health {
         #[serde(default)]
@@ -148,6 +156,14 @@ pub enum Response {
     /// The answer to `health`: every check that has run, by name.
     Health {
         checks: Vec<CheckReport>,
+    },
+    /// The answer to `backup_pin` and `backup_unpin`: the backup's pin now (`None`: unpinned),
+    /// and what was done at its offsite target, if its job has one.
+    PinState {
+        id: String,
+        pin: Option<crate::pins::Pin>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offsite: Option<String>,
     },
     /// The answer to `metrics`: the exposition text, as served over HTTP.
     Metrics {
@@ -331,6 +347,9 @@ pub struct BackupSummary {
     /// job's target, in a local listing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offsite: Option<String>,
+    /// `pinned: REASON` when the backup is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 /// A health check's state.

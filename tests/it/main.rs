@@ -77,6 +77,8 @@ mod offsite_copy;
 mod offsite_faults;
 mod offsite_prune;
 mod offsite_support;
+mod pin_offsite;
+mod pin_prune;
 mod prune_busy;
 mod prune_config;
 mod prune_disk;
