@@ -79,6 +79,9 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: Option<BackupsCommand>,
     },
+    /// Restore a backup into a new database (the daemon does it): unpacked for pg_restore -j,
+    /// every restored table's row count checked, renamed into place only then.
+    Restore(RestoreArgs),
     /// The health checks: status, message, since when; exits 1 when any check fails.
     Health {
         /// Run every health job now and wait for its results.
@@ -141,6 +144,31 @@ pub enum BackupsCommand {
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
     },
+}
+
+/// `atprectl restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup's id (see `atprectl backups`).
+    pub id: String,
+    /// The database to restore into: a new name, or an existing empty database.
+    #[arg(long, value_name = "DBNAME")]
+    pub to: String,
+    /// pg_restore -j (default 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// Only this schema (repeatable).
+    #[arg(long, value_name = "S")]
+    pub schema: Vec<String>,
+    /// Only this table (repeatable).
+    #[arg(long, value_name = "T")]
+    pub table: Vec<String>,
+    /// Print the plan (tables, row counts, scratch space) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// A retention policy, as in a `kind = "prune"` job.

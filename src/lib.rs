@@ -45,6 +45,7 @@ pub mod pins;
 pub mod process;
 pub mod protocol;
 pub mod publish;
+pub mod restore;
 pub mod runner;
 pub mod scheduler;
 pub mod secret;

@@ -11,6 +11,7 @@ mod health;
 mod offsite;
 pub mod peer;
 mod pins;
+mod restore;
 
 use std::sync::Arc;
 

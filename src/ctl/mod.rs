@@ -3,6 +3,7 @@
 //! permitted).
 
 mod render;
+mod restore;
 mod retention;
 
 use std::process::ExitCode;
@@ -157,6 +158,10 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             action: Some(BackupsCommand::Unpin { id }),
             ..
         } => Request::BackupUnpin { id: id.clone() },
+        CtlCommand::Restore(r) => match restore::request(r) {
+            Ok(request) => request,
+            Err(code) => return Ok(code),
+        },
         CtlCommand::Health { now } => Request::Health { now: *now },
         CtlCommand::Metrics => Request::Metrics,
         CtlCommand::Completions { .. } | CtlCommand::Man { .. } | CtlCommand::Retention(_) => {
@@ -165,7 +170,9 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
     };
     let follow = matches!(
         request,
-        Request::Run { wait: true, .. } | Request::Run { dry_run: true, .. }
+        Request::Run { wait: true, .. }
+            | Request::Run { dry_run: true, .. }
+            | Request::Restore { .. }
     );
     let mut response = client.request(&request).await?;
     loop {
@@ -216,6 +223,9 @@ fn show(response: &Response, json: bool) -> u8 {
                     EXIT_USAGE
                 }
                 ErrorCode::NotPermitted => EXIT_NOPERM,
+                ErrorCode::RestoreSourceDatabase => restore::EXIT_SOURCE_DATABASE,
+                ErrorCode::RestoreTargetNotEmpty => restore::EXIT_TARGET_NOT_EMPTY,
+                ErrorCode::RestoreNoSpace => restore::EXIT_NO_SPACE,
                 ErrorCode::ProtocolMismatch | ErrorCode::HelloFirst | ErrorCode::BadFrame => {
                     EXIT_PROTOCOL
                 }

@@ -11,7 +11,7 @@ mod copy;
 pub mod dump;
 pub mod manifest;
 pub(crate) mod partial;
-mod snapshot;
+pub(crate) mod snapshot;
 pub(crate) mod stream;
 pub mod verify;
 
