@@ -1,11 +1,14 @@
 //! pg_restore killed in the middle of a restore: the run fails saying so, the temporary
 //! database is dropped, nothing appears under the target's name, the source is unchanged and
-//! the unpacked archive is gone from restore-scratch-dir.
+//! the unpacked archive is gone from restore-scratch-dir. The secrets scan extends to the
+//! restore's child: the password is neither on pg_restore's command line nor in its
+//! environment (the daemon's inherited PGPASSWORD included), nor in any reply or log line.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::backup_secrets::assert_no_password;
 use crate::backup_support::{Fixture, backup_ok};
 use crate::fault_support::pg_tools_naming;
 use crate::harness::wait_until;
@@ -20,6 +23,7 @@ fn pg_restore_killed_mid_way_leaves_no_database_and_no_scratch() {
     let daemon = fx
         .daemon(NIGHTLY)
         .env("ATPRED__DAEMON__RESTORE_SCRATCH_DIR", &scratch)
+        .env("PGPASSWORD", "inherited-canary")
         .spawn();
     let id = backup_ok(&daemon, "nightly");
     let before = fingerprint(&fx, SOURCE, "bulk");
@@ -52,10 +56,30 @@ fn pg_restore_killed_mid_way_leaves_no_database_and_no_scratch() {
     );
     let victims = pg_tools_naming(&[marker]);
     assert!(!victims.is_empty(), "no pg_restore found");
-    for (pid, _) in &victims {
-        let status = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -9 {pid}");
+    // Read every process first: killing the leader ends its -j workers.
+    let mut scanned = 0;
+    for (pid, cmdline) in &victims {
+        assert_no_password("pg_restore's command line", cmdline);
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+        assert_no_password("pg_restore's environment", &environ);
+        assert!(!environ.contains("inherited-canary"), "{environ}");
+        assert!(
+            environ.contains("PGPASSFILE="),
+            "the password comes from the passfile: {environ}"
+        );
+        scanned += 1;
     }
+    assert!(scanned > 0, "no pg_restore environment could be read");
+    let killed = victims.iter().filter(|(pid, _)| {
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(killed.count() > 0, "kill -9 of pg_restore");
     let out = child.wait_with_output().expect("atprectl ends");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
@@ -75,4 +99,7 @@ fn pg_restore_killed_mid_way_leaves_no_database_and_no_scratch() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+    assert_no_password("atprectl's output", &String::from_utf8_lossy(&out.stdout));
+    assert_no_password("atprectl's errors", &stderr);
+    assert_no_password("the daemon log", &daemon.log());
 }
