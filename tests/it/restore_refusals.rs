@@ -2,7 +2,10 @@
 //! nothing: the backup's source database (12), an existing non-empty database (13), no
 //! terminal without `--yes` (10), not enough scratch space (14), an unknown id (2).
 
+use std::path::Path;
+
 use crate::backup_disturb::Tmpfs;
+use crate::backup_support::{quote, shell_status};
 use crate::restore_support::{SOURCE, backed_up, databases, fingerprints, restore};
 
 #[test]
@@ -69,4 +72,35 @@ fn restore_refuses_when_the_scratch_dir_is_too_small() {
         out.stderr
     );
     assert!(!databases(&fx).contains(&"fresh".to_owned()));
+}
+
+/// On a terminal (a pty from util-linux `script`), the operator must type the target's name:
+/// another name refuses with 11 and restores nothing; the right one restores.
+#[test]
+fn restore_on_a_terminal_asks_for_the_database_name() {
+    crate::harness::require_binary("script", "apt-get install bsdutils");
+    let (fx, daemon, id) = backed_up(|b| b);
+    let on_tty = |typed: &str| {
+        let command = format!(
+            "{} --socket {} restore {id} --to typed_db",
+            quote(Path::new(env!("CARGO_BIN_EXE_atprectl"))),
+            quote(&daemon.socket())
+        );
+        shell_status(&format!(
+            "printf '%s\\n' {} | script -qec {} /dev/null",
+            shell_word(typed),
+            shell_word(&command)
+        ))
+    };
+    let wrong = on_tty("other_db");
+    assert_eq!(wrong.status, 11, "{}{}", wrong.stdout, wrong.stderr);
+    assert!(wrong.stdout.contains("Type its name"), "{}", wrong.stdout);
+    assert!(!databases(&fx).contains(&"typed_db".to_owned()));
+    let right = on_tty("typed_db");
+    assert_eq!(right.status, 0, "{}{}", right.stdout, right.stderr);
+    assert!(databases(&fx).contains(&"typed_db".to_owned()));
+}
+
+fn shell_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
