@@ -84,7 +84,7 @@ fn restore_on_a_terminal_asks_for_the_database_name() {
         let command = format!(
             "{} --socket {} restore {id} --to typed_db",
             quote(Path::new(env!("CARGO_BIN_EXE_atprectl"))),
-            quote(&daemon.socket())
+            quote(daemon.socket())
         );
         shell_status(&format!(
             "printf '%s\\n' {} | script -qec {} /dev/null",
