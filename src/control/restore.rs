@@ -114,7 +114,9 @@ fn refusal(e: &RestoreError) -> Response {
         RestoreError::SourceDatabase(_) => ErrorCode::RestoreSourceDatabase,
         RestoreError::TargetNotEmpty { .. } => ErrorCode::RestoreTargetNotEmpty,
         RestoreError::NoSpace { .. } => ErrorCode::RestoreNoSpace,
-        RestoreError::Failed(_) | RestoreError::Cancelled => ErrorCode::Internal,
+        RestoreError::Failed(_) | RestoreError::Scratch(_) | RestoreError::Cancelled => {
+            ErrorCode::Internal
+        }
     };
     error(code, e.to_string())
 }

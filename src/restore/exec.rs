@@ -170,7 +170,7 @@ async fn restore_and_check(
 }
 
 /// The unpacked archive in restore-scratch-dir, removed when dropped.
-struct Unpacked {
+pub struct Unpacked {
     path: PathBuf,
     bytes: u64,
 }
@@ -178,6 +178,12 @@ struct Unpacked {
 impl Drop for Unpacked {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Unpacked {
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -210,25 +216,65 @@ async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked, RestoreEr
         plan.id,
         env.scratch_dir.display()
     ));
-    let path = env
-        .scratch_dir
-        .join(format!(".restore-{}-{}", plan.id, std::process::id()));
+    let archive = Packed {
+        id: &plan.id,
+        from,
+        zstd: *zstd,
+        identity,
+        sha256,
+        bytes: *bytes,
+    };
+    unpack_archive(env.scratch_dir, archive, env.cancel).await
+}
+
+/// A stored archive to unpack.
+pub struct Packed<'a> {
+    pub id: &'a str,
+    pub from: &'a Path,
+    pub zstd: bool,
+    pub identity: Option<PathBuf>,
+    pub sha256: &'a str,
+    pub bytes: u64,
+}
+
+/// Decrypts and/or zstd-decodes `archive` into a new 0600 file in `scratch_dir`, checking the
+/// stored bytes against the manifest's size and SHA-256 on the way. [`RestoreError::Scratch`]
+/// says the scratch side failed (full disk...), not the archive.
+pub async fn unpack_archive(
+    scratch_dir: &Path,
+    archive: Packed<'_>,
+    cancel: &CancellationToken,
+) -> Result<Unpacked, RestoreError> {
+    ensure_dir(scratch_dir)?;
+    let Packed {
+        id,
+        from,
+        zstd,
+        identity,
+        sha256,
+        bytes,
+    } = archive;
+    let path = scratch_dir.join(format!(".restore-{id}-{}", std::process::id()));
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| RestoreError::Failed(format!("{}: {e}", path.display())))?;
+        .map_err(|e| RestoreError::Scratch(format!("{}: {e}", path.display())))?;
     let mut unpacked = Unpacked { path, bytes: 0 };
-    let (from, zstd) = (from.clone(), *zstd);
-    let cancel = env.cancel.clone();
+    let shown = from.display().to_string();
+    let from = from.to_owned();
+    let cancel_feed = cancel.clone();
     let work = tokio::task::spawn_blocking(move || {
         let ids = identity
             .map(|p| verify::load_identities(&p))
             .transpose()
             .map_err(std::io::Error::other)?;
-        let mut sink = Cancellable { file, cancel };
+        let mut sink = Cancellable {
+            file,
+            cancel: cancel_feed,
+        };
         let read = stream::read_stream(&from, zstd, ids.as_deref(), Some(&mut sink))?;
         sink.file.sync_all()?;
         Ok::<_, std::io::Error>((read, sink.file.metadata()?.len()))
@@ -238,28 +284,25 @@ async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked, RestoreEr
         .map_err(|e| RestoreError::Failed(e.to_string()))?
         .map_err(|e| RestoreError::Failed(format!("unpacking: {e}")))?;
     unpacked.bytes = written;
-    if env.cancel.is_cancelled() {
+    if cancel.is_cancelled() {
         return Err(RestoreError::Cancelled);
     }
-    if read.written.sha256 != *sha256 || read.written.bytes != *bytes {
+    if read.written.sha256 != sha256 || read.written.bytes != bytes {
         return Err(RestoreError::Failed(format!(
-            "{}: checksum mismatch ({} bytes, sha256 {}; the manifest says {bytes} bytes, \
+            "{shown}: checksum mismatch ({} bytes, sha256 {}; the manifest says {bytes} bytes, \
              {sha256})",
-            from_name(plan),
-            read.written.bytes,
-            read.written.sha256
+            read.written.bytes, read.written.sha256
         )));
     }
+    // The bytes are the ones written and checked at backup time: a failure to decode them
+    // into the scratch file is the scratch side's (a full disk), not the archive's.
     if let Some(e) = read.decode_error {
-        return Err(RestoreError::Failed(format!("unpacking: {e}")));
+        return Err(RestoreError::Scratch(format!(
+            "unpacking into {}: {e}",
+            scratch_dir.display()
+        )));
     }
     Ok(unpacked)
-}
-
-fn from_name(plan: &RestorePlan) -> String {
-    match &plan.archive {
-        Archive::Unpack { from, .. } | Archive::Direct { path: from } => from.display().to_string(),
-    }
 }
 
 /// The scratch file as a sink that stops at cancellation.

@@ -55,6 +55,8 @@ pub enum RestoreError {
     NoSpace { dir: String, need: u64, free: u64 },
     #[error("restore failed: {0}; the target database was not touched")]
     Failed(String),
+    #[error("restore failed: restore-scratch-dir: {0}; the target database was not touched")]
+    Scratch(String),
     #[error("restore cancelled; the target database was not touched")]
     Cancelled,
 }
