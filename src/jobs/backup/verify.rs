@@ -97,11 +97,11 @@ async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLeve
             .await
             .map(|d| (level, format!("{note}{d}")));
     }
-    if level == VerifyLevel::Restore && (zstd || identities.is_some()) {
-        if let Some(drilled) = drill_unpacked(env, &path, m, file, identities.clone(), &note).await
-        {
-            return drilled;
-        }
+    if level == VerifyLevel::Restore
+        && (zstd || identities.is_some())
+        && let Some(drilled) = drill_unpacked(env, &path, m, file, identities.clone(), &note).await
+    {
+        return drilled;
     }
     let restore_db = if level == VerifyLevel::Restore {
         Some(Scratch::create(env.restore_target, &m.database, env.cancel, level).await?)
