@@ -11,6 +11,7 @@ mod copy;
 pub mod dump;
 pub mod manifest;
 pub(crate) mod partial;
+mod scratch_db;
 pub(crate) mod snapshot;
 pub(crate) mod stream;
 pub mod verify;
