@@ -85,6 +85,9 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: Option<BackupsCommand>,
     },
+    /// Restore a backup into a new database (the daemon does it): unpacked for pg_restore -j,
+    /// every restored table's row count checked, renamed into place only then.
+    Restore(RestoreArgs),
     /// The health checks: status, message, since when; exits 1 when any check fails.
     Health {
         /// Run every health job now and wait for its results.
@@ -126,6 +129,16 @@ pub enum BackupsCommand {
         #[arg(long, value_name = "NAME")]
         target: Option<String>,
     },
+    /// Pin a backup: no prune (local or offsite) removes it until `unpin`. The pin is kept in
+    /// the backup folder and beside its offsite copy.
+    Pin {
+        id: String,
+        /// Why (shown in prune plans as `pinned: REASON`; one line, at most 200 characters).
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// Remove a backup's pin, at its offsite target and locally.
+    Unpin { id: String },
     /// Download a backup from an offsite target, checking every file against its manifest.
     Fetch {
         id: String,
@@ -156,6 +169,31 @@ pub struct ScheduleArgs {
     /// How many runs.
     #[arg(short, default_value_t = 10)]
     pub n: usize,
+}
+
+/// `atprectl restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The backup's id (see `atprectl backups`).
+    pub id: String,
+    /// The database to restore into: a new name, or an existing empty database.
+    #[arg(long, value_name = "DBNAME")]
+    pub to: String,
+    /// pg_restore -j (default 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+    /// Only this schema (repeatable).
+    #[arg(long, value_name = "S")]
+    pub schema: Vec<String>,
+    /// Only this table (repeatable).
+    #[arg(long, value_name = "T")]
+    pub table: Vec<String>,
+    /// Print the plan (tables, row counts, scratch space) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// A retention policy, as in a `kind = "prune"` job.

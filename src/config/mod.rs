@@ -61,6 +61,9 @@ pub struct Config {
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub backup_dir: PathBuf,
+    /// Where `atprectl restore` unpacks a zstd-wrapped or encrypted archive so that
+    /// `pg_restore -j` can seek in it (default: state-dir/restore).
+    pub restore_scratch_dir: PathBuf,
     pub socket: PathBuf,
     /// Group given access to the control socket; `None` leaves the daemon's own group.
     pub socket_group: Option<String>,

@@ -69,6 +69,7 @@ pub struct RawMetrics {
 pub struct RawDaemon {
     pub state_dir: Option<PathBuf>,
     pub backup_dir: Option<PathBuf>,
+    pub restore_scratch_dir: Option<PathBuf>,
     pub socket: Option<PathBuf>,
     pub socket_group: Option<String>,
     pub timezone: Option<String>,

@@ -217,6 +217,14 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         raw.backup_dir,
         "/var/lib/atpred/backups",
     )?;
+    let restore_scratch_dir = match raw.restore_scratch_dir {
+        None => state_dir.join("restore"),
+        given => check.absolute(
+            "daemon.restore-scratch-dir",
+            given,
+            "/var/lib/atpre/restore",
+        )?,
+    };
     let socket = check.absolute("daemon.socket", raw.socket, "/run/atpred/atpred.sock")?;
     let timezone = raw.timezone.as_deref().unwrap_or("UTC");
     let timezone = timezone.parse().map_err(|_| {
@@ -261,6 +269,7 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
     Ok(DaemonConfig {
         state_dir,
         backup_dir,
+        restore_scratch_dir,
         socket,
         socket_group,
         timezone,

@@ -48,6 +48,7 @@ pub(super) fn summary(e: catalog::Entry, offsite: Option<String>) -> BackupSumma
         encrypted: m.is_some_and(Manifest::encrypted),
         verified_level: m.map(|m| m.verification.level),
         offsite,
+        pinned: e.pin.as_ref().map(crate::pins::Pin::label),
         problem: e.problem,
     }
 }
@@ -120,6 +121,7 @@ pub async fn verify(
         restore_target: spec.map_or(&target, |s| &s.restore_target),
         identity_file: spec.and_then(|s| s.verify_identity_file.as_deref()),
         parallel: spec.map_or(1, |s| s.parallel),
+        scratch_dir: Some(&config.daemon.restore_scratch_dir),
     };
     let level = level.unwrap_or(VerifyLevel::Full);
     tracing::info!(backup = id, "verifying backup {id} ({level:?}) on request");

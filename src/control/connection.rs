@@ -230,6 +230,26 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
             )
             .await
         }
+        Request::BackupPin { id, reason } => {
+            let config = shared.config.borrow().clone();
+            send(conn, super::pins::pin(&config, &id, reason).await).await
+        }
+        Request::Restore {
+            id,
+            options,
+            dry_run,
+        } => {
+            let config = shared.config.borrow().clone();
+            let in_use = std::sync::Arc::clone(shared.runner.in_use());
+            relay(conn, |tx| async move {
+                super::restore::restore(&config, &in_use, &id, &options, dry_run, tx).await;
+            })
+            .await
+        }
+        Request::BackupUnpin { id } => {
+            let config = shared.config.borrow().clone();
+            send(conn, super::pins::unpin(&config, &id).await).await
+        }
         Request::Health { now } => send(conn, super::health::health(shared, now).await).await,
         Request::Metrics => send(conn, super::health::metrics(shared).await).await,
         Request::Reload => {
@@ -259,6 +279,31 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
                     .await
                 }
             }
+        }
+    }
+}
+
+/// Runs `work`, sending every response it puts on its channel as it comes, until it is done.
+/// A client that goes away does not stop the work half-way (a restore then still cleans up
+/// after itself); the rest of its messages are dropped.
+async fn relay<F, Fut>(conn: &mut Conn, work: F) -> Result<(), Closed>
+where
+    F: FnOnce(tokio::sync::mpsc::UnboundedSender<Response>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let work = work(tx);
+    tokio::pin!(work);
+    let mut done = false;
+    let mut sent = Ok(());
+    loop {
+        tokio::select! {
+            () = &mut work, if !done => done = true,
+            msg = rx.recv() => match msg {
+                Some(r) if sent.is_ok() => sent = send(conn, r).await,
+                Some(_) => {}
+                None => return sent,
+            },
         }
     }
 }

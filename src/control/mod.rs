@@ -13,6 +13,8 @@ mod connection;
 mod health;
 mod offsite;
 pub mod peer;
+mod pins;
+mod restore;
 pub mod slots;
 
 use std::sync::Arc;

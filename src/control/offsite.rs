@@ -92,6 +92,7 @@ pub async fn list(config: &Config, name: Option<&str>) -> Response {
         verified_level: None,
         problem: Some(format!("no manifest (last written {})", u.modified)),
         offsite: Some(remote.name().to_owned()),
+        pinned: None,
     }));
     backups.sort_by(|a, b| a.id.cmp(&b.id));
     Response::Backups { backups }

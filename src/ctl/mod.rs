@@ -3,6 +3,7 @@
 //! not permitted).
 
 mod render;
+mod restore;
 mod retention;
 mod schedule;
 
@@ -151,6 +152,21 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             identity: identity.as_deref().map(absolute),
             target: target.clone(),
         },
+        CtlCommand::Backups {
+            action: Some(BackupsCommand::Pin { id, reason }),
+            ..
+        } => Request::BackupPin {
+            id: id.clone(),
+            reason: reason.clone(),
+        },
+        CtlCommand::Backups {
+            action: Some(BackupsCommand::Unpin { id }),
+            ..
+        } => Request::BackupUnpin { id: id.clone() },
+        CtlCommand::Restore(r) => match restore::request(r) {
+            Ok(request) => request,
+            Err(code) => return Ok(code),
+        },
         CtlCommand::Health { now } => Request::Health { now: *now },
         CtlCommand::Metrics => Request::Metrics,
         CtlCommand::Completions { .. }
@@ -162,7 +178,9 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
     };
     let follow = matches!(
         request,
-        Request::Run { wait: true, .. } | Request::Run { dry_run: true, .. }
+        Request::Run { wait: true, .. }
+            | Request::Run { dry_run: true, .. }
+            | Request::Restore { .. }
     );
     let mut response = client.request(&request).await?;
     loop {
@@ -214,6 +232,9 @@ fn show(response: &Response, json: bool) -> u8 {
                 }
                 ErrorCode::NotPermitted => EXIT_NOPERM,
                 ErrorCode::Busy => EXIT_BUSY,
+                ErrorCode::RestoreSourceDatabase => restore::EXIT_SOURCE_DATABASE,
+                ErrorCode::RestoreTargetNotEmpty => restore::EXIT_TARGET_NOT_EMPTY,
+                ErrorCode::RestoreNoSpace => restore::EXIT_NO_SPACE,
                 ErrorCode::ProtocolMismatch | ErrorCode::HelloFirst | ErrorCode::BadFrame => {
                     EXIT_PROTOCOL
                 }

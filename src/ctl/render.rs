@@ -47,10 +47,49 @@ pub fn print(response: &Response) {
             verification["details"].as_str().unwrap_or("")
         ),
         Response::Health { checks } => health(checks, now),
+        Response::RestorePlan { plan } => restore_plan(plan),
+        Response::Restored { report: r } => format!(
+            "restored {} into {}: {} tables, {} rows, every row count matches the dump's \
+             snapshot ({:.1} s; pg_restore -j {}; {} of scratch space)\n",
+            r.id,
+            r.database,
+            r.tables,
+            r.rows,
+            r.duration_ms as f64 / 1000.0,
+            r.jobs,
+            crate::jobs::backup::dump::mib(r.scratch_bytes)
+        ),
+        Response::PinState { id, pin, offsite } => format!(
+            "backup {id}: {}{}\n",
+            pin.as_ref()
+                .map_or_else(|| "not pinned".into(), crate::pins::Pin::label),
+            offsite
+                .as_ref()
+                .map_or_else(String::new, |o| format!(" (offsite {o})"))
+        ),
         Response::Metrics { text } => text.clone(),
         Response::Error { .. } => String::new(),
     };
     write_stdout(text.as_bytes());
+}
+
+fn restore_plan(plan: &crate::restore::plan::RestorePlan) -> String {
+    let mut out = format!(
+        "restore {} (from database {}) into {} (dry run):\n",
+        plan.id, plan.source_database, plan.to
+    );
+    for (i, step) in plan.steps.iter().enumerate() {
+        out.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    out.push_str(&format!(
+        "scratch space needed: {}\ntables ({}):\n",
+        crate::jobs::backup::dump::mib(plan.scratch_bytes),
+        plan.expected.len()
+    ));
+    for (table, rows) in &plan.expected {
+        out.push_str(&format!("  {table}  {rows} rows\n"));
+    }
+    out
 }
 
 /// Writes to stdout; a reader that went away (`| head`) ends the program quietly with 0.
@@ -189,6 +228,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
                     .map_or_else(dash, |l| format!("{l:?}").to_lowercase()),
                 if b.encrypted { "yes" } else { "no" }.into(),
                 b.offsite.clone().unwrap_or_else(dash),
+                b.pinned.as_ref().map_or_else(dash, |_| "yes".into()),
             ]
         })
         .collect();
@@ -203,6 +243,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             "VERIFIED",
             "ENCRYPTED",
             "OFFSITE",
+            "PINNED",
         ],
         &rows,
     )

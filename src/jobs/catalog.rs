@@ -42,6 +42,9 @@ pub struct Entry {
     pub manifest: Option<Manifest>,
     /// Why the manifest could not be read.
     pub problem: Option<String>,
+    /// Its pin ([`crate::pins`]): retention keeps it whatever the policy says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<crate::pins::Pin>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,11 +136,13 @@ pub fn list(dir: &Path) -> Result<Vec<Entry>, CatalogError> {
             }
             (Some(_), false) => State::Verified,
         };
+        let pin = crate::pins::read(&item.path());
         entries.push(Entry {
             id,
             state,
             manifest,
             problem,
+            pin,
         });
     }
     entries.sort_by(|a, b| a.id.cmp(&b.id));

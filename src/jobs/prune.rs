@@ -125,12 +125,18 @@ fn plan_over<'a>(
             })
         })
         .collect();
-    let plan = retention::plan(
+    let mut plan = retention::plan(
         &candidates,
         &spec.policy,
         ctx.now,
         ctx.config.daemon.timezone,
     );
+    // Pins are a step of their own after the planner: whatever the policy, a pinned backup stays.
+    crate::pins::apply(&mut plan, |id| {
+        mine.iter()
+            .find(|e| e.id == id)
+            .and_then(|e| e.pin.as_ref())
+    });
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
@@ -193,6 +199,20 @@ async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobRep
     for d in plan.removals() {
         if ctx.cancel.is_cancelled() {
             return Err(JobError::Cancelled);
+        }
+        // Pinned since the listing: kept.
+        match offsite::pins::get(&remote, &d.id).await {
+            Ok(None) => {}
+            Ok(Some(pin)) => {
+                tracing::info!(backup = %d.id, offsite = name, "kept {} at {name}: {}", d.id, pin.label());
+                continue;
+            }
+            Err(e) => {
+                return Err(transient(format!(
+                    "removed {} backup(s), then: {e}",
+                    removed.len()
+                )));
+            }
         }
         match offsite::catalog::remove(&remote, &d.id).await {
             Ok(bytes) => {
@@ -290,6 +310,10 @@ fn remove(dir: &Path, entry: &Entry, ctx: &JobContext) -> Result<(), String> {
         State::Failed => format!("{}{}", catalog::FAILED_PREFIX, entry.id),
         _ => entry.id.clone(),
     };
+    // Pinned since the plan was made.
+    if let Some(pin) = crate::pins::read(&dir.join(&name)) {
+        return Err(pin.label());
+    }
     catalog::move_to_trash(dir, &name, &entry.id).map_err(|e| e.to_string())
 }
 

@@ -59,6 +59,7 @@ pub async fn list(remote: &Remote) -> Result<RemoteCatalog, OffsiteError> {
     for id in ids {
         match read_manifest(remote, &id).await {
             Ok(m) => catalog.entries.push(Entry {
+                pin: super::pins::get(remote, &id).await?,
                 id: id.clone(),
                 state: if m.verified() {
                     State::Verified
@@ -95,6 +96,7 @@ pub async fn list(remote: &Remote) -> Result<RemoteCatalog, OffsiteError> {
                 });
             }
             Err(OffsiteError::Mismatch { message, .. }) => catalog.entries.push(Entry {
+                pin: super::pins::get(remote, &id).await?,
                 id,
                 state: State::Unreadable,
                 manifest: None,

@@ -15,6 +15,7 @@ pub mod catalog;
 mod credentials;
 pub mod destination;
 pub mod fetch;
+pub mod pins;
 mod remote;
 pub mod ship;
 pub mod state;

@@ -132,7 +132,7 @@ async fn ship(
     progress(format!("offsite: copying {id} to {}", remote.name()));
     if committed(&remote, manifest, cancel).await? {
         shipped.already = true;
-        return Ok(());
+        return super::pins::push_local(&remote, dir, id).await;
     }
     let t0 = Instant::now();
     for f in &manifest.files {
@@ -166,7 +166,8 @@ async fn ship(
         }
     }
     shipped.verify_ms = millis(t1);
-    Ok(())
+    // A pin made while the copy was on its way (the pin request found no committed copy).
+    super::pins::push_local(&remote, dir, id).await
 }
 
 /// Whether this very backup is already committed at the target and reads back whole (a run

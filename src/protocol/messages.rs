@@ -75,6 +75,22 @@ pub enum Request {
         #[serde(default)]
         target: Option<String>,
     },
+    /// Pin a local backup (and its offsite copy): retention never removes it.
+    BackupPin {
+        id: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// Remove a backup's pin (at the offsite target first, then locally).
+    BackupUnpin { id: String },
+    /// Restore backup `id` into a new database (`options.to`); the daemon does it. With
+    /// `dry_run`, only the plan (after the same refusals).
+    Restore {
+        id: String,
+        options: crate::restore::Options,
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// The health checks' last results; with `now`, run every health job first and wait.
     Health {
         #[serde(default)]
@@ -149,6 +165,22 @@ pub enum Response {
     Health {
         checks: Vec<CheckReport>,
     },
+    /// The answer to `restore` with `dry_run`: what it would do.
+    RestorePlan {
+        plan: Box<crate::restore::plan::RestorePlan>,
+    },
+    /// The answer to `restore`: done, every row count checked.
+    Restored {
+        report: crate::restore::exec::Report,
+    },
+    /// The answer to `backup_pin` and `backup_unpin`: the backup's pin now (`None`: unpinned),
+    /// and what was done at its offsite target, if its job has one.
+    PinState {
+        id: String,
+        pin: Option<crate::pins::Pin>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offsite: Option<String>,
+    },
     /// The answer to `metrics`: the exposition text, as served over HTTP.
     Metrics {
         text: String,
@@ -182,6 +214,12 @@ pub enum ErrorCode {
     Busy,
     ShuttingDown,
     Internal,
+    /// `restore` refused: the target is the backup's own source database.
+    RestoreSourceDatabase,
+    /// `restore` refused: the target exists and is not empty.
+    RestoreTargetNotEmpty,
+    /// `restore` refused: not enough free space in restore-scratch-dir.
+    RestoreNoSpace,
 }
 
 /// How a run was started.
@@ -331,6 +369,9 @@ pub struct BackupSummary {
     /// job's target, in a local listing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offsite: Option<String>,
+    /// `pinned: REASON` when the backup is pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
 }
 
 /// A health check's state.

@@ -30,6 +30,7 @@
 //! | `backup_show` | `manifest` |
 //! | `backup_verify` (`remote: true`: read the offsite copy back) | `verified` (after the verification has run) |
 //! | `backup_fetch` (download from an offsite `target`, checked; `identity` decrypts) | `fetched` |
+//! | `backup_pin` (`reason` optional), `backup_unpin` | `pin_state` (the pin now, what was done offsite) |
 //! | `health` (`now: true` runs every health job first and waits) | `health` |
 //! | `metrics` | `metrics` (OpenMetrics text) |
 //!

@@ -17,7 +17,7 @@ fn password_forms() -> [String; 3] {
     [PASSWORD.to_owned(), escaped, head]
 }
 
-fn assert_no_password(what: &str, text: &str) {
+pub fn assert_no_password(what: &str, text: &str) {
     for form in password_forms() {
         assert!(
             !text.contains(&form),

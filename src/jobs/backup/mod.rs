@@ -11,7 +11,8 @@ mod copy;
 pub mod dump;
 pub mod manifest;
 pub(crate) mod partial;
-mod snapshot;
+mod scratch_db;
+pub(crate) mod snapshot;
 pub(crate) mod stream;
 pub mod verify;
 
@@ -126,6 +127,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
         restore_target: &spec.restore_target,
         identity_file: spec.verify_identity_file.as_deref(),
         parallel: spec.parallel,
+        scratch_dir: Some(&ctx.config.daemon.restore_scratch_dir),
     };
     manifest.verification = verify::verify(&env, partial.path(), &manifest, level).await?;
     ctx.progress("publish");

@@ -15,6 +15,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::manifest::{FileSum, Manifest, Verification, VerifyOutcome};
+use super::scratch_db::Scratch;
 use super::snapshot;
 use super::stream;
 use crate::config::{Compression, DumpFormat, PostgresConfig, VerifyLevel};
@@ -30,6 +31,9 @@ pub struct VerifyEnv<'a> {
     /// An age identity file to decrypt encrypted backups with.
     pub identity_file: Option<&'a Path>,
     pub parallel: u32,
+    /// Where a restore drill unpacks a zstd-wrapped or encrypted archive so that pg_restore -j
+    /// can seek in it (restore-scratch-dir); `None` restores through a pipe.
+    pub scratch_dir: Option<&'a Path>,
 }
 
 /// Verifies the backup in `dir` described by `manifest` at `level`. Only cancellation is an
@@ -57,7 +61,7 @@ pub async fn verify(
     })
 }
 
-enum Found {
+pub(super) enum Found {
     Cancelled,
     Problem(VerifyLevel, String),
 }
@@ -93,6 +97,12 @@ async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLeve
         return check_sums(dir, sums)
             .await
             .map(|d| (level, format!("{note}{d}")));
+    }
+    if level == VerifyLevel::Restore
+        && (zstd || identities.is_some())
+        && let Some(drilled) = drill_unpacked(env, &path, m, file, identities.clone(), &note).await
+    {
+        return drilled;
     }
     let restore_db = if level == VerifyLevel::Restore {
         Some(Scratch::create(env.restore_target, &m.database, env.cancel, level).await?)
@@ -144,6 +154,66 @@ async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLeve
         }
     };
     finish(level, result, restore_db, m, note).await
+}
+
+/// The restore drill of a zstd-wrapped or encrypted custom archive through restore's own path:
+/// unpacked (checksum checked on the way) into restore-scratch-dir, then `pg_restore -j`.
+/// `None` when the scratch side cannot take it (too little space, a full disk): the caller
+/// then drills through a pipe as before, so a full scratch disk never fails a good backup.
+async fn drill_unpacked(
+    env: &VerifyEnv<'_>,
+    path: &Path,
+    m: &Manifest,
+    file: &FileSum,
+    identity: Option<std::path::PathBuf>,
+    note: &str,
+) -> Option<Checked> {
+    use crate::restore::{RestoreError, exec};
+    let level = VerifyLevel::Restore;
+    let scratch = env.scratch_dir?;
+    let need = file
+        .bytes
+        .saturating_mul(crate::restore::plan::UNPACK_FACTOR);
+    if let Err(e) = exec::preflight(scratch, need) {
+        tracing::info!("restore drill through a pipe: {e}");
+        return None;
+    }
+    let packed = exec::Packed {
+        id: &m.id,
+        from: path,
+        zstd: matches!(m.compression, Compression::Zstd { .. }),
+        identity,
+        sha256: &file.sha256,
+        bytes: file.bytes,
+    };
+    let unpacked = match exec::unpack_archive(scratch, packed, env.cancel).await {
+        Ok(u) => u,
+        Err(RestoreError::Cancelled) => return Some(Err(Found::Cancelled)),
+        Err(e @ RestoreError::Scratch(_)) => {
+            tracing::info!("restore drill through a pipe: {e}");
+            return None;
+        }
+        Err(e) => return Some(Err(Found::Problem(level, e.to_string()))),
+    };
+    let db = match Scratch::create(env.restore_target, &m.database, env.cancel, level).await {
+        Ok(db) => db,
+        Err(f) => return Some(Err(f)),
+    };
+    let jobs = env.parallel.max(crate::restore::DEFAULT_JOBS);
+    let spec = match restore_spec(env, Some(&db), level) {
+        Ok(spec) => spec
+            .args([format!("--jobs={jobs}")])
+            .args([unpacked.path()]),
+        Err(f) => {
+            db.drop_db().await;
+            return Some(Err(f));
+        }
+    };
+    let waited = process::run(&spec, env.cancel, |_, _| {}).await;
+    drop(unpacked);
+    let result = restore_outcome(level, waited);
+    let note = format!("{note}unpacked into restore-scratch-dir for pg_restore -j {jobs}; ");
+    Some(finish(level, result, Some(db), m, note).await)
 }
 
 async fn directory(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
@@ -282,87 +352,4 @@ pub(crate) fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>
         .map_err(|e| format!("{}: {e}", path.display()))?
         .into_identities()
         .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// The scratch database of a restore drill.
-struct Scratch {
-    target: PostgresConfig,
-    name: String,
-    maintenance_db: String,
-    _turn: tokio::sync::MutexGuard<'static, ()>,
-}
-
-/// Restore drills run one at a time: they all use `<db>_atpred_verify`, and two at once would
-/// drop each other's database (a nightly run and `backups verify --level restore`).
-static DRILLS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-impl Scratch {
-    async fn create(
-        target: &PostgresConfig,
-        database: &str,
-        cancel: &CancellationToken,
-        level: VerifyLevel,
-    ) -> Result<Scratch, Found> {
-        let turn = tokio::select! {
-            t = DRILLS.lock() => t,
-            () = cancel.cancelled() => return Err(Found::Cancelled),
-        };
-        let problem = |e: String| Found::Problem(level, e);
-        let mut name = format!("{database}_atpred_verify");
-        name.truncate(63);
-        let (client, maintenance_db) = match pg::connect(target, "postgres").await {
-            Ok(c) => (c, "postgres".to_owned()),
-            Err(_) => (
-                pg::connect(target, &target.dbname)
-                    .await
-                    .map_err(|e| problem(e.to_string()))?,
-                target.dbname.clone(),
-            ),
-        };
-        let quoted = pg::quote_ident(&name);
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {quoted}"),
-            format!("CREATE DATABASE {quoted}"),
-        ] {
-            client.batch_execute(&sql).await.map_err(|e| {
-                problem(format!(
-                    "cannot create the scratch database {name} (the role needs CREATEDB): {}",
-                    pg::describe(&e)
-                ))
-            })?;
-        }
-        Ok(Scratch {
-            target: target.clone(),
-            name,
-            maintenance_db,
-            _turn: turn,
-        })
-    }
-
-    async fn count(&self) -> Result<std::collections::BTreeMap<String, i64>, String> {
-        let client = pg::connect(&self.target, &self.name)
-            .await
-            .map_err(|e| e.to_string())?;
-        snapshot::count_rows(&client)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn drop_db(self) {
-        let dropped = async {
-            let client = pg::connect(&self.target, &self.maintenance_db)
-                .await
-                .map_err(|e| e.to_string())?;
-            client
-                .batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {}",
-                    pg::quote_ident(&self.name)
-                ))
-                .await
-                .map_err(|e| pg::describe(&e))
-        };
-        if let Err(e) = dropped.await {
-            tracing::warn!("cannot drop the scratch database {}: {e}", self.name);
-        }
-    }
 }

@@ -1,0 +1,168 @@
+//! The databases a restore touches, through our own connection to the maintenance database:
+//! is the target free, create the restoring database, rename it into place, drop it on failure.
+
+use std::collections::BTreeMap;
+
+use tokio_postgres::Client;
+
+use super::RestoreError;
+use crate::config::PostgresConfig;
+use crate::jobs::backup::snapshot;
+use crate::pg;
+
+/// What is under the target's name now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Missing,
+    /// Exists with no user table: taken over (dropped just before the rename).
+    Empty,
+    NotEmpty(i64),
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> RestoreError {
+    RestoreError::Failed(format!("{what}: {e}"))
+}
+
+/// A connection to the `postgres` database, or to the configured one when that is refused.
+async fn maintenance(config: &PostgresConfig) -> Result<Client, RestoreError> {
+    match pg::connect(config, "postgres").await {
+        Ok(c) => Ok(c),
+        Err(_) => pg::connect(config, &config.dbname)
+            .await
+            .map_err(|e| failed("connecting to the server", e)),
+    }
+}
+
+pub async fn target(config: &PostgresConfig, db: &str) -> Result<Target, RestoreError> {
+    let client = maintenance(config).await?;
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db])
+        .await
+        .map_err(|e| failed("looking up the target", pg::describe(&e)))?
+        .is_some();
+    if !exists {
+        return Ok(Target::Missing);
+    }
+    let inside = pg::connect(config, db)
+        .await
+        .map_err(|e| failed(&format!("connecting to {db}"), e))?;
+    let tables: i64 = inside
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+            &[],
+        )
+        .await
+        .map_err(|e| failed(&format!("looking into {db}"), pg::describe(&e)))?
+        .get(0);
+    Ok(if tables == 0 {
+        Target::Empty
+    } else {
+        Target::NotEmpty(tables)
+    })
+}
+
+/// Creates the restoring database, replacing a leftover of an interrupted restore.
+pub async fn create(config: &PostgresConfig, name: &str) -> Result<(), RestoreError> {
+    let client = maintenance(config).await?;
+    let quoted = pg::quote_ident(name);
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {quoted}"),
+        format!("CREATE DATABASE {quoted}"),
+    ] {
+        client.batch_execute(&sql).await.map_err(|e| {
+            failed(
+                &format!("creating {name} (the role needs CREATEDB)"),
+                pg::describe(&e),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Creates `schemas` in `db`: pg_restore `-n`/`-t` restore the objects named, not the schema
+/// that holds them.
+pub async fn create_schemas(
+    config: &PostgresConfig,
+    db: &str,
+    schemas: &[String],
+) -> Result<(), RestoreError> {
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    let client = pg::connect(config, db)
+        .await
+        .map_err(|e| failed(&format!("connecting to {db}"), e))?;
+    for s in schemas {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {}",
+                pg::quote_ident(s)
+            ))
+            .await
+            .map_err(|e| failed(&format!("creating schema {s}"), pg::describe(&e)))?;
+    }
+    Ok(())
+}
+
+/// Row counts of every user table of `db`.
+pub async fn count(
+    config: &PostgresConfig,
+    db: &str,
+) -> Result<BTreeMap<String, i64>, RestoreError> {
+    let client = pg::connect(config, db)
+        .await
+        .map_err(|e| failed(&format!("connecting to {db}"), e))?;
+    snapshot::count_rows(&client)
+        .await
+        .map_err(|e| failed("counting rows", e))
+}
+
+/// Renames `from` to `to`; an empty database under `to` (checked again here, in the same
+/// transaction-free order: check, drop, rename) is dropped first.
+pub async fn rename(config: &PostgresConfig, from: &str, to: &str) -> Result<(), RestoreError> {
+    match target(config, to).await? {
+        Target::NotEmpty(tables) => {
+            return Err(RestoreError::TargetNotEmpty {
+                db: to.to_owned(),
+                tables,
+            });
+        }
+        Target::Empty => {
+            let client = maintenance(config).await?;
+            client
+                .batch_execute(&format!("DROP DATABASE {}", pg::quote_ident(to)))
+                .await
+                .map_err(|e| failed(&format!("dropping the empty {to}"), pg::describe(&e)))?;
+        }
+        Target::Missing => {}
+    }
+    let client = maintenance(config).await?;
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            pg::quote_ident(from),
+            pg::quote_ident(to)
+        ))
+        .await
+        .map_err(|e| failed(&format!("renaming {from} to {to}"), pg::describe(&e)))
+}
+
+/// Drops the restoring database after a failure; a failure to drop is logged, not raised.
+pub async fn discard(config: &PostgresConfig, name: &str) {
+    let dropped = async {
+        let client = maintenance(config).await?;
+        client
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                pg::quote_ident(name)
+            ))
+            .await
+            .map_err(|e| failed("drop", pg::describe(&e)))
+    };
+    if let Err(e) = dropped.await {
+        tracing::warn!("cannot drop the unfinished restore database {name}: {e}");
+    }
+}

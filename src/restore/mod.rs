@@ -1,0 +1,65 @@
+//! Restores: `atprectl restore ID --to DBNAME`, done by the daemon (it holds the credentials
+//! and the age identity).
+//!
+//! Planning is pure ([`plan::plan`]: a manifest, the backup folder and the options give the
+//! steps, the tables expected and the scratch space needed); executing is separate
+//! ([`exec::run`]). A restore always goes into a new database named after the target with a
+//! `_atpred_restoring` suffix and is renamed to the target only after every restored table's row
+//! count matched the manifest's snapshot counts, so a failed, killed or cancelled restore never
+//! leaves a half-restored database under the target's name.
+
+pub mod database;
+pub mod exec;
+pub mod plan;
+
+use serde::{Deserialize, Serialize};
+
+/// What the operator asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// The database to restore into.
+    pub to: String,
+    /// `pg_restore -j`; 0 means the default (2).
+    #[serde(default)]
+    pub jobs: u32,
+    /// Only these schemas (`pg_restore -n`).
+    #[serde(default)]
+    pub schemas: Vec<String>,
+    /// Only these tables (`pg_restore -t`, any schema unless `schemas` narrows it).
+    #[serde(default)]
+    pub tables: Vec<String>,
+}
+
+/// Why a restore was refused or failed. The refusals each have their own
+/// [`crate::protocol::ErrorCode`] and `atprectl` exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    UnknownBackup(String),
+    #[error(
+        "refusing to restore into {0:?}: it is the database this backup was taken from; \
+         restore into another name"
+    )]
+    SourceDatabase(String),
+    #[error(
+        "refusing to restore into {db:?}: it exists and holds {tables} table(s); choose a new \
+         name or drop it first"
+    )]
+    TargetNotEmpty { db: String, tables: i64 },
+    #[error(
+        "not enough space in restore-scratch-dir {dir}: about {need} bytes needed to unpack the \
+         archive, {free} free"
+    )]
+    NoSpace { dir: String, need: u64, free: u64 },
+    #[error("restore failed: {0}; the target database was not touched")]
+    Failed(String),
+    #[error("restore failed: restore-scratch-dir: {0}; the target database was not touched")]
+    Scratch(String),
+    #[error("restore cancelled; the target database was not touched")]
+    Cancelled,
+}
+
+/// The default `pg_restore -j` of a restore.
+pub const DEFAULT_JOBS: u32 = 2;
