@@ -2,17 +2,19 @@
 //! thread of its own, while the rest of the daemon stays root. A folder the user cannot write
 //! to is therefore refused (naming the user and the folder) where the same job without `su`
 //! rotates; and while a rotation with `su` compresses, the thread doing it runs as the user
-//! with no supplementary group and no capability, and the file it creates is the user's.
+//! with no supplementary group and no capability (its real and saved uid root, so that the
+//! user cannot signal it), and the file it creates is the user's.
 //!
 //! The daemon that cannot switch users (the hardened unit's case) is covered by
 //! `fault_rotate_a_folder_swapped_mid_rotation_changes_nothing_outside_as_a_non_root_daemon`: it rotates with `su` set, as itself.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::harness::{self, Daemon, toml_path};
+use crate::harness::{self, Daemon, process, toml_path};
 
 const NOBODY: u32 = 65534;
 const NOGROUP: u32 = 65534;
@@ -35,6 +37,15 @@ fn folder(dir: &Path, name: &str, owner: u32, mode: u32) -> std::path::PathBuf {
     std::os::unix::fs::chown(&log, Some(NOBODY), Some(NOGROUP)).expect("chown the log");
     harness::set_mode(&log, 0o640);
     log
+}
+
+/// The thread id in a `/proc/PID/task/TID/status`.
+fn task_id(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .map(|v| v.trim().to_owned())
+        .expect("Pid:")
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -124,8 +135,19 @@ fn rotate_su_files_are_made_by_the_user_on_its_own_thread() {
         if field("Uid:") == "0 0 0 0" {
             continue;
         }
-        assert_eq!(field("Uid:"), "65534 65534 65534 65534", "{status}");
-        assert_eq!(field("Gid:"), "65534 65534 65534 65534", "{status}");
+        let tid = task_id(&status);
+        let mut kill = Command::new("sh");
+        kill.args(["-c", "kill -0 \"$0\"", &tid]);
+        process::command_as(&mut kill, NOBODY, NOGROUP);
+        let out = process::run_with_timeout(&mut kill, Duration::from_secs(10));
+        assert!(
+            out.status != 0 && out.stderr.contains("not permitted"),
+            "nobody may not signal the daemon's thread {tid}: {out:?}"
+        );
+        // Real, effective, saved, file-system: it acts as nobody, its real and saved ids stay
+        // root so that the user nobody can neither signal nor ptrace it.
+        assert_eq!(field("Uid:"), "0 65534 0 65534", "{status}");
+        assert_eq!(field("Gid:"), "0 65534 0 65534", "{status}");
         assert_eq!(field("Groups:"), "", "no supplementary group: {status}");
         assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
         su_threads.push(field("Name:"));

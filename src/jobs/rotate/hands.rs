@@ -4,12 +4,16 @@
 //! When the job names `su = "user:group"` and atpred may switch users (it holds `CAP_SETUID`
 //! and `CAP_SETGID`: it runs as root), the job gets one dedicated OS thread that sets its own
 //! credentials, and only its own, with the raw per-thread system calls (not glibc's `setuid`,
-//! which changes every thread of the process): no supplementary groups, then real, effective
-//! and saved gid, then real, effective and saved uid, all to the `su` user and group. The saved
-//! ids are not kept as root, so the thread can never switch back; the kernel drops its
-//! capabilities with the uid change, which is checked before any work. Every file step of the
-//! job (opening the folder, listing it, renaming, creating, copying, compressing, removing,
-//! chmod, chown) runs on that thread; the thread ends with the job's run. What must stay the
+//! which changes every thread of the process): no supplementary groups, then the effective
+//! (and so file-system) gid, then the effective uid, to the `su` user and group. The kernel
+//! clears the thread's effective capabilities with the uid change, which is checked before any
+//! work: from then on every access is judged as the user's. The real and saved ids stay root
+//! on purpose: the kernel lets a user signal or ptrace a thread whose real or saved uid is
+//! theirs, so a thread fully switched to the application's user could be killed (taking the
+//! whole daemon with it) or, with `fs.suid_dumpable = 1`, taken over by that user. The thread is
+//! never handed back to a pool: it ends with the job's run. Every file step of the job (opening
+//! the folder, listing it, renaming, creating, copying, compressing, removing, chmod, chown)
+//! runs on that thread. What must stay the
 //! daemon's stays on the runtime: the state file (in the state directory), the pid-file and
 //! the signal through a pidfd, the reopen command, and the scan of `/proc` for writers.
 //!
@@ -132,22 +136,23 @@ fn may_switch() -> bool {
     })
 }
 
-/// Makes the calling thread (only) run as `uid`:`gid` with no supplementary group, for good.
+/// Makes the calling thread (only) act as `uid`:`gid` with no supplementary group and no
+/// effective capability; its real and saved ids stay root (see the module docs).
 fn switch(uid: u32, gid: u32) -> io::Result<()> {
     let (u, g) = (Uid::from_raw(uid), Gid::from_raw(gid));
     rustix::thread::set_thread_groups(&[])?;
-    rustix::thread::set_thread_res_gid(g, g, g)?;
-    rustix::thread::set_thread_res_uid(u, u, u)?;
+    rustix::thread::set_thread_res_gid(None, g, None)?;
+    rustix::thread::set_thread_res_uid(None, u, None)?;
     let caps = rustix::thread::capabilities(None)?;
     let now = (
-        nix::unistd::getuid().as_raw(),
         nix::unistd::geteuid().as_raw(),
         nix::unistd::getegid().as_raw(),
+        nix::unistd::getgroups().map_or(usize::MAX, |g| g.len()),
     );
-    if now != (uid, uid, gid) || !caps.effective.is_empty() || !caps.permitted.is_empty() {
+    if now != (uid, gid, 0) || !caps.effective.is_empty() {
         return Err(io::Error::other(format!(
-            "the thread still runs as uid {} gid {} with capabilities {:?}",
-            now.1, now.2, caps.effective
+            "the thread still acts as uid {} gid {} with capabilities {:?}",
+            now.0, now.1, caps.effective
         )));
     }
     Ok(())
