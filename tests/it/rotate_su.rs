@@ -99,6 +99,32 @@ fn rotate_su_works_as_the_user_so_a_folder_it_cannot_write_is_refused() {
 }
 
 #[test]
+fn rotate_su_refuses_a_log_the_user_could_not_recreate_before_moving_it() {
+    assert!(
+        harness::is_root(),
+        "this test runs the daemon as root with su = nobody: run it as root (as CI does)"
+    );
+    let root = harness::tempdir();
+    // nobody's folder, but a log of root's: nobody could not give the fresh log that owner.
+    let log = folder(root.path(), "app", NOBODY, 0o755);
+    std::os::unix::fs::chown(&log, Some(0), Some(0)).expect("chown the log");
+    let app = log.parent().expect("folder").to_path_buf();
+    let daemon = Daemon::builder(root.path())
+        .toml(&job("logs", &log, "su = \"nobody:nogroup\""))
+        .spawn();
+    let out = daemon.ctl(["run", "logs", "--wait", "--force"]);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(out.status, 1, "{out:?}");
+    assert!(
+        text.contains("belongs to uid 0 gid 0, which atpred (uid 65534) cannot give")
+            && text.contains("the job works as nobody:nogroup (its su)"),
+        "{text}"
+    );
+    assert_eq!(names(&app), ["app.log"], "nothing moved");
+    assert_eq!(std::fs::read(&log).expect("log"), b"a line\n");
+}
+
+#[test]
 fn rotate_su_files_are_made_by_the_user_on_its_own_thread() {
     assert!(
         harness::is_root(),
