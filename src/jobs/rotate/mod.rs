@@ -5,7 +5,8 @@
 //! list the directory; plan ([`plan::plan`], pure); then act: clean up leftovers, rotate
 //! (journaled, [`exec`]), compress off the runtime ([`compress`]), remove what retention drops.
 //! A dry run returns the plans. The state file ([`state`]) is rebuilt from the disk when it
-//! cannot be read, and the run's message says so.
+//! cannot be read, and the run's message says so. With `su` and a daemon that may switch users,
+//! every file step is done as that user ([`hands`]); the state file stays the daemon's.
 
 mod compress;
 mod copy;
