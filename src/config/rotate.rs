@@ -55,7 +55,8 @@ pub struct RotateSpec {
     pub max_keep_age: Option<Duration>,
     /// Rotate in a directory that users other than root and atpred's own may write to.
     pub allow_shared_dir: bool,
-    /// `su = "user:group"`: the owner of the logs' folders, trusted to write there.
+    /// `su = "user:group"`: the owner of the logs' folders, trusted to write there, and, when
+    /// atpred may switch users, the user the job's file work is done as.
     pub su: Option<SuUser>,
 }
 

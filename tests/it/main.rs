@@ -104,6 +104,7 @@ mod rotate_disk;
 mod rotate_folder;
 mod rotate_pidfile;
 mod rotate_safety;
+mod rotate_su;
 mod rotate_support;
 mod rotate_writer;
 mod schedule_dst;

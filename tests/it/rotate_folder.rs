@@ -1,6 +1,8 @@
 //! Who may write to a log's folder: one under a folder another user owns is refused (naming
 //! the folder and the keys that would allow it) unless `su` names that user; a symlink on the
 //! folder's path is refused.
+//!
+//! `su` itself (the work done as that user) is in `rotate_su`.
 
 use crate::harness::{self, Daemon, toml_path};
 
@@ -62,6 +64,11 @@ fn rotate_folder_under_another_users_folder_is_refused_unless_su_names_them() {
     );
     assert_eq!(std::fs::read(&log).expect("log"), b"line\n", "not rotated");
 
+    // With su, the work is done as nobody (when the daemon is root): the folder and the log
+    // are the application's, as logrotate's su expects.
+    for path in [&app, &log] {
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).expect("chown");
+    }
     let out = daemon.ctl(["run", "su", "--wait", "--force"]);
     assert_eq!(out.status, 0, "{out:?}");
     assert!(app.join("app.log.1.zst").exists());

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use super::copy::{self, CopyReport};
 use super::files::{self, Owner};
+use super::hands::Hands;
 use super::pause;
 use super::pidfile;
 use super::state::{Pending, PendingMethod};
@@ -37,6 +38,8 @@ pub struct Log {
     pub at: PathBuf,
     /// Keeps the handle `at` refers to open.
     pub _handle: Option<std::sync::Arc<super::folder::Folder>>,
+    /// Who does the file work: the daemon, or the job's `su` user ([`super::hands`]).
+    pub hands: Hands,
 }
 
 impl Log {
@@ -52,6 +55,21 @@ impl Log {
 
     fn copy_temp(&self) -> PathBuf {
         self.at.join(self.copy_temp_name())
+    }
+
+    /// Whether `path` (in the folder, through the handle) exists, looked at with this log's
+    /// hands.
+    pub async fn exists(&self, path: &Path) -> Result<bool, JobError> {
+        let path = path.to_path_buf();
+        self.work(move || Ok(path.symlink_metadata().is_ok())).await
+    }
+
+    /// Runs a file step with this log's hands (the `su` user's when the job has one).
+    pub async fn work<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, JobError> {
+        self.hands.run(f).await.map_err(failed)
     }
 }
 
@@ -69,23 +87,36 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The journal entry for rotating `log` now.
-pub fn journal(
+pub async fn journal(
     ctx: &JobContext,
     log: &Log,
     method: &Method,
     to: &str,
     shifts: &[(String, String)],
 ) -> Result<Pending, JobError> {
-    let meta = std::fs::symlink_metadata(log.current()).map_err(failed)?;
+    let current = log.current();
+    let at = log.at.clone();
+    // Judged with the hands that will create the files: the `su` user's, when switched (its
+    // ids and groups are the thread's own).
+    let (meta, kept, uid) = log
+        .work(move || {
+            let meta = std::fs::symlink_metadata(current)?;
+            let kept = Owner::of(&meta).in_dir(&at)?;
+            Ok((meta, kept, nix::unistd::geteuid()))
+        })
+        .await?;
     let found = Owner::of(&meta);
-    let Some(owner) = found.in_dir(&log.at).map_err(failed)? else {
+    let Some(owner) = kept else {
+        let fix = match log.hands.who() {
+            Some(su) => format!("the job works as {su} (its su): name the log's owner there"),
+            None => format!(
+                "run atpred as that user or as root, or make its folder setgid of group {} with atpred in that group",
+                found.gid
+            ),
+        };
         return Err(failed(format!(
-            "{} belongs to uid {} gid {}, which atpred (uid {}) cannot give the files it creates: not rotated (run atpred as that user or as root, or make its folder setgid of group {} with atpred in that group)",
-            log.base,
-            found.uid,
-            found.gid,
-            nix::unistd::geteuid(),
-            found.gid
+            "{} belongs to uid {} gid {}, which atpred (uid {uid}) cannot give the files it creates: not rotated ({fix})",
+            log.base, found.uid, found.gid,
         )));
     };
     Ok(Pending {
@@ -134,8 +165,12 @@ pub async fn finish(
     }
 }
 
-fn still_original(log: &Log, p: &Pending) -> bool {
-    std::fs::symlink_metadata(log.current()).is_ok_and(|m| m.is_file() && m.ino() == p.inode)
+async fn still_original(log: &Log, p: &Pending) -> Result<bool, JobError> {
+    let (current, inode) = (log.current(), p.inode);
+    log.work(move || {
+        Ok(std::fs::symlink_metadata(current).is_ok_and(|m| m.is_file() && m.ino() == inode))
+    })
+    .await
 }
 
 /// Each shift whose source is there and whose target is free (a crash may have done some).
@@ -149,21 +184,31 @@ fn shift(dir: &Path, shifts: &[(String, String)]) -> std::io::Result<()> {
 }
 
 async fn create_steps(ctx: &JobContext, log: &Log, p: &Pending) -> Result<(), JobError> {
-    if still_original(log, p) {
-        shift(&log.at, &p.shifts).map_err(failed)?;
+    if still_original(log, p).await? {
+        let (at, shifts) = (log.at.clone(), p.shifts.clone());
+        log.work(move || shift(&at, &shifts)).await?;
         pause::at("shifted", &ctx.cancel).await?;
-        files::rename_noreplace(&log.at, &log.base, &p.to).map_err(failed)?;
-        crate::publish::sync_dir(&log.at).map_err(failed)?;
+        let (at, base, to) = (log.at.clone(), log.base.clone(), p.to.clone());
+        log.work(move || {
+            files::rename_noreplace(&at, &base, &to)?;
+            crate::publish::sync_dir(&at)
+        })
+        .await?;
     }
     pause::at("renamed", &ctx.cancel).await?;
-    if std::fs::symlink_metadata(log.current()).is_err() {
-        let owner = Owner {
-            uid: p.uid,
-            gid: p.gid,
-            mode: p.mode,
-        };
-        files::create_log(&log.current(), owner).map_err(failed)?;
-    }
+    let owner = Owner {
+        uid: p.uid,
+        gid: p.gid,
+        mode: p.mode,
+    };
+    let current = log.current();
+    log.work(move || {
+        if std::fs::symlink_metadata(&current).is_err() {
+            files::create_log(&current, owner)?;
+        }
+        Ok(())
+    })
+    .await?;
     pause::at("created", &ctx.cancel).await
 }
 
@@ -241,15 +286,16 @@ async fn copy_truncate(
     let mut finished = Finished::default();
     if fresh {
         let (path, t) = (log.current(), temp.clone());
-        let (file, report) = blocking(move || {
-            let (file, report) = copy::copy_truncate(&path, &t, || pause::blocking("copied"))?;
-            Ok((file, report))
-        })
-        .await?;
+        let (file, report) = log
+            .work(move || {
+                let (file, report) = copy::copy_truncate(&path, &t, || pause::blocking("copied"))?;
+                Ok((file, report))
+            })
+            .await?;
         finished.copy = Some(report);
         pause::at("truncated", &ctx.cancel).await?;
-        blocking(move || file.sync_all()).await?;
-    } else if temp.symlink_metadata().is_err() {
+        log.work(move || file.sync_all()).await?;
+    } else if !log.exists(&temp).await? {
         // Never copied (nothing happened) or already renamed into place (done).
         return Ok(Finished {
             undone: true,
@@ -257,21 +303,26 @@ async fn copy_truncate(
         });
     } else {
         let (t, path) = (temp.clone(), log.current());
-        let untruncated =
-            still_original(log, p) && blocking(move || copy::copy_is_prefix(&t, &path)).await?;
+        let untruncated = still_original(log, p).await?
+            && log.work(move || copy::copy_is_prefix(&t, &path)).await?;
         if untruncated {
-            std::fs::remove_file(&temp).map_err(failed)?;
+            log.work(move || std::fs::remove_file(&temp)).await?;
             return Ok(Finished {
                 undone: true,
                 ..finished
             });
         }
         let t = temp.clone();
-        blocking(move || files::sync_file(&t)).await?;
+        log.work(move || files::sync_file(&t)).await?;
     }
-    shift(&log.at, &p.shifts).map_err(failed)?;
+    let (at, shifts) = (log.at.clone(), p.shifts.clone());
+    log.work(move || shift(&at, &shifts)).await?;
     pause::at("shifted", &ctx.cancel).await?;
-    files::rename_noreplace(&log.at, &log.copy_temp_name(), &p.to).map_err(failed)?;
-    crate::publish::sync_dir(&log.at).map_err(failed)?;
+    let (at, from, to) = (log.at.clone(), log.copy_temp_name(), p.to.clone());
+    log.work(move || {
+        files::rename_noreplace(&at, &from, &to)?;
+        crate::publish::sync_dir(&at)
+    })
+    .await?;
     Ok(finished)
 }

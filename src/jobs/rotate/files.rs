@@ -16,8 +16,12 @@ use nix::fcntl::{RenameFlags, renameat2};
 
 use super::plan::{Entry, EntryKind};
 
-/// The directory's entries (the log among them), each with the pids writing to it.
-pub fn list(dir: &Path) -> io::Result<Vec<Entry>> {
+/// One name in a log's directory, as [`scan`] found it.
+pub type Found = (String, EntryKind, std::fs::Metadata);
+
+/// The directory's names (the log among them) with their `lstat`; [`with_writers`] adds who
+/// writes to each. This half is file work, done with the job's hands.
+pub fn scan(dir: &Path) -> io::Result<Vec<Found>> {
     let mut found = Vec::new();
     for item in std::fs::read_dir(dir)? {
         let item = item?;
@@ -36,13 +40,19 @@ pub fn list(dir: &Path) -> io::Result<Vec<Entry>> {
         };
         found.push((name, kind, meta));
     }
+    Ok(found)
+}
+
+/// [`scan`]'s names with the pids writing to each: read from every process's `/proc`, which
+/// only the daemon's user (not a job's `su` user) may see.
+pub fn with_writers(found: Vec<Found>) -> Vec<Entry> {
     let inodes: HashSet<(u64, u64)> = found
         .iter()
         .filter(|(_, k, _)| *k == EntryKind::File)
         .map(|(_, _, m)| (m.dev(), m.ino()))
         .collect();
     let writers = writers(&inodes);
-    Ok(found
+    found
         .into_iter()
         .map(|(name, kind, meta)| Entry {
             name,
@@ -58,7 +68,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<Entry>> {
                 Vec::new()
             },
         })
-        .collect())
+        .collect()
 }
 
 fn mtime(meta: &std::fs::Metadata) -> DateTime<Utc> {

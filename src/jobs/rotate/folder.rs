@@ -10,6 +10,7 @@
 //! atpred's user and group and the job's `su` user and group ([`crate::trust`]), unless the job
 //! says `allow-shared-dir = true`.
 
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 
 use super::exec::Log;
+use super::hands::Hands;
 use crate::config::RotateSpec;
 use crate::jobs::JobError;
 use crate::trust::{self, Trusted};
@@ -35,9 +37,20 @@ impl Folder {
     }
 }
 
-/// Opens `dir` (no symlink anywhere on its path) and checks who may write to it and above it.
-/// `job_key` is `jobs.NAME`, for the message.
-pub fn open(dir: &Path, spec: &RotateSpec, job_key: &str) -> Result<Folder, String> {
+/// Who may write to the folders of a job with this spec: root, atpred's user and group, and
+/// the `su` user and group. Judged by the daemon, before any work runs as the `su` user.
+pub fn trusted(spec: &RotateSpec) -> Trusted {
+    let trusted = Trusted::daemon();
+    match &spec.su {
+        Some(su) => trusted.with(su.uid, su.gid),
+        None => trusted,
+    }
+}
+
+/// Opens `dir` (no symlink anywhere on its path) and, unless `shared` (`allow-shared-dir`),
+/// checks that only the `trusted` may write to it and above it. `job_key` is `jobs.NAME`, for
+/// the message. Blocking: run it with the job's [`super::hands::Hands`].
+pub fn open(dir: &Path, shared: bool, trusted: &Trusted, job_key: &str) -> io::Result<Folder> {
     let fd = rustix::fs::openat2(
         CWD,
         dir,
@@ -46,45 +59,48 @@ pub fn open(dir: &Path, spec: &RotateSpec, job_key: &str) -> Result<Folder, Stri
         ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
     )
     .map_err(|e| match e {
-        rustix::io::Errno::LOOP => format!(
+        rustix::io::Errno::LOOP => io::Error::other(format!(
             "{} has a symlink on its path: refused (the folder could be swapped under atpred); name the real folder in {job_key}.paths",
             dir.display()
-        ),
-        e => format!("cannot open {}: {e}", dir.display()),
+        )),
+        e => {
+            let e = io::Error::from(e);
+            io::Error::new(e.kind(), format!("cannot open {}: {e}", dir.display()))
+        }
     })?;
     let folder = Folder { fd };
-    if spec.allow_shared_dir {
+    if shared {
         return Ok(folder);
     }
-    let mut trusted = Trusted::daemon();
-    if let Some(su) = &spec.su {
-        trusted = trusted.with(su.uid, su.gid);
-    }
     let refuse = |why: String| {
-        format!(
+        io::Error::other(format!(
             "{why}: someone there could plant or swap files where atpred writes; make it writable by root and atpred's user only, name its owner with {job_key}.su = \"user:group\", or set {job_key}.allow-shared-dir = true"
-        )
+        ))
     };
-    trust::check_folder(dir, &trusted).map_err(refuse)?;
+    trust::check_folder(dir, trusted).map_err(refuse)?;
     // The check read the folder by name: it must be the one the handle holds.
-    let held = std::fs::metadata(folder.at()).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let named = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let held = std::fs::metadata(folder.at())
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    let named = std::fs::metadata(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
-        return Err(format!(
+        return Err(io::Error::other(format!(
             "{} was replaced while it was opened: not rotated",
             dir.display()
-        ));
+        )));
     }
     Ok(folder)
 }
 
 impl Log {
-    /// This log with its folder open: from here on every step goes through the handle.
-    pub fn opened(&self, folder: Folder) -> Log {
+    /// This log with its folder open: from here on every step goes through the handle, done
+    /// by `hands`.
+    pub fn opened(&self, folder: Folder, hands: Hands) -> Log {
         let folder = Arc::new(folder);
         Log {
             at: folder.at(),
             _handle: Some(folder),
+            hands,
             ..self.clone()
         }
     }
@@ -126,6 +142,7 @@ mod tests {
             base: "app.log".into(),
             at: "/proc/self/fd/7".into(),
             _handle: None,
+            hands: Hands::default(),
         };
         let e = log.shown(JobError::permanent(
             "create /proc/self/fd/7/app.log: denied",

@@ -5,13 +5,15 @@
 //! list the directory; plan ([`plan::plan`], pure); then act: clean up leftovers, rotate
 //! (journaled, [`exec`]), compress off the runtime ([`compress`]), remove what retention drops.
 //! A dry run returns the plans. The state file ([`state`]) is rebuilt from the disk when it
-//! cannot be read, and the run's message says so.
+//! cannot be read, and the run's message says so. With `su` and a daemon that may switch users,
+//! every file step is done as that user ([`hands`]); the state file stays the daemon's.
 
 mod compress;
 mod copy;
 mod exec;
 mod files;
 mod folder;
+mod hands;
 mod names;
 mod pause;
 mod pidfile;
@@ -24,6 +26,7 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use self::exec::Log;
+use self::hands::Hands;
 use self::plan::{Entry, Input, Plan};
 use self::state::{JobState, LogState};
 use super::{JobContext, JobError, JobReport};
@@ -38,9 +41,13 @@ pub async fn run(ctx: &JobContext, spec: &RotateSpec) -> Result<JobReport, JobEr
             (JobState::default(), Some(why))
         }
     };
+    let hands = Hands::for_job(spec.su.as_ref())
+        .await
+        .map_err(JobError::permanent)?;
     let mut run = Run {
         ctx,
         spec,
+        hands,
         state_path,
         rebuilt: rebuilt.is_some(),
         lines: Vec::new(),
@@ -119,6 +126,7 @@ fn select(spec: &RotateSpec, problems: &mut Vec<String>) -> Vec<Log> {
             base,
             at: PathBuf::new(),
             _handle: None,
+            hands: Hands::default(),
         })
         .collect()
 }
@@ -130,11 +138,22 @@ fn split(path: &std::path::Path) -> Option<(PathBuf, String)> {
     ))
 }
 
+/// Removes `name` from the log's folder, with the job's hands.
+async fn remove(log: &Log, name: &str) -> Result<(), JobError> {
+    let (dir, owned) = (log.at.clone(), name.to_owned());
+    log.hands
+        .run(move || files::remove(&dir, &owned))
+        .await
+        .map_err(|e| JobError::permanent(format!("remove {name}: {e}")))
+}
+
 /// One run over the job's logs.
 struct Run<'a> {
     ctx: &'a JobContext,
     spec: &'a RotateSpec,
     state_path: PathBuf,
+    /// Who does the file work ([`hands`]); the state file is always written by the daemon.
+    hands: Hands,
     rebuilt: bool,
     /// One or more lines per log, for the run's message.
     lines: Vec<String>,
@@ -158,8 +177,17 @@ impl Run<'_> {
             return Err(JobError::permanent("its directory does not exist"));
         }
         let job_key = format!("jobs.{}", ctx.job.name);
-        let opened = folder::open(&log.dir, spec, &job_key).map_err(JobError::permanent)?;
-        let log = &log.opened(opened);
+        let (dir, shared, trusted) = (
+            log.dir.clone(),
+            spec.allow_shared_dir,
+            folder::trusted(spec),
+        );
+        let opened = self
+            .hands
+            .run(move || folder::open(&dir, shared, &trusted, &job_key))
+            .await
+            .map_err(|e| JobError::permanent(e.to_string()))?;
+        let log = &log.opened(opened, self.hands.clone());
         self.steps(log, state).await.map_err(|e| log.shown(e))
     }
 
@@ -187,13 +215,17 @@ impl Run<'_> {
                 self.save(state)?;
             }
         } else if !ctx.dry_run {
-            self.orphan_copy(log)?;
+            self.orphan_copy(log).await?;
         }
         let dir = log.at.clone();
-        let entries = tokio::task::spawn_blocking(move || files::list(&dir))
+        let found = log
+            .hands
+            .run(move || files::scan(&dir))
             .await
-            .map_err(|e| JobError::permanent(e.to_string()))?
             .map_err(|e| JobError::permanent(format!("cannot list {}: {e}", log.dir.display())))?;
+        let entries = tokio::task::spawn_blocking(move || files::with_writers(found))
+            .await
+            .map_err(|e| JobError::permanent(e.to_string()))?;
         let (current, others): (Vec<Entry>, Vec<Entry>) =
             entries.into_iter().partition(|e| e.name == log.base);
         let mut last = state.logs.get(&log.path).and_then(|s| s.last_rotation);
@@ -240,13 +272,23 @@ impl Run<'_> {
 
     /// A copytruncate copy with no journal (the state file was lost): if the log still holds
     /// all of it, it goes; otherwise it may hold the only copy of lines, and it stays.
-    fn orphan_copy(&self, log: &Log) -> Result<(), JobError> {
+    async fn orphan_copy(&self, log: &Log) -> Result<(), JobError> {
         let temp = log.at.join(log.copy_temp_name());
-        if temp.symlink_metadata().is_err() {
+        if !log.exists(&temp).await? {
             return Ok(());
         }
-        if copy::copy_is_prefix(&temp, &log.current()).unwrap_or(false) {
-            return std::fs::remove_file(&temp).map_err(|e| JobError::permanent(e.to_string()));
+        let (t, current) = (temp.clone(), log.current());
+        let removed = log
+            .work(move || {
+                if copy::copy_is_prefix(&t, &current).unwrap_or(false) {
+                    std::fs::remove_file(&t)?;
+                    return Ok(true);
+                }
+                Ok(false)
+            })
+            .await?;
+        if removed {
+            return Ok(());
         }
         Err(JobError::permanent(format!(
             "{} is the copy of an interrupted copytruncate that the (lost) journal no longer describes, and it may hold lines the log no longer has: move it aside, then rotation resumes",
@@ -257,13 +299,12 @@ impl Run<'_> {
     async fn act(&mut self, log: &Log, plan: &Plan, state: &mut JobState) -> Result<(), JobError> {
         let (ctx, spec) = (self.ctx, self.spec);
         for a in &plan.cleanup {
-            files::remove(&log.at, &a.name)
-                .map_err(|e| JobError::permanent(format!("remove {}: {e}", a.name)))?;
+            remove(log, &a.name).await?;
         }
         let mut line = format!("{}: {}", log.path.display(), plan.reason);
         let mut extra = json!({});
         if let Some(r) = &plan.rotation {
-            let p = exec::journal(ctx, log, &spec.method, &r.to, &r.shifts)?;
+            let p = exec::journal(ctx, log, &spec.method, &r.to, &r.shifts).await?;
             state.logs.entry(log.path.clone()).or_default().pending = Some(p.clone());
             self.save(state)?;
             pause::at("journaled", &ctx.cancel).await?;
@@ -308,22 +349,22 @@ impl Run<'_> {
                 continue;
             }
             let (dir, name, how) = (log.at.clone(), a.name.clone(), spec.compress);
-            let size = tokio::task::spawn_blocking(move || {
-                compress::compress(&dir, &name, how, || pause::blocking("compressing"))
-            })
-            .await
-            .map_err(|e| JobError::permanent(e.to_string()))?
-            .map_err(|e| JobError::permanent(format!("compress {}: {e}", a.name)))?;
+            let size = log
+                .hands
+                .run(move || {
+                    compress::compress(&dir, &name, how, || pause::blocking("compressing"))
+                })
+                .await
+                .map_err(|e| JobError::permanent(format!("compress {}: {e}", a.name)))?;
             pause::at("compressed", &ctx.cancel).await?;
-            files::remove(&log.at, &a.name)
-                .map_err(|e| JobError::permanent(format!("remove {}: {e}", a.name)))?;
-            crate::publish::sync_dir(&log.at).map_err(|e| JobError::permanent(e.to_string()))?;
+            remove(log, &a.name).await?;
+            let dir = log.at.clone();
+            log.work(move || crate::publish::sync_dir(&dir)).await?;
             compressed.push(json!({ "name": a.name, "bytes": size }));
         }
         let mut removed = Vec::new();
         for a in &plan.remove {
-            files::remove(&log.at, &a.name)
-                .map_err(|e| JobError::permanent(format!("remove {}: {e}", a.name)))?;
+            remove(log, &a.name).await?;
             tracing::info!("removed {} ({})", log.dir.join(&a.name).display(), a.reason);
             removed.push(a.name.clone());
         }
