@@ -188,6 +188,10 @@ pub struct RestoreArgs {
     /// Only this table (repeatable).
     #[arg(long, value_name = "T")]
     pub table: Vec<String>,
+    /// Restore over an existing database (even the backup's source): swapped in after the
+    /// checks, its other sessions terminated, the old one kept as DBNAME_atpred_replaced.
+    #[arg(long)]
+    pub replace: bool,
     /// Print the plan (tables, row counts, scratch space) and change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -14,7 +14,7 @@ use crate::jobs::backup::manifest::Manifest;
 use crate::jobs::catalog::{self, InUse};
 use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
-use crate::restore::{Options, RestoreError, exec, plan};
+use crate::restore::{Options, RestoreError, exec, plan, swap};
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
 pub async fn restore(
@@ -58,7 +58,9 @@ async fn run(
         )));
     }
     let plan = plan::plan(&manifest, &dir, options)?;
-    if let Target::NotEmpty(tables) = database::target(&config.postgres, &plan.to).await? {
+    if plan.replace {
+        swap::check_free(&config.postgres, &plan.to).await?;
+    } else if let Target::NotEmpty(tables) = database::target(&config.postgres, &plan.to).await? {
         return Err(RestoreError::TargetNotEmpty {
             db: plan.to.clone(),
             tables,
@@ -99,10 +101,16 @@ async fn run(
     let report = exec::run(&env, &plan).await?;
     tracing::info!(
         backup = id,
-        "restored {id} into {} ({} tables, {} rows, every count checked)",
+        "restored {id} into {} ({} tables, {} rows, every count checked){}",
         report.database,
         report.tables,
-        report.rows
+        report.rows,
+        report
+            .replaced
+            .as_ref()
+            .map_or_else(String::new, |k| format!(
+                "; the old database is kept as {k}"
+            ))
     );
     Ok(Response::Restored { report })
 }
@@ -113,6 +121,7 @@ fn refusal(e: &RestoreError) -> Response {
         RestoreError::UnknownBackup(_) => ErrorCode::UnknownBackup,
         RestoreError::SourceDatabase(_) => ErrorCode::RestoreSourceDatabase,
         RestoreError::TargetNotEmpty { .. } => ErrorCode::RestoreTargetNotEmpty,
+        RestoreError::ReplacedExists(_) => ErrorCode::RestoreReplacedExists,
         RestoreError::NoSpace { .. } => ErrorCode::RestoreNoSpace,
         RestoreError::Failed(_) | RestoreError::Scratch(_) | RestoreError::Cancelled => {
             ErrorCode::Internal

@@ -235,6 +235,7 @@ fn show(response: &Response, json: bool) -> u8 {
                 ErrorCode::RestoreSourceDatabase => restore::EXIT_SOURCE_DATABASE,
                 ErrorCode::RestoreTargetNotEmpty => restore::EXIT_TARGET_NOT_EMPTY,
                 ErrorCode::RestoreNoSpace => restore::EXIT_NO_SPACE,
+                ErrorCode::RestoreReplacedExists => restore::EXIT_REPLACED_EXISTS,
                 ErrorCode::ProtocolMismatch | ErrorCode::HelloFirst | ErrorCode::BadFrame => {
                     EXIT_PROTOCOL
                 }

@@ -50,14 +50,18 @@ pub fn print(response: &Response) {
         Response::RestorePlan { plan } => restore_plan(plan),
         Response::Restored { report: r } => format!(
             "restored {} into {}: {} tables, {} rows, every row count matches the dump's \
-             snapshot ({:.1} s; pg_restore -j {}; {} of scratch space)\n",
+             snapshot ({:.1} s; pg_restore -j {}; {} of scratch space)\n{}",
             r.id,
             r.database,
             r.tables,
             r.rows,
             r.duration_ms as f64 / 1000.0,
             r.jobs,
-            crate::jobs::backup::dump::mib(r.scratch_bytes)
+            crate::jobs::backup::dump::mib(r.scratch_bytes),
+            r.replaced.as_ref().map_or_else(String::new, |k| format!(
+                "the old {} is kept as {k}; drop it when no longer needed\n",
+                r.database
+            ))
         ),
         Response::PinState { id, pin, offsite } => format!(
             "backup {id}: {}{}\n",

@@ -17,6 +17,8 @@ pub const EXIT_SOURCE_DATABASE: u8 = 12;
 pub const EXIT_TARGET_NOT_EMPTY: u8 = 13;
 /// Refused by the daemon: not enough space in restore-scratch-dir.
 pub const EXIT_NO_SPACE: u8 = 14;
+/// Refused by the daemon: `--replace` would keep the old database under a name already taken.
+pub const EXIT_REPLACED_EXISTS: u8 = 15;
 
 /// The request, or the exit code of a refusal made here.
 pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
@@ -30,6 +32,7 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
             jobs: args.jobs.unwrap_or(0),
             schemas: args.schema.clone(),
             tables: args.table.clone(),
+            replace: args.replace,
         },
         dry_run: args.dry_run,
     })

@@ -218,6 +218,8 @@ pub enum ErrorCode {
     RestoreSourceDatabase,
     /// `restore` refused: the target exists and is not empty.
     RestoreTargetNotEmpty,
+    /// `restore --replace` refused: the name the old database would be kept under is taken.
+    RestoreReplacedExists,
     /// `restore` refused: not enough free space in restore-scratch-dir.
     RestoreNoSpace,
 }

@@ -24,7 +24,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> RestoreError {
 }
 
 /// A connection to the `postgres` database, or to the configured one when that is refused.
-async fn maintenance(config: &PostgresConfig) -> Result<Client, RestoreError> {
+pub(super) async fn maintenance(config: &PostgresConfig) -> Result<Client, RestoreError> {
     match pg::connect(config, "postgres").await {
         Ok(c) => Ok(c),
         Err(_) => pg::connect(config, &config.dbname)

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::RestoreError;
 use super::database::{self, Target};
 use super::plan::{Archive, RestorePlan};
+use super::swap;
 use crate::config::PostgresConfig;
 use crate::jobs::backup::{snapshot, stream, verify};
 use crate::pg;
@@ -39,6 +40,9 @@ pub struct Report {
     pub jobs: u32,
     /// Bytes written to restore-scratch-dir (0 when pg_restore read the archive directly).
     pub scratch_bytes: u64,
+    /// With `--replace`: the name the old database is kept under.
+    #[serde(default)]
+    pub replaced: Option<String>,
     pub unpack_ms: u64,
     pub restore_ms: u64,
     pub duration_ms: u64,
@@ -65,7 +69,9 @@ pub fn preflight(scratch_dir: &Path, need: u64) -> Result<(), RestoreError> {
 
 pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreError> {
     let t0 = Instant::now();
-    if let Target::NotEmpty(tables) = database::target(env.server, &plan.to).await? {
+    if plan.replace {
+        swap::check_free(env.server, &plan.to).await?;
+    } else if let Target::NotEmpty(tables) = database::target(env.server, &plan.to).await? {
         return Err(RestoreError::TargetNotEmpty {
             db: plan.to.clone(),
             tables,
@@ -103,10 +109,20 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         }
     };
     (env.progress)(format!("renaming {} to {}", plan.restoring, plan.to));
-    if let Err(e) = database::rename(env.server, &plan.restoring, &plan.to).await {
-        database::discard(env.server, &plan.restoring).await;
-        return Err(e);
-    }
+    let renamed = if plan.replace {
+        swap::swap(env.server, &plan.restoring, &plan.to).await
+    } else {
+        database::rename(env.server, &plan.restoring, &plan.to)
+            .await
+            .map(|()| None)
+    };
+    let replaced = match renamed {
+        Ok(r) => r,
+        Err(e) => {
+            database::discard(env.server, &plan.restoring).await;
+            return Err(e);
+        }
+    };
     Ok(Report {
         id: plan.id.clone(),
         database: plan.to.clone(),
@@ -114,6 +130,7 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         rows: counts.values().sum(),
         jobs: plan.jobs,
         scratch_bytes,
+        replaced,
         unpack_ms,
         restore_ms,
         duration_ms: millis(t0),

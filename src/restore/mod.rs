@@ -6,11 +6,13 @@
 //! ([`exec::run`]). A restore always goes into a new database named after the target with a
 //! `_atpred_restoring` suffix and is renamed to the target only after every restored table's row
 //! count matched the manifest's snapshot counts, so a failed, killed or cancelled restore never
-//! leaves a half-restored database under the target's name.
+//! leaves a half-restored database under the target's name. With `--replace` ([`swap`]) an
+//! existing target is swapped out only then and kept under another name.
 
 pub mod database;
 pub mod exec;
 pub mod plan;
+pub mod swap;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,10 @@ pub struct Options {
     /// Only these tables (`pg_restore -t`, any schema unless `schemas` narrows it).
     #[serde(default)]
     pub tables: Vec<String>,
+    /// `--replace`: the target may exist and hold data (even be the backup's source); it is
+    /// swapped out after the checks and kept under [`swap::replaced_name`].
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// Why a restore was refused or failed. The refusals each have their own
@@ -45,9 +51,14 @@ pub enum RestoreError {
     SourceDatabase(String),
     #[error(
         "refusing to restore into {db:?}: it exists and holds {tables} table(s); choose a new \
-         name or drop it first"
+         name, drop it first, or give --replace"
     )]
     TargetNotEmpty { db: String, tables: i64 },
+    #[error(
+        "refusing to replace: {0:?} still holds the database an earlier --replace swapped out; \
+         drop or rename it first"
+    )]
+    ReplacedExists(String),
     #[error(
         "not enough space in restore-scratch-dir {dir}: about {need} bytes needed to unpack the \
          archive, {free} free"

@@ -46,6 +46,9 @@ pub struct RestorePlan {
     pub jobs: u32,
     pub schemas: Vec<String>,
     pub tables: Vec<String>,
+    /// `--replace`: an existing target is swapped out after the checks, not refused.
+    #[serde(default)]
+    pub replace: bool,
     /// The tables restored and their row counts in the dump's snapshot.
     pub expected: BTreeMap<String, i64>,
     /// Schemas created before a filtered pg_restore (which does not create them), unquoted.
@@ -61,7 +64,7 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
     for s in opts.schemas.iter().chain(&opts.tables) {
         check_name(s, "--schema/--table")?;
     }
-    if opts.to == manifest.database {
+    if opts.to == manifest.database && !opts.replace {
         return Err(RestoreError::SourceDatabase(opts.to.clone()));
     }
     let file = manifest
@@ -139,6 +142,14 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
         "check the row counts of {} table(s) against the dump's snapshot",
         expected.len()
     ));
+    if opts.replace {
+        steps.push(format!(
+            "if {to} exists: close it to new sessions, terminate its other sessions, and keep it \
+             as {kept} (not dropped)",
+            to = opts.to,
+            kept = super::swap::replaced_name(&opts.to)
+        ));
+    }
     steps.push(format!("rename {restoring} to {}", opts.to));
     Ok(RestorePlan {
         id: manifest.id.clone(),
@@ -149,6 +160,7 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
         jobs,
         schemas: opts.schemas.clone(),
         tables: opts.tables.clone(),
+        replace: opts.replace,
         expected,
         create_schemas,
         scratch_bytes,
