@@ -2,13 +2,18 @@
 //! connection to it: the client's session is terminated only at the swap, the database under
 //! the name is the backup's, and the old one is kept (not dropped) under
 //! `NAME_atpred_replaced`. A second replace, whose keep-name is taken, is refused (15) and
-//! changes nothing.
+//! changes nothing. pg_restore killed in a replace leaves the old database byte-identical
+//! (md5 over its rows) with its session alive, and nothing under a temporary or kept name.
 
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::backup_support::{Fixture, PASSWORD, ROLE};
-use crate::restore_support::{SOURCE, backed_up, databases, fingerprints, restore};
+use crate::backup_support::{Fixture, PASSWORD, ROLE, backup_ok};
+use crate::fault_support::pg_tools_naming;
+use crate::harness::wait_until;
+use crate::prune_support::NIGHTLY;
+use crate::restore_support::{SOURCE, backed_up, databases, fingerprint, fingerprints, restore};
 
 /// A psql session of the application role on the source database that stays until ended.
 fn holder(fx: &Fixture) -> Child {
@@ -137,4 +142,76 @@ fn replace_swaps_in_the_backup_and_keeps_the_old_database() {
         "a refused replace leaves the database as it was"
     );
     assert_eq!(fingerprints(&fx, &kept), changed);
+}
+
+#[test]
+fn a_killed_replace_leaves_the_database_and_its_sessions_alone() {
+    let fx = Fixture::new();
+    fx.create_bulk_table(400_000);
+    let daemon = fx.daemon(NIGHTLY).spawn();
+    let id = backup_ok(&daemon, "nightly");
+    fx.sql("DELETE FROM bulk WHERE id <= 10");
+    let before = fingerprint(&fx, SOURCE, "bulk");
+    let mut client = holder(&fx);
+    wait_connected(&fx);
+
+    let child = Command::new(env!("CARGO_BIN_EXE_atprectl"))
+        .env_remove("ATPRED_SOCKET")
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["restore", &id, "--to", SOURCE, "--replace", "--yes"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start atprectl");
+    let restoring = format!("{SOURCE}_atpred_restoring");
+    let copying = || {
+        fx.pg
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{restoring}' \
+                     AND query ILIKE 'COPY%'"
+                ),
+            )
+            .trim()
+            != "0"
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), copying),
+        "pg_restore never started copying"
+    );
+    let marker = format!("--dbname={restoring}");
+    let victims = pg_tools_naming(&[Path::new(&marker)]);
+    let killed = victims.iter().filter(|(pid, _)| {
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(killed.count() > 0, "kill -9 of pg_restore");
+    let out = child.wait_with_output().expect("atprectl ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the target database was not touched"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fingerprint(&fx, SOURCE, "bulk"),
+        before,
+        "the old database is unchanged"
+    );
+    assert!(
+        client.try_wait().unwrap().is_none(),
+        "the session on the old database was not ended"
+    );
+    let dbs = databases(&fx);
+    assert!(
+        !dbs.iter().any(|d| d.contains("atpred_")),
+        "nothing left under a temporary or kept name: {dbs:?}"
+    );
+    client.kill().unwrap();
+    let _ = client.wait();
 }
