@@ -48,7 +48,7 @@ const ROWS: &[(&str, Case)] = &[
         Case::Drill,
     ),
     (
-        "drill before, its pipe by hand: `createdb` + `zstd -dc | pg_restore -d` (one stream)",
+        "drill before, its pipe by hand: `createdb` + `zstd -dc \\| pg_restore -d` (one stream)",
         Case::PipeDrill,
     ),
 ];
