@@ -10,6 +10,7 @@ mod daemon;
 mod health;
 mod offsite;
 mod report;
+mod restore;
 mod retention;
 mod rotate;
 mod stats;
@@ -173,6 +174,12 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let restores = if wanted("restore") {
+        eprintln!("restore: {} rounds", env.runs);
+        Some(restore::run(&env)?)
+    } else {
+        None
+    };
     let mut out = String::new();
     let _ = writeln!(out, "# atpred benchmarks\n");
     let _ = writeln!(
@@ -208,9 +215,13 @@ fn run() -> Result<()> {
     if let Some(o) = &offsite {
         offsite::table(&mut out, o);
     }
+    if let Some(r) = &restores {
+        restore::table(&mut out, r);
+    }
     report::every_run(&mut out, core.as_ref(), &rows);
     out.push_str(METHOD);
     out.push_str(offsite::METHOD);
+    out.push_str(restore::METHOD);
     print!("{out}");
     if let Some(path) = &env.out {
         std::fs::write(path, &out).with_context(|| format!("write {}", path.display()))?;
