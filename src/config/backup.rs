@@ -23,6 +23,7 @@ pub(super) const KEYS: &[&str] = &[
     "min-free-after",
     "offsite",
     "run-on",
+    "globals-passwords",
 ];
 
 /// `kind = "backup"`: one database dumped with pg_dump, verified, published atomically.
@@ -46,6 +47,8 @@ pub struct BackupSpec {
     pub offsite: Option<String>,
     /// Which kind of server the dump may be taken from (`pg_is_in_recovery()`).
     pub run_on: RunOn,
+    /// `globals.sql` keeps role passwords (needs a role that can read `pg_authid`).
+    pub globals_passwords: bool,
 }
 
 /// `run-on`: a backup runs only when its source server is of this kind; otherwise the tick is
@@ -254,6 +257,7 @@ pub(super) fn validate(
         verify_identity_file,
         min_free_after,
         offsite: raw.offsite.filter(|o| !o.is_empty()),
+        globals_passwords: raw.globals_passwords.unwrap_or(false),
     })
 }
 

@@ -157,6 +157,8 @@ pub struct RawJob {
     pub offsite: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_on: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals_passwords: Option<bool>,
     // kind = "prune"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<i64>,

@@ -32,6 +32,7 @@ mod backup_disk;
 mod backup_disturb;
 mod backup_encryption;
 mod backup_errors;
+mod backup_globals;
 mod backup_manifest;
 mod backup_progress;
 mod backup_roundtrip;

@@ -30,7 +30,7 @@ fn offsite_a_verified_backup_is_copied_checked_listed_and_fetched_back_restorabl
         .len();
     assert!(dump > 10 * 1024 * 1024, "a multi-part dump: {dump} bytes");
 
-    // Exactly the three files, the dump encrypted, byte for byte the local ones.
+    // Exactly the four files, the dump and the globals encrypted, byte for byte the local ones.
     let objects = o.objects();
     let names: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
@@ -38,11 +38,17 @@ fn offsite_a_verified_backup_is_copied_checked_listed_and_fetched_back_restorabl
         [
             format!("{PREFIX}/{id}/SHA256SUMS"),
             format!("{PREFIX}/{id}/database.backup.age"),
+            format!("{PREFIX}/{id}/globals.sql.age"),
             format!("{PREFIX}/{id}/manifest.json"),
         ],
         "{objects:?}"
     );
-    for name in ["database.backup.age", "SHA256SUMS", "manifest.json"] {
+    for name in [
+        "database.backup.age",
+        "globals.sql.age",
+        "SHA256SUMS",
+        "manifest.json",
+    ] {
         assert!(
             o.get(&format!("{PREFIX}/{id}/{name}")) == std::fs::read(local.join(name)).unwrap(),
             "{name} at the target is the local file"
@@ -91,6 +97,8 @@ fn offsite_a_verified_backup_is_copied_checked_listed_and_fetched_back_restorabl
     assert_eq!(fetched["decrypted"], true);
     let plain = out.join(&id).join("database.backup");
     assert!(!out.join(&id).join("database.backup.age").exists());
+    let globals = std::fs::read_to_string(out.join(&id).join("globals.sql")).unwrap();
+    assert!(globals.contains("CREATE ROLE atp_user"), "{globals}");
     o.fx.pg.psql("postgres", "CREATE DATABASE restored");
     shell(&format!(
         "{} {}",

@@ -3,12 +3,13 @@
 //!
 //! The steps of a run: preflight (backup-dir safe, passfile safe, enough free space) ->
 //! snapshot (REPEATABLE READ, exported; rows counted in it while pg_dump runs) -> dump into
-//! `.partial-<id>/` -> verify -> manifest -> rename to `<id>/` and fsync backup-dir. A failed
-//! verification renames to `.failed-<id>/` instead. Any other failure, a cancel or a crash
+//! `.partial-<id>/` -> globals (`globals.sql`) -> verify -> manifest -> rename to `<id>/` and
+//! fsync backup-dir. A failed verification renames to `.failed-<id>/` instead. Any other failure, a cancel or a crash
 //! leaves no `<id>/`: the partial folder is removed by its guard, or at the next start-up.
 
 mod copy;
 pub mod dump;
+pub mod globals;
 pub mod manifest;
 pub(crate) mod partial;
 mod scratch_db;
@@ -81,7 +82,10 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
         dump::dump(ctx, spec, &source, &snap.id, partial.path()),
         cancellable(ctx, snapshot::count_rows(&snap.client)),
     );
-    let files = files?;
+    let mut files = files?;
+    ctx.progress("globals: pg_dumpall --globals-only");
+    // After the dump, so the dump stays files[0], where verify and restore look for it.
+    files.push(globals::dump(ctx, spec, &source, partial.path()).await?);
     let tables =
         counts?.map_err(|e| JobError::permanent(format!("counting rows in the snapshot: {e}")))?;
     // The snapshot must outlive pg_dump's use of it; only now end the transaction.
