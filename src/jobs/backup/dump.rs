@@ -57,14 +57,7 @@ async fn custom(
     proc_spec: process::ProcessSpec,
     dir: &Path,
 ) -> Result<Vec<FileSum>, JobError> {
-    let recipients = spec
-        .encrypt_to
-        .iter()
-        .map(|r| {
-            r.parse::<age::x25519::Recipient>()
-                .map_err(|e| JobError::permanent(format!("recipient {r}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let recipients = recipients(spec)?;
     let name = if recipients.is_empty() {
         DUMP_NAME
     } else {
@@ -77,51 +70,82 @@ async fn custom(
         },
         recipients,
     };
-    let path = dir.join(name);
-    let mut running = process::spawn(&proc_spec).map_err(|e| JobError::permanent(e.to_string()))?;
-    let stdout = running
-        .take_stdout()
-        .ok_or_else(|| JobError::permanent("pg_dump has no stdout"))?;
-    let pipe = stdout
-        .into_owned_fd()
-        .and_then(stream::blocking_pipe)
-        .map_err(|e| JobError::permanent(format!("pg_dump's pipe: {e}")))?;
-    let read = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let (path, read) = (path.clone(), Arc::clone(&read));
-        tokio::task::spawn_blocking(move || stream::write_stream(pipe, &path, &layers, &read))
-    };
-    // A failing writer (disk full) must stop pg_dump, or it blocks on a full pipe forever.
-    let stop_dump = ctx.cancel.child_token();
-    let write = async {
-        let r = writer.await.map_err(std::io::Error::other).and_then(|r| r);
-        if r.is_err() {
-            stop_dump.cancel();
-        }
-        r
-    };
-    let count = || read.load(Ordering::Relaxed);
-    let (waited, written) = with_progress(ctx, count, async {
-        tokio::join!(running.wait(&stop_dump, log_stderr), write)
-    })
-    .await;
-    let written = match (waited, written) {
-        _ if ctx.cancel.is_cancelled() => return Err(JobError::Cancelled),
-        (_, Err(e)) => {
-            return Err(JobError::permanent(format!(
-                "writing {}: {e}",
-                path.display()
-            )));
-        }
-        (Err(e), _) => return Err(JobError::permanent(format!("pg_dump: {e}"))),
-        (Ok(out), Ok(_)) if !out.status.success() => return Err(dump_failed(&out)),
-        (Ok(_), Ok(w)) => w,
-    };
+    let written = stream_child(ctx, &proc_spec, &dir.join(name), layers, dump_failed).await?;
     Ok(vec![FileSum {
         path: name.to_owned(),
         bytes: written.bytes,
         sha256: written.sha256,
     }])
+}
+
+/// The job's age recipients (`encrypt-to`), parsed.
+pub(super) fn recipients(spec: &BackupSpec) -> Result<Vec<age::x25519::Recipient>, JobError> {
+    spec.encrypt_to
+        .iter()
+        .map(|r| {
+            r.parse::<age::x25519::Recipient>()
+                .map_err(|e| JobError::permanent(format!("recipient {r}: {e}")))
+        })
+        .collect()
+}
+
+/// Runs `proc_spec` (pg_dump, pg_dumpall) and streams its stdout through `layers` into `path`,
+/// reporting progress; `failed` turns an unsuccessful exit into the job's error.
+pub(super) async fn stream_child(
+    ctx: &JobContext,
+    proc_spec: &process::ProcessSpec,
+    path: &Path,
+    layers: Layers,
+    failed: impl FnOnce(&process::ProcessOutput) -> JobError,
+) -> Result<stream::Written, JobError> {
+    let program = Path::new(&proc_spec.program);
+    let tool = program
+        .file_name()
+        .unwrap_or(program.as_os_str())
+        .to_string_lossy()
+        .into_owned();
+    let mut running = process::spawn(proc_spec).map_err(|e| JobError::permanent(e.to_string()))?;
+    let stdout = running
+        .take_stdout()
+        .ok_or_else(|| JobError::permanent(format!("{tool} has no stdout")))?;
+    let pipe = stdout
+        .into_owned_fd()
+        .and_then(stream::blocking_pipe)
+        .map_err(|e| JobError::permanent(format!("{tool}'s pipe: {e}")))?;
+    let read = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (path, read) = (path.to_owned(), Arc::clone(&read));
+        tokio::task::spawn_blocking(move || stream::write_stream(pipe, &path, &layers, &read))
+    };
+    // A failing writer (disk full) must stop the child, or it blocks on a full pipe forever.
+    let stop_child = ctx.cancel.child_token();
+    let write = async {
+        let r = writer.await.map_err(std::io::Error::other).and_then(|r| r);
+        if r.is_err() {
+            stop_child.cancel();
+        }
+        r
+    };
+    let log_stderr = |stream: Stream, line: &str| {
+        if stream == Stream::Stderr {
+            tracing::warn!("{tool}: {line}");
+        }
+    };
+    let count = || read.load(Ordering::Relaxed);
+    let (waited, written) = with_progress(ctx, count, async {
+        tokio::join!(running.wait(&stop_child, log_stderr), write)
+    })
+    .await;
+    match (waited, written) {
+        _ if ctx.cancel.is_cancelled() => Err(JobError::Cancelled),
+        (_, Err(e)) => Err(JobError::permanent(format!(
+            "writing {}: {e}",
+            path.display()
+        ))),
+        (Err(e), _) => Err(JobError::permanent(format!("{tool}: {e}"))),
+        (Ok(out), Ok(_)) if !out.status.success() => Err(failed(&out)),
+        (Ok(_), Ok(w)) => Ok(w),
+    }
 }
 
 async fn directory(

@@ -8,15 +8,14 @@
 //! would restore onto a fresh cluster without owners and grants.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
+use super::dump;
 use super::manifest::FileSum;
-use super::stream::{self, Layers};
+use super::stream::Layers;
 use crate::config::{BackupSpec, PostgresConfig};
 use crate::jobs::{JobContext, JobError};
 use crate::pg;
-use crate::process::{self, Stream};
+use crate::process;
 
 /// The globals file inside a backup folder, plain or encrypted.
 pub const GLOBALS_NAME: &str = "globals.sql";
@@ -40,14 +39,7 @@ pub async fn dump(
     if !spec.globals_passwords {
         proc_spec = proc_spec.args(["--no-role-passwords"]);
     }
-    let recipients = spec
-        .encrypt_to
-        .iter()
-        .map(|r| {
-            r.parse::<age::x25519::Recipient>()
-                .map_err(|e| JobError::permanent(format!("recipient {r}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let recipients = dump::recipients(spec)?;
     let name = if recipients.is_empty() {
         GLOBALS_NAME
     } else {
@@ -57,53 +49,13 @@ pub async fn dump(
         zstd_level: None,
         recipients,
     };
-    let path = dir.join(name);
-    let mut running = process::spawn(&proc_spec).map_err(|e| JobError::permanent(e.to_string()))?;
-    let stdout = running
-        .take_stdout()
-        .ok_or_else(|| JobError::permanent("pg_dumpall has no stdout"))?;
-    let pipe = stdout
-        .into_owned_fd()
-        .and_then(stream::blocking_pipe)
-        .map_err(|e| JobError::permanent(format!("pg_dumpall's pipe: {e}")))?;
-    let read = Arc::new(AtomicU64::new(0));
-    let writer = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || stream::write_stream(pipe, &path, &layers, &read))
-    };
-    // A failing writer must stop pg_dumpall, or it blocks on a full pipe forever.
-    let stop = ctx.cancel.child_token();
-    let write = async {
-        let r = writer.await.map_err(std::io::Error::other).and_then(|r| r);
-        if r.is_err() {
-            stop.cancel();
-        }
-        r
-    };
-    let (waited, written) = tokio::join!(running.wait(&stop, log_stderr), write);
-    let written = match (waited, written) {
-        _ if ctx.cancel.is_cancelled() => return Err(JobError::Cancelled),
-        (_, Err(e)) => {
-            return Err(JobError::permanent(format!(
-                "writing {}: {e}",
-                path.display()
-            )));
-        }
-        (Err(e), _) => return Err(JobError::permanent(format!("pg_dumpall: {e}"))),
-        (Ok(out), Ok(_)) if !out.status.success() => return Err(failed(&out, spec)),
-        (Ok(_), Ok(w)) => w,
-    };
+    let failed = |out: &process::ProcessOutput| failed(out, spec);
+    let written = dump::stream_child(ctx, &proc_spec, &dir.join(name), layers, failed).await?;
     Ok(FileSum {
         path: name.to_owned(),
         bytes: written.bytes,
         sha256: written.sha256,
     })
-}
-
-fn log_stderr(stream: Stream, line: &str) {
-    if stream == Stream::Stderr {
-        tracing::warn!("pg_dumpall: {line}");
-    }
 }
 
 fn failed(out: &process::ProcessOutput, spec: &BackupSpec) -> JobError {
