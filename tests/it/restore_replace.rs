@@ -13,7 +13,9 @@ use crate::backup_support::{Fixture, PASSWORD, ROLE, backup_ok};
 use crate::fault_support::pg_tools_naming;
 use crate::harness::wait_until;
 use crate::prune_support::NIGHTLY;
-use crate::restore_support::{SOURCE, backed_up, databases, fingerprint, fingerprints, restore};
+use crate::restore_support::{
+    SOURCE, backed_up, databases, fingerprint, fingerprints, kill_pg_restore, restore,
+};
 
 /// A psql session of the application role on the source database that stays until ended.
 fn holder(fx: &Fixture) -> Child {
@@ -184,20 +186,7 @@ fn a_killed_replace_leaves_the_database_and_its_sessions_alone() {
     );
     let marker = format!("--dbname={restoring}");
     let victims = pg_tools_naming(&[Path::new(&marker)]);
-    let killed = victims.iter().filter(|(pid, _)| {
-        Command::new("kill")
-            .args(["-9", &pid.to_string()])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    assert!(killed.count() > 0, "kill -9 of pg_restore");
-    let out = child.wait_with_output().expect("atprectl ends");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("the target database was not touched"),
-        "{stderr}"
-    );
+    kill_pg_restore(&victims, child);
     assert_eq!(
         fingerprint(&fx, SOURCE, "bulk"),
         before,

@@ -1,6 +1,10 @@
 //! What the restore tests share: a backed-up database, per-table fingerprints, and
 //! `atprectl restore` with its exit code.
 
+use std::process::{Child, Command, Output};
+
+use nix::unistd::Pid;
+
 use crate::backup_support::{DB, Fixture, backup_ok, ctl};
 use crate::harness::{CtlOutput, Daemon, DaemonBuilder};
 use crate::prune_support::NIGHTLY;
@@ -81,3 +85,24 @@ pub fn restore(daemon: &Daemon, id: &str, args: &[&str]) -> CtlOutput {
 
 /// The source database's name.
 pub const SOURCE: &str = DB;
+
+/// Kills the running pg_restore (`victims`, from `pg_tools_naming`) of the restore `child` (an
+/// `atprectl restore`) and waits for it: it must fail (exit 1) saying that the target database
+/// was not touched. Returns its output for more checks.
+pub fn kill_pg_restore(victims: &[(Pid, String)], child: Child) -> Output {
+    let killed = victims.iter().filter(|(pid, _)| {
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(killed.count() > 0, "kill -9 of pg_restore");
+    let out = child.wait_with_output().expect("atprectl ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the target database was not touched"),
+        "{stderr}"
+    );
+    out
+}
