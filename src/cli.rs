@@ -198,6 +198,14 @@ pub struct RestoreArgs {
     /// Do not ask for confirmation (needed without a terminal).
     #[arg(long)]
     pub yes: bool,
+    /// Restore from the copy at this [offsite.NAME] target (the backup need not be in
+    /// backup-dir): fetched, checked and decrypted in one stream into restore-scratch-dir.
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// An age identity file (readable by the daemon, mode 0600) to decrypt with instead of
+    /// the job's verify-identity-file; root and the daemon's user only.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
 }
 
 /// A retention policy, as in a `kind = "prune"` job.

@@ -10,6 +10,7 @@ use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
 use super::ControlContext;
+use super::peer::Access;
 use crate::daemon::state::Command;
 use crate::ids::RunId;
 use crate::protocol::{
@@ -27,17 +28,23 @@ const MAX_HISTORY: u32 = 10_000;
 struct Closed;
 
 /// Serves one connection whose peer has been let in (see [`super::peer`]).
-pub async fn serve(stream: UnixStream, ctx: Arc<ControlContext>, stop: CancellationToken) {
+/// `access` says why the peer was let in (some requests are for root and the daemon's user).
+pub async fn serve(
+    stream: UnixStream,
+    ctx: Arc<ControlContext>,
+    access: Access,
+    stop: CancellationToken,
+) {
     let mut conn = Framed::new(stream, Codec::requests());
     tokio::select! {
-        _ = session(&mut conn, &ctx) => {}
+        _ = session(&mut conn, &ctx, access) => {}
         () = stop.cancelled() => {
             let _ = send_error(&mut conn, ErrorCode::ShuttingDown, "the daemon is shutting down".into()).await;
         }
     }
 }
 
-async fn session(conn: &mut Conn, ctx: &ControlContext) -> Result<(), Closed> {
+async fn session(conn: &mut Conn, ctx: &ControlContext, access: Access) -> Result<(), Closed> {
     match read_request(conn).await? {
         Ok(Request::Hello { protocol, .. }) if protocol == PROTOCOL_VERSION => {
             send(
@@ -68,7 +75,7 @@ async fn session(conn: &mut Conn, ctx: &ControlContext) -> Result<(), Closed> {
     }
     loop {
         match read_request(conn).await? {
-            Ok(request) => handle(conn, ctx, request).await?,
+            Ok(request) => handle(conn, ctx, access, request).await?,
             Err(message) => send_error(conn, ErrorCode::BadRequest, message).await?,
         }
     }
@@ -94,7 +101,12 @@ async fn read_request(conn: &mut Conn) -> Result<Result<Request, String>, Closed
     Ok(decode_request(&line))
 }
 
-async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Result<(), Closed> {
+async fn handle(
+    conn: &mut Conn,
+    ctx: &ControlContext,
+    access: Access,
+    request: Request,
+) -> Result<(), Closed> {
     let shared = &ctx.shared;
     match request {
         Request::Hello { .. } => {
@@ -217,6 +229,7 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
                 to.as_deref(),
                 identity.as_deref(),
                 target.as_deref(),
+                access,
             )
             .await;
             send(conn, response).await
@@ -242,7 +255,7 @@ async fn handle(conn: &mut Conn, ctx: &ControlContext, request: Request) -> Resu
             let config = shared.config.borrow().clone();
             let in_use = std::sync::Arc::clone(shared.runner.in_use());
             relay(conn, |tx| async move {
-                super::restore::restore(&config, &in_use, &id, &options, dry_run, tx).await;
+                super::restore::restore(&config, &in_use, &id, &options, dry_run, access, tx).await;
             })
             .await
         }

@@ -11,6 +11,7 @@ mod backups;
 mod bind;
 mod connection;
 mod health;
+mod identity;
 mod offsite;
 pub mod peer;
 mod pins;
@@ -86,7 +87,7 @@ pub async fn serve(listener: UnixListener, ctx: Arc<ControlContext>, stop: Cance
         let ctx = Arc::clone(&ctx);
         let stop = stop.clone();
         tracker.spawn(async move {
-            connection::serve(stream, ctx, stop).await;
+            connection::serve(stream, ctx, access, stop).await;
             drop(slot);
         });
     }

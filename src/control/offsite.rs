@@ -7,6 +7,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::backups::error;
+use super::peer::Access;
 use crate::config::{Config, OffsiteTarget};
 use crate::offsite::destination::{self, Destination, DestinationError};
 use crate::offsite::{self, OffsiteError, Remote};
@@ -152,22 +153,21 @@ pub async fn verify(config: &Config, id: &str, name: Option<&str>) -> Response {
 }
 
 /// `backups fetch`: `--to` only inside backup-dir or `fetch-dirs`, plaintext only into a
-/// fresh folder ([`offsite::destination`]), removed again if the fetch fails.
+/// fresh folder ([`offsite::destination`]), removed again if the fetch fails; `--identity`
+/// only from root and the daemon's user ([`super::identity`]).
 pub async fn fetch(
     config: &Config,
     id: &str,
     to: Option<&Path>,
     identity: Option<&Path>,
     name: Option<&str>,
+    access: Access,
 ) -> Response {
     if let Some(refused) = bad_id(id) {
         return refused;
     }
-    if identity.is_some_and(|i| !i.is_absolute()) {
-        return error(
-            ErrorCode::BadRequest,
-            "--identity must be an absolute path".into(),
-        );
+    if let Err((code, message)) = super::identity::check(access, identity) {
+        return error(code, message);
     }
     if identity.is_some() && to.is_none() {
         return error(

@@ -33,6 +33,8 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
             schemas: args.schema.clone(),
             tables: args.table.clone(),
             replace: args.replace,
+            target: args.target.clone(),
+            identity: args.identity.as_deref().map(super::absolute),
         },
         dry_run: args.dry_run,
     })

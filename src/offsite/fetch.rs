@@ -1,5 +1,5 @@
 //! `atprectl backups fetch ID`: a remote backup brought back, every file checked against its
-//! manifest on the way, published atomically like a new backup.
+//! manifest on the way, its pin (if any) with it, published atomically like a new backup.
 //!
 //! Into backup-dir (the default) the copy becomes a catalog entry again, byte for byte as
 //! stored. Into another folder with an age identity, encrypted files are decrypted (their
@@ -63,6 +63,10 @@ pub async fn fetch(
             other => other?,
         }
         bytes += f.bytes;
+    }
+    // The pin travels back with the copy: a backup pinned at the target stays pinned here.
+    if let Some(pin) = super::pins::get(remote, id).await? {
+        crate::pins::write(partial.path(), &pin).map_err(|e| other(e.to_string()))?;
     }
     match identity {
         None => manifest.write(partial.path()),

@@ -16,6 +16,7 @@ mod credentials;
 pub mod destination;
 pub mod fetch;
 pub mod pins;
+pub mod reader;
 mod remote;
 pub mod ship;
 pub mod state;

@@ -212,9 +212,7 @@ pub async fn download(
     sum.check(remote, key, want, "the downloaded file has")
 }
 
-/// Reads `key` in part-sized ranges, hashing it, into `local` when given. One request per
-/// range gives each its own timeout and retries, so no object is too big to read back; the
-/// size is checked first, so an object bigger than the manifest says is never written out.
+/// Reads `key` in part-sized ranges, hashing it, into `local` when given.
 async fn fetch(
     remote: &Remote,
     key: &Key,
@@ -222,6 +220,74 @@ async fn fetch(
     local: Option<PathBuf>,
     cancel: &CancellationToken,
 ) -> Result<Sum, OffsiteError> {
+    let shown = local.clone();
+    let written = stream_object(remote, key, want, cancel, move |rx| {
+        write_parts(local.as_deref(), rx)
+    })
+    .await?;
+    written.map_err(|e| OffsiteError::Other {
+        target: remote.name().to_owned(),
+        message: match shown {
+            Some(p) => format!("writing {}: {e}", p.display()),
+            None => format!("hashing {key}: {e}"),
+        },
+    })
+}
+
+/// Streams `key` in part-sized ranges into `consume`, run on a blocking thread with the
+/// receiving end of a channel of one part. One request per range gives each its own timeout
+/// and retries, so no object is too big to read; the size is checked against `want` first, so
+/// an object bigger than the manifest says is never read. A download that fails ends the
+/// channel early and is the error returned, whatever `consume` made of the short stream; a
+/// consumer that stops early (drops the receiver) ends the download, and its result is
+/// returned.
+pub(super) async fn stream_object<T: Send + 'static>(
+    remote: &Remote,
+    key: &Key,
+    want: &FileSum,
+    cancel: &CancellationToken,
+    consume: impl FnOnce(&mut mpsc::Receiver<Bytes>) -> T + Send + 'static,
+) -> Result<T, OffsiteError> {
+    let size = head_checked(remote, key, want, cancel).await?;
+    let part = part_size(remote.target.part_size, size) as u64;
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+    let consumer = tokio::task::spawn_blocking(move || consume(&mut rx));
+    let streamed = async {
+        let mut offset = 0;
+        while offset < size {
+            let end = (offset + part).min(size);
+            let chunk = tokio::select! {
+                r = remote.store.get_range(key, offset..end) => r.map_err(|e| remote.err("reading", key, e))?,
+                () = cancel.cancelled() => return Err(OffsiteError::Cancelled),
+            };
+            if chunk.len() as u64 != end - offset {
+                return Err(remote.mismatch(key, format!("bytes {offset}..{end} came back short")));
+            }
+            // A consumer that stopped (a disk error) says why in its result.
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+            offset = end;
+        }
+        Ok(())
+    }
+    .await;
+    drop(tx);
+    let consumed = consumer.await.map_err(|e| OffsiteError::Other {
+        target: remote.name().to_owned(),
+        message: format!("reading {key}: {e}"),
+    });
+    streamed?;
+    consumed
+}
+
+/// The size of `key` from a HEAD request, checked against the manifest's `want`.
+pub(super) async fn head_checked(
+    remote: &Remote,
+    key: &Key,
+    want: &FileSum,
+    cancel: &CancellationToken,
+) -> Result<u64, OffsiteError> {
     let meta = tokio::select! {
         r = remote.store.head(key) => r.map_err(|e| remote.err("head", key, e))?,
         () = cancel.cancelled() => return Err(OffsiteError::Cancelled),
@@ -235,40 +301,7 @@ async fn fetch(
             ),
         ));
     }
-    let part = part_size(remote.target.part_size, meta.size) as u64;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
-    let shown = local.clone();
-    let writer = tokio::task::spawn_blocking(move || write_parts(local.as_deref(), &mut rx));
-    let streamed = async {
-        let mut offset = 0;
-        while offset < meta.size {
-            let end = (offset + part).min(meta.size);
-            let chunk = tokio::select! {
-                r = remote.store.get_range(key, offset..end) => r.map_err(|e| remote.err("reading", key, e))?,
-                () = cancel.cancelled() => return Err(OffsiteError::Cancelled),
-            };
-            if chunk.len() as u64 != end - offset {
-                return Err(remote.mismatch(key, format!("bytes {offset}..{end} came back short")));
-            }
-            // A writer that stopped (a disk error) says why when joined.
-            if tx.send(chunk).await.is_err() {
-                return Ok(());
-            }
-            offset = end;
-        }
-        Ok(())
-    }
-    .await;
-    drop(tx);
-    let written = join(writer).await;
-    streamed?;
-    written.map_err(|e| OffsiteError::Other {
-        target: remote.name().to_owned(),
-        message: match shown {
-            Some(p) => format!("writing {}: {e}", p.display()),
-            None => format!("hashing {key}: {e}"),
-        },
-    })
+    Ok(meta.size)
 }
 
 fn write_parts(local: Option<&Path>, rx: &mut mpsc::Receiver<Bytes>) -> std::io::Result<Sum> {

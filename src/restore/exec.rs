@@ -26,6 +26,8 @@ pub struct Env<'a> {
     pub scratch_dir: &'a Path,
     /// The age identity for encrypted backups.
     pub identity_file: Option<&'a Path>,
+    /// The offsite target an [`Archive::Fetch`] is read from.
+    pub remote: Option<&'a crate::offsite::Remote>,
     pub cancel: &'a CancellationToken,
     pub progress: &'a (dyn Fn(String) + Send + Sync),
 }
@@ -80,6 +82,7 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
     preflight(env.scratch_dir, plan.scratch_bytes)?;
     let unpacked = match &plan.archive {
         Archive::Unpack { .. } => Some(unpack(env, plan).await?),
+        Archive::Fetch(fetch) => Some(super::remote::unpack(env, &plan.id, fetch).await?),
         Archive::Direct { .. } => None,
     };
     let unpack_ms = millis(t0);
@@ -87,7 +90,9 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
     let path = match (&plan.archive, &unpacked) {
         (_, Some(u)) => u.path.clone(),
         (Archive::Direct { path }, None) => path.clone(),
-        (Archive::Unpack { .. }, None) => return Err(RestoreError::Failed("not unpacked".into())),
+        (Archive::Unpack { .. } | Archive::Fetch(_), None) => {
+            return Err(RestoreError::Failed("not unpacked".into()));
+        }
     };
     (env.progress)(format!("creating database {}", plan.restoring));
     database::create(env.server, &plan.restoring).await?;
@@ -189,7 +194,7 @@ async fn restore_and_check(
 /// The unpacked archive in restore-scratch-dir, removed when dropped.
 pub struct Unpacked {
     path: PathBuf,
-    bytes: u64,
+    pub(super) bytes: u64,
 }
 
 impl Drop for Unpacked {
@@ -215,19 +220,7 @@ async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked, RestoreEr
     else {
         return Err(RestoreError::Failed("nothing to unpack".into()));
     };
-    let identity = match (encrypted, env.identity_file) {
-        (false, _) => None,
-        (true, Some(p)) => {
-            crate::secret::check_private_file(p).map_err(RestoreError::BadRequest)?;
-            Some(p.to_owned())
-        }
-        (true, None) => {
-            return Err(RestoreError::BadRequest(format!(
-                "{} is encrypted and its job has no verify-identity-file",
-                plan.id
-            )));
-        }
-    };
+    let identity = identity(&plan.id, *encrypted, env.identity_file)?;
     (env.progress)(format!(
         "unpacking {} into {}",
         plan.id,
@@ -242,6 +235,25 @@ async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked, RestoreEr
         bytes: *bytes,
     };
     unpack_archive(env.scratch_dir, archive, env.cancel).await
+}
+
+/// The identity to decrypt backup `id` with, checked to be a private file (none when the
+/// backup is not encrypted).
+pub fn identity(
+    id: &str,
+    encrypted: bool,
+    given: Option<&Path>,
+) -> Result<Option<PathBuf>, RestoreError> {
+    match (encrypted, given) {
+        (false, _) => Ok(None),
+        (true, Some(p)) => {
+            crate::secret::check_private_file(p).map_err(RestoreError::BadRequest)?;
+            Ok(Some(p.to_owned()))
+        }
+        (true, None) => Err(RestoreError::BadRequest(format!(
+            "{id} is encrypted and its job has no verify-identity-file: give --identity FILE"
+        ))),
+    }
 }
 
 /// A stored archive to unpack.
@@ -262,7 +274,6 @@ pub async fn unpack_archive(
     archive: Packed<'_>,
     cancel: &CancellationToken,
 ) -> Result<Unpacked, RestoreError> {
-    ensure_dir(scratch_dir)?;
     let Packed {
         id,
         from,
@@ -271,6 +282,24 @@ pub async fn unpack_archive(
         sha256,
         bytes,
     } = archive;
+    let (file, mut unpacked) = scratch_file(scratch_dir, id)?;
+    let shown = from.display().to_string();
+    let from = from.to_owned();
+    let cancel_feed = cancel.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        decode_into(File::open(&from)?, file, zstd, identity, cancel_feed)
+    });
+    let decoded = work
+        .await
+        .map_err(|e| RestoreError::Failed(e.to_string()))?;
+    unpacked.bytes = check_unpacked(decoded, &shown, sha256, bytes, scratch_dir, cancel)?;
+    Ok(unpacked)
+}
+
+/// A new 0600 scratch file for backup `id` in `scratch_dir` (created 0700 when missing),
+/// removed again when the returned guard is dropped.
+pub(super) fn scratch_file(scratch_dir: &Path, id: &str) -> Result<(File, Unpacked), RestoreError> {
+    ensure_dir(scratch_dir)?;
     let path = scratch_dir.join(format!(".restore-{id}-{}", std::process::id()));
     let file = OpenOptions::new()
         .write(true)
@@ -279,28 +308,43 @@ pub async fn unpack_archive(
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
         .map_err(|e| RestoreError::Scratch(format!("{}: {e}", path.display())))?;
-    let mut unpacked = Unpacked { path, bytes: 0 };
-    let shown = from.display().to_string();
-    let from = from.to_owned();
-    let cancel_feed = cancel.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        let ids = identity
-            .map(|p| verify::load_identities(&p))
-            .transpose()
-            .map_err(std::io::Error::other)?;
-        let mut sink = Cancellable {
-            file,
-            cancel: cancel_feed,
-        };
-        let read = stream::read_stream(&from, zstd, ids.as_deref(), Some(&mut sink))?;
-        sink.file.sync_all()?;
-        Ok::<_, std::io::Error>((read, sink.file.metadata()?.len()))
-    });
-    let (read, written) = work
-        .await
-        .map_err(|e| RestoreError::Failed(e.to_string()))?
-        .map_err(|e| RestoreError::Failed(format!("unpacking: {e}")))?;
-    unpacked.bytes = written;
+    Ok((file, Unpacked { path, bytes: 0 }))
+}
+
+/// What [`decode_into`] read and wrote: the stored bytes' size and hash (and why decoding
+/// stopped, if it did), and the bytes written to the scratch file.
+pub(super) type Decoded = std::io::Result<(stream::ReadBack, u64)>;
+
+/// Reads the stored bytes from `input` (hashing all of them), decrypting with `identity` and
+/// zstd-decoding into `file`; on a blocking thread. The scratch file is thrown away after the
+/// restore, so it is not fsynced: a crash loses nothing that is not read again from the backup.
+pub(super) fn decode_into(
+    input: impl std::io::Read,
+    file: File,
+    zstd: bool,
+    identity: Option<PathBuf>,
+    cancel: CancellationToken,
+) -> Decoded {
+    let ids = identity
+        .map(|p| verify::load_identities(&p))
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    let mut sink = Cancellable { file, cancel };
+    let read = stream::read_from(input, zstd, ids.as_deref(), Some(&mut sink))?;
+    Ok((read, sink.file.metadata()?.len()))
+}
+
+/// The bytes written, once the stored bytes (`shown`) matched the manifest's `sha256` and
+/// `bytes` and decoded whole.
+pub(super) fn check_unpacked(
+    decoded: Decoded,
+    shown: &str,
+    sha256: &str,
+    bytes: u64,
+    scratch_dir: &Path,
+    cancel: &CancellationToken,
+) -> Result<u64, RestoreError> {
+    let (read, written) = decoded.map_err(|e| RestoreError::Failed(format!("unpacking: {e}")))?;
     if cancel.is_cancelled() {
         return Err(RestoreError::Cancelled);
     }
@@ -312,14 +356,22 @@ pub async fn unpack_archive(
         )));
     }
     // The bytes are the ones written and checked at backup time: a failure to decode them
-    // into the scratch file is the scratch side's (a full disk), not the archive's.
+    // into the scratch file is the scratch side's (a full disk), not the archive's; except
+    // for an identity that is not one of the backup's recipients.
     if let Some(e) = read.decode_error {
+        if e.get_ref()
+            .is_some_and(|inner| inner.is::<age::DecryptError>())
+        {
+            return Err(RestoreError::Failed(format!(
+                "{shown}: cannot decrypt it with the identity file used: {e}"
+            )));
+        }
         return Err(RestoreError::Scratch(format!(
             "unpacking into {}: {e}",
             scratch_dir.display()
         )));
     }
-    Ok(unpacked)
+    Ok(written)
 }
 
 /// The scratch file as a sink that stops at cancellation.

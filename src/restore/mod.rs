@@ -12,6 +12,7 @@
 pub mod database;
 pub mod exec;
 pub mod plan;
+pub mod remote;
 pub mod swap;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,14 @@ pub struct Options {
     /// swapped out after the checks and kept under [`swap::replaced_name`].
     #[serde(default)]
     pub replace: bool,
+    /// `--target NAME`: restore from the copy at this `[offsite.NAME]` target ([`remote`]),
+    /// not from backup-dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `--identity FILE`: the age identity to decrypt with instead of the job's
+    /// verify-identity-file (root and the daemon's user only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<std::path::PathBuf>,
 }
 
 /// Why a restore was refused or failed. The refusals each have their own

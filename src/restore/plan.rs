@@ -33,6 +33,9 @@ pub enum Archive {
     },
     /// pg_restore reads it as it is (a plain custom archive or a directory-format dump).
     Direct { path: PathBuf },
+    /// Read from an offsite copy ([`super::remote`]) and unpacked like [`Archive::Unpack`] in
+    /// the same stream: nothing of it is stored but the plain archive in the scratch dir.
+    Fetch(super::remote::Fetch),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +102,7 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
     };
     let scratch_bytes = match &archive {
         Archive::Unpack { bytes, .. } => bytes.saturating_mul(UNPACK_FACTOR),
+        Archive::Fetch(fetch) => fetch.scratch_bytes(),
         Archive::Direct { .. } => 0,
     };
     let expected = selected(&manifest.tables, &opts.schemas, &opts.tables);

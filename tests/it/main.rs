@@ -96,6 +96,7 @@ mod prune_support;
 mod restore_drill;
 mod restore_kill;
 mod restore_new;
+mod restore_offsite;
 mod restore_refusals;
 mod restore_replace;
 mod restore_support;

@@ -2,7 +2,7 @@
 //! the copy, and an offsite prune keeps it (`pinned: REASON` in its plan) even with the local
 //! backup gone; unpinning removes it at the target too.
 
-use crate::backup_support::{ctl, run_job, wait_past_second_of};
+use crate::backup_support::{ctl, ctl_json, run_job, wait_past_second_of};
 use crate::offsite_support::{Offsite, PREFIX, backup_copied};
 
 const PRUNE: &str = "[jobs.prune-s3]\nkind = \"prune\"\ntarget = \"offsite\"\noffsite = \"s3\"\nkeep-last = 1\nof = [\"nightly\"]\n";
@@ -59,6 +59,15 @@ fn a_pinned_offsite_copy_survives_offsite_prune() {
             format!("{PREFIX}/{}", ids[2])
         ]
     );
+    // Fetched back, the copy is pinned here too: the pin came with it.
+    let out = ctl(&daemon, &["backups", "fetch", &ids[0]]);
+    assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
+    let listed = ctl_json(&daemon, &["backups"]);
+    let fetched = listed["backups"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["id"] == ids[0].as_str()))
+        .unwrap_or_else(|| panic!("{} listed: {listed:#}", ids[0]));
+    assert_eq!(fetched["pinned"], "pinned: legal hold", "{fetched:#}");
 }
 
 #[test]

@@ -137,9 +137,19 @@ pub fn read_stream(
     identities: Option<&[Box<dyn age::Identity>]>,
     sink: Option<&mut dyn Write>,
 ) -> io::Result<ReadBack> {
-    let file = File::open(path)?;
+    read_from(File::open(path)?, zstd, identities, sink)
+}
+
+/// [`read_stream`] over any byte source (an offsite object, for a restore from a copy): the
+/// same hashing to the end, decrypting and decoding.
+pub fn read_from(
+    input: impl Read,
+    zstd: bool,
+    identities: Option<&[Box<dyn age::Identity>]>,
+    sink: Option<&mut dyn Write>,
+) -> io::Result<ReadBack> {
     let mut hashing = HashingReader {
-        inner: BufReader::with_capacity(BUF, file),
+        inner: BufReader::with_capacity(BUF, input),
         hasher: Sha256::new(),
         bytes: 0,
     };

@@ -1,0 +1,317 @@
+//! `restore --target NAME`: restoring from the copy at an offsite target, which need not exist
+//! in backup-dir any more.
+//!
+//! The plan comes from the remote manifest alone (read and checked as `backups --remote`
+//! reads it: it must name the id asked for and list only paths inside the backup), so
+//! `--dry-run` downloads nothing; it only checks with a HEAD request that the archive is there
+//! with the size the manifest says. The restore reads the archive in part-sized ranges
+//! ([`crate::offsite::reader`]) and hashes, decrypts and zstd-decodes it in one stream into
+//! the same scratch file a local restore unpacks into: nothing encrypted is stored, and the
+//! SHA-256 of every byte read is checked against the manifest before pg_restore starts.
+//! A directory-format copy is many objects; it is refused with the way round it (fetch, then
+//! restore).
+
+use std::path::Path;
+
+use object_store::path::Path as Key;
+use serde::{Deserialize, Serialize};
+
+use super::exec::{self, Env, Unpacked};
+use super::plan::{self, Archive, RestorePlan, UNPACK_FACTOR};
+use super::{Options, RestoreError};
+use crate::config::{Compression, Config, DumpFormat};
+use crate::jobs::backup::manifest::{FileSum, Manifest};
+use crate::offsite::{self, OffsiteError, Remote, reader};
+
+/// The archive at the target, as the plan records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fetch {
+    /// The `[offsite.NAME]` target.
+    pub target: String,
+    /// The object's key there.
+    pub key: String,
+    /// The file's name in the manifest.
+    pub file: String,
+    pub zstd: bool,
+    pub encrypted: bool,
+    /// What the remote manifest says of the stored bytes.
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+impl Fetch {
+    /// Scratch space the preflight asks for: the plain archive in restore-scratch-dir.
+    pub fn scratch_bytes(&self) -> u64 {
+        if self.zstd {
+            self.bytes.saturating_mul(UNPACK_FACTOR)
+        } else {
+            self.bytes
+        }
+    }
+
+    fn file_sum(&self) -> FileSum {
+        FileSum {
+            path: self.file.clone(),
+            bytes: self.bytes,
+            sha256: self.sha256.clone(),
+        }
+    }
+
+    fn object(&self) -> Result<Key, RestoreError> {
+        Key::parse(&self.key)
+            .map_err(|e| RestoreError::Failed(format!("the key {:?}: {e}", self.key)))
+    }
+}
+
+/// Opens target `name` and plans the restore of its copy of backup `id`.
+pub async fn prepare(
+    config: &Config,
+    name: &str,
+    id: &str,
+    opts: &Options,
+) -> Result<(Remote, Manifest, RestorePlan), RestoreError> {
+    let remote = open(config, name)?;
+    let manifest = manifest(&remote, id).await?;
+    let plan = plan(&manifest, name, |f| remote.key(id, f).to_string(), opts)?;
+    Ok((remote, manifest, plan))
+}
+
+/// The `[offsite.NAME]` target `name`, opened (its credentials file read now).
+pub fn open(config: &Config, name: &str) -> Result<Remote, RestoreError> {
+    let target = config.offsite.get(name).ok_or_else(|| {
+        let known: Vec<&str> = config.offsite.keys().map(String::as_str).collect();
+        RestoreError::BadRequest(format!(
+            "no offsite target {name:?} (configured: {})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })?;
+    Remote::open(target).map_err(|e| RestoreError::Failed(e.to_string()))
+}
+
+/// The remote manifest of backup `id`, checked; an id that is not a committed, verified copy
+/// at the target is the unknown-backup refusal, naming the target.
+pub async fn manifest(remote: &Remote, id: &str) -> Result<Manifest, RestoreError> {
+    let target = remote.name();
+    if offsite::job_of_id(id).is_none() {
+        return Err(RestoreError::UnknownBackup(format!(
+            "{id:?} is not a backup id (YYYYMMDDTHHMMSSZ-JOB)"
+        )));
+    }
+    let m = match offsite::catalog::read_manifest(remote, id).await {
+        Ok(m) => m,
+        // The commit marker is missing: no backup (or an unfinished copy) under that id.
+        Err(e) if e.is_not_found() => {
+            return Err(RestoreError::UnknownBackup(format!(
+                "no backup {id:?} at offsite target {target}"
+            )));
+        }
+        Err(e) => return Err(RestoreError::Failed(e.to_string())),
+    };
+    if !m.verified() {
+        return Err(RestoreError::UnknownBackup(format!(
+            "the copy of {id} at offsite target {target} failed its verification; it is not \
+             restored"
+        )));
+    }
+    Ok(m)
+}
+
+/// The plan to restore the copy `manifest` describes at `target`, its archive's key given by
+/// `key_of` (from the file's name): the refusals, filters and steps of a local restore, with
+/// the archive read from the target instead of backup-dir.
+pub fn plan(
+    manifest: &Manifest,
+    target: &str,
+    key_of: impl Fn(&str) -> String,
+    opts: &Options,
+) -> Result<RestorePlan, RestoreError> {
+    if manifest.format == DumpFormat::Directory {
+        return Err(RestoreError::BadRequest(format!(
+            "{id} at offsite target {target} is a directory-format dump, which is restored from \
+             backup-dir only: fetch it first (atprectl backups fetch {id} --target {target}), \
+             then restore it without --target",
+            id = manifest.id
+        )));
+    }
+    let mut plan = plan::plan(manifest, Path::new(""), opts)?;
+    let file = manifest
+        .files
+        .first()
+        .ok_or_else(|| RestoreError::UnknownBackup(format!("{}: lists no file", manifest.id)))?;
+    let fetch = Fetch {
+        target: target.to_owned(),
+        key: key_of(&file.path),
+        file: file.path.clone(),
+        zstd: matches!(manifest.compression, Compression::Zstd { .. }),
+        encrypted: manifest.encrypted(),
+        sha256: file.sha256.clone(),
+        bytes: file.bytes,
+    };
+    // The local plan's first step is its unpack from backup-dir when it has one.
+    if matches!(plan.archive, Archive::Unpack { .. }) {
+        plan.steps.remove(0);
+    }
+    plan.steps.insert(0, fetch_step(&fetch));
+    plan.scratch_bytes = fetch.scratch_bytes();
+    plan.archive = Archive::Fetch(fetch);
+    Ok(plan)
+}
+
+fn fetch_step(f: &Fetch) -> String {
+    let decode = match (f.encrypted, f.zstd) {
+        (true, true) => "decrypting and zstd-decoding it in the same stream ",
+        (true, false) => "decrypting it in the same stream ",
+        (false, true) => "zstd-decoding it in the same stream ",
+        (false, false) => "",
+    };
+    format!(
+        "fetch {key} ({bytes} bytes) from offsite target {target}, checking its size and \
+         SHA-256 against the remote manifest and {decode}into restore-scratch-dir (about \
+         {scratch} bytes of scratch space; nothing encrypted is stored)",
+        key = f.key,
+        bytes = f.bytes,
+        target = f.target,
+        scratch = f.scratch_bytes()
+    )
+}
+
+/// A dry run's check that the archive is at the target with its size (no download).
+pub async fn check_present(remote: &Remote, plan: &RestorePlan) -> Result<(), RestoreError> {
+    let Archive::Fetch(fetch) = &plan.archive else {
+        return Ok(());
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    reader::check_present(remote, &fetch.object()?, &fetch.file_sum(), &cancel)
+        .await
+        .map_err(|e| RestoreError::Failed(e.to_string()))
+}
+
+/// Reads the archive from the target into a new scratch file, hashing, decrypting and
+/// decoding it in one stream, and checks it against the remote manifest.
+pub(super) async fn unpack(
+    env: &Env<'_>,
+    id: &str,
+    fetch: &Fetch,
+) -> Result<Unpacked, RestoreError> {
+    let remote = env.remote.ok_or_else(|| {
+        RestoreError::Failed(format!("offsite target {} is not open", fetch.target))
+    })?;
+    let identity = exec::identity(id, fetch.encrypted, env.identity_file)?;
+    let key = fetch.object()?;
+    let (file, mut unpacked) = exec::scratch_file(env.scratch_dir, id)?;
+    (env.progress)(format!(
+        "fetching {id} from offsite target {} into {}",
+        fetch.target,
+        env.scratch_dir.display()
+    ));
+    let (zstd, cancel) = (fetch.zstd, env.cancel.clone());
+    let decoded = reader::read_with(remote, &key, &fetch.file_sum(), env.cancel, move |r| {
+        exec::decode_into(r, file, zstd, identity, cancel)
+    })
+    .await
+    .map_err(|e| match e {
+        OffsiteError::Cancelled => RestoreError::Cancelled,
+        e => RestoreError::Failed(e.to_string()),
+    })?;
+    let shown = format!("{} at offsite target {}", fetch.key, fetch.target);
+    unpacked.bytes = exec::check_unpacked(
+        decoded,
+        &shown,
+        &fetch.sha256,
+        fetch.bytes,
+        env.scratch_dir,
+        env.cancel,
+    )?;
+    Ok(unpacked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(format: &str, compression: &str, encrypted: bool) -> Manifest {
+        let json = serde_json::json!({
+            "manifest_version": 1, "id": "20261128T023000Z-nightly", "job": "nightly",
+            "database": "app", "server": { "host": "/run/postgresql", "port": 5432, "version": "15" },
+            "pg_dump_version": "pg_dump (PostgreSQL) 15", "format": format,
+            "compression": serde_json::from_str::<serde_json::Value>(compression).unwrap(),
+            "encryption": if encrypted { serde_json::json!({ "recipients": ["age1x"] }) } else { serde_json::Value::Null },
+            "options": {}, "started": "2026-11-28T02:30:00Z", "finished": "2026-11-28T02:30:04Z",
+            "duration_ms": 4000, "bytes": 1000,
+            "files": [ { "path": "database.backup.age", "bytes": 1000, "sha256": "ab" } ],
+            "table_count": 1, "tables": { "public.accounts": 5 },
+            "verification": { "level": "full", "at": "2026-11-28T02:30:05Z", "outcome": "passed", "details": "" },
+            "daemon_version": "0.1.0"
+        });
+        Manifest::parse(json.to_string().as_bytes(), "test").unwrap()
+    }
+
+    fn opts(to: &str) -> Options {
+        Options {
+            to: to.into(),
+            target: Some("s3".into()),
+            ..Options::default()
+        }
+    }
+
+    const ZSTD: &str = r#"{ "method": "zstd", "level": 3 }"#;
+
+    #[test]
+    fn the_archive_is_fetched_and_unpacked_in_one_stream() {
+        let m = manifest("custom", ZSTD, true);
+        let p = plan(&m, "s3", |f| format!("pre/ID/{f}"), &opts("restored")).unwrap();
+        let Archive::Fetch(f) = &p.archive else {
+            panic!("{:?}", p.archive)
+        };
+        assert_eq!(f.key, "pre/ID/database.backup.age");
+        assert_eq!((f.zstd, f.encrypted, f.bytes), (true, true, 1000));
+        assert_eq!(p.scratch_bytes, 1000 * UNPACK_FACTOR);
+        assert!(
+            p.steps[0].contains("offsite target s3")
+                && p.steps[0].contains("decrypting and zstd-decoding"),
+            "{:?}",
+            p.steps
+        );
+        assert!(
+            !p.steps.iter().any(|s| s.starts_with("unpack")),
+            "{:?}",
+            p.steps
+        );
+        assert!(p.steps.iter().any(|s| s.starts_with("pg_restore -j 2")));
+        assert_eq!(p.expected.get("public.accounts"), Some(&5));
+    }
+
+    #[test]
+    fn a_plain_custom_archive_is_fetched_as_it_is() {
+        let m = manifest("custom", r#"{ "method": "none" }"#, false);
+        let p = plan(&m, "s3", str::to_owned, &opts("restored")).unwrap();
+        assert!(matches!(&p.archive, Archive::Fetch(f) if !f.zstd && !f.encrypted));
+        assert_eq!(p.scratch_bytes, 1000);
+        assert!(
+            p.steps[0].starts_with("fetch database.backup.age"),
+            "{:?}",
+            p.steps
+        );
+    }
+
+    #[test]
+    fn refusals_stay_and_directory_copies_say_how() {
+        let m = manifest("custom", ZSTD, true);
+        assert!(matches!(
+            plan(&m, "s3", str::to_owned, &opts("app")),
+            Err(RestoreError::SourceDatabase(_))
+        ));
+        let dir = manifest("directory", r#"{ "method": "gzip", "level": 6 }"#, false);
+        let e = plan(&dir, "s3", str::to_owned, &opts("restored")).unwrap_err();
+        assert!(matches!(e, RestoreError::BadRequest(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("atprectl backups fetch 20261128T023000Z-nightly --target s3"),
+            "{e}"
+        );
+    }
+}
