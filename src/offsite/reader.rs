@@ -72,6 +72,20 @@ pub async fn read_with<T: Send + 'static>(
     .await
 }
 
+/// The first `n` bytes of `key` (a header to try a key on before reading the rest).
+pub async fn read_head(
+    remote: &Remote,
+    key: &Key,
+    n: u64,
+    cancel: &CancellationToken,
+) -> Result<Bytes, OffsiteError> {
+    use object_store::ObjectStoreExt;
+    tokio::select! {
+        r = remote.store.get_range(key, 0..n) => r.map_err(|e| remote.err("reading", key, e)),
+        () = cancel.cancelled() => Err(OffsiteError::Cancelled),
+    }
+}
+
 /// That `key` is there with the size `want` says, without reading it (a dry run's check).
 pub async fn check_present(
     remote: &Remote,

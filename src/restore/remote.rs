@@ -190,6 +190,22 @@ pub async fn check_present(remote: &Remote, plan: &RestorePlan) -> Result<(), Re
         .map_err(|e| RestoreError::Failed(e.to_string()))
 }
 
+/// How much of an encrypted archive is read first to try the identity on its age header
+/// (a few hundred bytes a recipient).
+const HEADER_PROBE: u64 = 64 * 1024;
+
+/// Why the age header at the start of `head` refuses `identity`, when it plainly does (none of
+/// its recipients). Anything else (an identity file that does not load, a header longer than
+/// the probe or damaged) is left to the stream, which reads and checks every byte.
+fn refused_by_header(head: &[u8], identity: &Path) -> Option<String> {
+    let ids = crate::jobs::backup::verify::load_identities(identity).ok()?;
+    let decryptor = age::Decryptor::new(head).ok()?;
+    match decryptor.decrypt(ids.iter().map(|i| i.as_ref())) {
+        Err(e @ age::DecryptError::NoMatchingKeys) => Some(e.to_string()),
+        _ => None,
+    }
+}
+
 /// Reads the archive from the target into a new scratch file, hashing, decrypting and
 /// decoding it in one stream, and checks it against the remote manifest.
 pub(super) async fn unpack(
@@ -202,6 +218,19 @@ pub(super) async fn unpack(
     })?;
     let identity = exec::identity(id, fetch.encrypted, env.identity_file)?;
     let key = fetch.object()?;
+    let shown = format!("{} at offsite target {}", fetch.key, fetch.target);
+    if let Some(identity) = &identity {
+        let probe = fetch.bytes.min(HEADER_PROBE);
+        let head = reader::read_head(remote, &key, probe, env.cancel)
+            .await
+            .map_err(|e| RestoreError::Failed(e.to_string()))?;
+        if let Some(e) = refused_by_header(&head, identity) {
+            return Err(RestoreError::Failed(format!(
+                "{shown}: cannot decrypt it with the identity file used: {e} (found in its \
+                 header; the rest was not downloaded)"
+            )));
+        }
+    }
     let (file, mut unpacked) = exec::scratch_file(env.scratch_dir, id)?;
     (env.progress)(format!(
         "fetching {id} from offsite target {} into {}",
@@ -217,7 +246,6 @@ pub(super) async fn unpack(
         OffsiteError::Cancelled => RestoreError::Cancelled,
         e => RestoreError::Failed(e.to_string()),
     })?;
-    let shown = format!("{} at offsite target {}", fetch.key, fetch.target);
     unpacked.bytes = exec::check_unpacked(
         decoded,
         &shown,
@@ -259,6 +287,29 @@ mod tests {
     }
 
     const ZSTD: &str = r#"{ "method": "zstd", "level": 3 }"#;
+
+    #[test]
+    fn a_key_that_is_no_recipient_is_refused_from_the_header_alone() {
+        use age::secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = |name: &str, id: &age::x25519::Identity| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, id.to_string().expose_secret()).unwrap();
+            path
+        };
+        let (right, wrong) = (
+            age::x25519::Identity::generate(),
+            age::x25519::Identity::generate(),
+        );
+        let encrypted = age::encrypt(&right.to_public(), &[7u8; 100_000]).unwrap();
+        let head = &encrypted[..1000];
+        let refused = refused_by_header(head, &key_file("wrong", &wrong));
+        assert!(refused.is_some_and(|e| e.contains("No matching keys")));
+        assert_eq!(refused_by_header(head, &key_file("right", &right)), None);
+        // Not an age header, or no identity to load: left to the stream's own checks.
+        assert_eq!(refused_by_header(b"PGDMP", &key_file("w2", &wrong)), None);
+        assert_eq!(refused_by_header(head, &dir.path().join("none")), None);
+    }
 
     #[test]
     fn the_archive_is_fetched_and_unpacked_in_one_stream() {

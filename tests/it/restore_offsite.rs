@@ -151,7 +151,11 @@ fn restore_from_offsite_with_identity_root_only_and_a_wrong_one_fails_clearly() 
     let (wrong, _) = keygen(&wrong_dir);
     let out = run("wrongkey", Some(wrong.to_str().unwrap()));
     assert_eq!(out.status, 1, "{}{}", out.stdout, out.stderr);
-    assert!(out.stderr.contains("cannot decrypt"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot decrypt") && out.stderr.contains("not downloaded"),
+        "{}",
+        out.stderr
+    );
     nothing_left(&o, "wrongkey");
 
     // A member of the socket group may restore, but not name a file for the daemon to read.
