@@ -65,7 +65,7 @@ pub enum Request {
     },
     /// Download a backup from the offsite `target`, checking every file, into `to` (default:
     /// backup-dir, where it becomes a catalog entry again); `identity` (an age identity file
-    /// the daemon can read) decrypts it, and needs `to`.
+    /// the daemon can read; root and the daemon's user only) decrypts it, and needs `to`.
     BackupFetch {
         id: String,
         #[serde(default)]

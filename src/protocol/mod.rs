@@ -30,9 +30,14 @@
 //! | `backup_show` | `manifest` |
 //! | `backup_verify` (`remote: true`: read the offsite copy back) | `verified` (after the verification has run) |
 //! | `backup_fetch` (download from an offsite `target`, checked; `identity` decrypts) | `fetched` |
+//! | `restore` (`options.target`: from the copy at an offsite target) | any number of `progress`, then `restored`; with `dry_run`, `restore_plan` |
 //! | `backup_pin` (`reason` optional), `backup_unpin` | `pin_state` (the pin now, what was done offsite) |
 //! | `health` (`now: true` runs every health job first and waits) | `health` |
 //! | `metrics` | `metrics` (OpenMetrics text) |
+//!
+//! An `identity` (`backup_fetch`, `restore`'s `options.identity`) names a file for the daemon
+//! to read: from anyone but root and the daemon's own user it gets
+//! [`ErrorCode::NotPermitted`].
 //!
 //! Any request may instead get an `error` with a stable [`ErrorCode`]. A line that is JSON but not
 //! a known request gets [`ErrorCode::BadRequest`] and the connection stays open; idle connections
