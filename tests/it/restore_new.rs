@@ -8,7 +8,8 @@ use crate::restore_support::{SOURCE, TABLES, backed_up, databases, fingerprints,
 #[test]
 fn restore_into_a_new_database_gives_identical_tables() {
     let (fx, daemon, id) = backed_up(|b| b);
-    let scratch = fx.dir.path().join("scratch");
+    // The harness's restore-scratch-dir: the default, under the state dir.
+    let scratch = fx.dir.path().join("state/restore");
     let dry = restore(&daemon, &id, &["--to", "restored", "--dry-run"]);
     assert_eq!(dry.status, 0, "{}{}", dry.stdout, dry.stderr);
     assert!(dry.stdout.contains("accounts  1500 rows"), "{}", dry.stdout);
@@ -44,8 +45,9 @@ fn restore_into_a_new_database_gives_identical_tables() {
         "{dbs:?}"
     );
     let left: Vec<_> = std::fs::read_dir(&scratch)
-        .map(|d| d.flatten().collect())
-        .unwrap_or_default();
+        .expect("the restore made its scratch dir")
+        .flatten()
+        .collect();
     assert!(left.is_empty(), "the unpacked archive is removed: {left:?}");
     let _ = TABLES;
 }
