@@ -144,8 +144,17 @@ fn local(
     options: &Options,
 ) -> Result<(Manifest, RestorePlan), RestoreError> {
     let unknown = || {
+        let names: Vec<&str> = config.offsite.keys().map(String::as_str).collect();
+        let hint = if names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (a copy at an offsite target is restored with --target {})",
+                names.join("|")
+            )
+        };
         RestoreError::UnknownBackup(format!(
-            "no backup {id:?} in {}",
+            "no backup {id:?} in {}{hint}",
             config.daemon.backup_dir.display()
         ))
     };

@@ -19,8 +19,10 @@ fn nothing_left(o: &Offsite, name: &str) {
     // The harness's restore-scratch-dir: the default, under the state dir.
     let scratch = o.fx.dir.path().join("state/restore");
     let left: Vec<_> = std::fs::read_dir(&scratch)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+        .expect("a restore made the scratch dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(left.is_empty(), "the scratch file is removed: {left:?}");
     let dbs = databases(&o.fx);
     assert!(
@@ -49,6 +51,10 @@ fn restore_from_an_encrypted_offsite_copy_with_the_local_copy_deleted() {
     let daemon = o.daemon("", &identity, "").spawn();
     let id = copied_then_deleted_locally(&o, &daemon);
     let target = ["--target", "s3"];
+    // Without --target the copy is not found, and the refusal says where to look.
+    let out = restore(&daemon, &id, &["--to", "restored", "--yes"]);
+    assert_eq!(out.status, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("--target s3"), "{}", out.stderr);
 
     let dry = restore(
         &daemon,
