@@ -1,48 +1,81 @@
-//! Handler of `restore`: the plan ([`crate::restore::plan`]), the refusals, then the restore
-//! itself ([`crate::restore::exec`]) with its steps streamed as `progress`.
+//! Handler of `restore`: the plan ([`crate::restore::plan`]) and the refusals, then the
+//! restore as a run of its own ([`RestoreRun`]: begin, [`exec::run`], finish) in its own task,
+//! its steps streamed as `progress` with the run's id.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use chrono::Utc;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::backups::error;
 use crate::config::{Config, JobSpec};
-use crate::ids::RunId;
 use crate::jobs::backup::manifest::Manifest;
-use crate::jobs::catalog::{self, InUse};
+use crate::jobs::catalog::{self, Claim};
 use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
+use crate::restore::plan::RestorePlan;
+use crate::restore::run::RestoreRun;
 use crate::restore::{Options, RestoreError, exec, plan, swap};
+use crate::runner::Runner;
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
+/// The restore itself runs in a task of its own: `out` is dropped when it has answered.
 pub async fn restore(
-    config: &Config,
-    in_use: &std::sync::Arc<InUse>,
+    runner: &Arc<Runner>,
+    config: Arc<Config>,
     id: &str,
     options: &Options,
     dry_run: bool,
     out: mpsc::UnboundedSender<Response>,
 ) {
-    let answer = match run(config, in_use, id, options, dry_run, &out).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(backup = id, "restore of {id} into {:?}: {e}", options.to);
-            refusal(&e)
-        }
-    };
-    let _ = out.send(answer);
+    if let Err(e) = start(runner, config, id, options, dry_run, &out).await {
+        tracing::warn!(backup = id, "restore of {id} into {:?}: {e}", options.to);
+        let _ = out.send(refusal(&e));
+    }
 }
 
-async fn run(
-    config: &Config,
-    in_use: &std::sync::Arc<InUse>,
+/// The plan and refusals; with `dry_run` the plan is the answer, else the restore is begun.
+async fn start(
+    runner: &Arc<Runner>,
+    config: Arc<Config>,
     id: &str,
     options: &Options,
     dry_run: bool,
     out: &mpsc::UnboundedSender<Response>,
-) -> Result<Response, RestoreError> {
+) -> Result<(), RestoreError> {
+    if !dry_run {
+        RestoreRun::check_free(runner)?;
+    }
+    let (manifest, plan) = prepare(&config, id, options).await?;
+    if dry_run {
+        let _ = out.send(Response::RestorePlan {
+            plan: Box::new(plan),
+        });
+        return Ok(());
+    }
+    // Retention must not remove it while it is read.
+    let claim = runner.in_use().claim(id).ok_or_else(|| {
+        RestoreError::Failed(format!(
+            "backup {id} is being verified or removed right now"
+        ))
+    })?;
+    let run = RestoreRun::begin(runner, &plan, &manifest.job)?;
+    let identity: Option<PathBuf> = config.jobs.values().find_map(|j| match &j.spec {
+        JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
+        _ => None,
+    });
+    let out = out.clone();
+    run.spawn(move |run| execute(run, config, plan, identity, claim, out));
+    Ok(())
+}
+
+/// The backup's manifest and the restore's plan, after every refusal.
+async fn prepare(
+    config: &Config,
+    id: &str,
+    options: &Options,
+) -> Result<(Manifest, RestorePlan), RestoreError> {
     let unknown = || {
         RestoreError::UnknownBackup(format!(
             "no backup {id:?} in {}",
@@ -67,52 +100,42 @@ async fn run(
         });
     }
     exec::preflight(&config.daemon.restore_scratch_dir, plan.scratch_bytes)?;
-    if dry_run {
-        return Ok(Response::RestorePlan {
-            plan: Box::new(plan),
-        });
-    }
-    // Retention must not remove it while it is read.
-    let _claim = in_use.claim(id).ok_or_else(|| {
-        RestoreError::Failed(format!(
-            "backup {id} is being verified or removed right now"
-        ))
-    })?;
-    let identity: Option<PathBuf> = config.jobs.values().find_map(|j| match &j.spec {
-        JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
-        _ => None,
-    });
-    let run_id = RunId::new(Utc::now());
+    Ok((manifest, plan))
+}
+
+/// The restore's task: exec, the run's record, then the answer.
+async fn execute(
+    run: RestoreRun,
+    config: Arc<Config>,
+    plan: RestorePlan,
+    identity: Option<PathBuf>,
+    claim: Claim,
+    out: mpsc::UnboundedSender<Response>,
+) {
+    let run_id = run.run_id().clone();
     let progress = |message: String| {
         let _ = out.send(Response::Progress {
             run_id: run_id.clone(),
             message,
         });
     };
-    let cancel = CancellationToken::new();
     let env = exec::Env {
         server: &config.postgres,
         scratch_dir: &config.daemon.restore_scratch_dir,
         identity_file: identity.as_deref(),
-        cancel: &cancel,
+        cancel: run.token(),
         progress: &progress,
     };
-    tracing::info!(backup = id, "restoring {id} into {}", plan.to);
-    let report = exec::run(&env, &plan).await?;
-    tracing::info!(
-        backup = id,
-        "restored {id} into {} ({} tables, {} rows, every count checked){}",
-        report.database,
-        report.tables,
-        report.rows,
-        report
-            .replaced
-            .as_ref()
-            .map_or_else(String::new, |k| format!(
-                "; the old database is kept as {k}"
-            ))
-    );
-    Ok(Response::Restored { report })
+    let span = run.span();
+    span.in_scope(|| tracing::info!("restoring {} into {}", plan.id, plan.to));
+    let result = exec::run(&env, &plan).instrument(span).await;
+    drop(claim);
+    run.finish(&result).await;
+    let answer = match result {
+        Ok(report) => Response::Restored { report },
+        Err(e) => refusal(&e),
+    };
+    let _ = out.send(answer);
 }
 
 fn refusal(e: &RestoreError) -> Response {
@@ -123,6 +146,8 @@ fn refusal(e: &RestoreError) -> Response {
         RestoreError::TargetNotEmpty { .. } => ErrorCode::RestoreTargetNotEmpty,
         RestoreError::ReplacedExists(_) => ErrorCode::RestoreReplacedExists,
         RestoreError::NoSpace { .. } => ErrorCode::RestoreNoSpace,
+        RestoreError::Busy(_) => ErrorCode::RestoreBusy,
+        RestoreError::ShuttingDown => ErrorCode::ShuttingDown,
         RestoreError::Failed(_) | RestoreError::Scratch(_) | RestoreError::Cancelled => {
             ErrorCode::Internal
         }

@@ -1,6 +1,6 @@
 //! `atprectl`: one function per command, rendering tables or `--json`, mapping outcomes to
-//! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 75 busy, 76 protocol mismatch, 77
-//! not permitted).
+//! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 75 busy (also: another restore is
+//! running), 76 protocol mismatch, 77 not permitted).
 
 mod render;
 mod restore;
@@ -231,7 +231,7 @@ fn show(response: &Response, json: bool) -> u8 {
                     EXIT_USAGE
                 }
                 ErrorCode::NotPermitted => EXIT_NOPERM,
-                ErrorCode::Busy => EXIT_BUSY,
+                ErrorCode::Busy | ErrorCode::RestoreBusy => EXIT_BUSY,
                 ErrorCode::RestoreSourceDatabase => restore::EXIT_SOURCE_DATABASE,
                 ErrorCode::RestoreTargetNotEmpty => restore::EXIT_TARGET_NOT_EMPTY,
                 ErrorCode::RestoreNoSpace => restore::EXIT_NO_SPACE,

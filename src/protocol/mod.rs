@@ -33,6 +33,8 @@
 //! | `backup_pin` (`reason` optional), `backup_unpin` | `pin_state` (the pin now, what was done offsite) |
 //! | `health` (`now: true` runs every health job first and waits) | `health` |
 //! | `metrics` | `metrics` (OpenMetrics text) |
+//! | `restore` (`dry_run: true`) | `restore_plan` |
+//! | `restore` | any number of `progress` (with the restore run's id), then `restored`, or an `error` (`restore_busy` while another restore runs) |
 //!
 //! Any request may instead get an `error` with a stable [`ErrorCode`]. A line that is JSON but not
 //! a known request gets [`ErrorCode::BadRequest`] and the connection stays open; idle connections
