@@ -1,8 +1,8 @@
 //! A restore is a run: in the history as job `restore`, kind `restore`, with its outcome,
 //! duration, backup and target; its progress carries its run id; a failed restore is a failed
 //! run. While one runs, `status` and `jobs` show it, a second is refused (75) naming it, and
-//! `atprectl cancel restore` cancels it, leaving the target untouched. A client killed
-//! mid-restore does not stop it; the daemon's stop ends it at once and cleanly. `[jobs.restore]`
+//! `atprectl cancel restore` cancels it, leaving the target untouched. A client killed or
+//! interrupted (Ctrl-C: it says so, exit 130) mid-restore does not stop it; the daemon's stop ends it at once and cleanly. `[jobs.restore]`
 //! is refused (78).
 
 use std::process::Command;
@@ -177,28 +177,39 @@ fn cancel_restore_leaves_the_target_untouched_and_a_second_one_is_refused_meanwh
 }
 
 #[test]
-fn a_client_killed_mid_restore_does_not_stop_it() {
+fn a_client_killed_or_interrupted_mid_restore_does_not_stop_it() {
     let (fx, daemon, id, scratch) = bulky();
-    let mut child = spawn_restore(&daemon, &id, &["--to", "kept_going", "--yes"]);
-    wait_copying_into(&fx, "kept_going_atpred_restoring");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let finished = || !restore_runs(&daemon).is_empty();
-    assert!(
-        wait_until(Duration::from_secs(120), finished),
-        "the restore never finished"
-    );
-    let run = &restore_runs(&daemon)[0];
-    assert_eq!(run["outcome"], "succeeded", "{run:#}");
-    assert_eq!(
-        fingerprint(&fx, "kept_going", "bulk"),
-        fingerprint(&fx, SOURCE, "bulk")
-    );
-    assert_eq!(
-        leftovers_of(&fx, "kept_going"),
-        vec!["kept_going".to_owned()]
-    );
-    assert!(scratch_entries(&scratch).is_empty());
+    for (n, (to, signal)) in [("killed", Signal::SIGKILL), ("interrupted", Signal::SIGINT)]
+        .into_iter()
+        .enumerate()
+    {
+        let child = spawn_restore(&daemon, &id, &["--to", to, "--yes"]);
+        wait_copying_into(&fx, &format!("{to}_atpred_restoring"));
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if signal == Signal::SIGINT {
+            // Ctrl-C: atprectl says that the restore goes on, and how to stop it.
+            assert_eq!(out.status.code(), Some(130), "{stderr}");
+            assert!(stderr.contains("goes on in the daemon"), "{stderr}");
+            assert!(stderr.contains("atprectl cancel restore"), "{stderr}");
+        }
+        let finished = || restore_runs(&daemon).len() > n;
+        assert!(
+            wait_until(Duration::from_secs(120), finished),
+            "the restore into {to} never finished"
+        );
+        let run = &restore_runs(&daemon)[0];
+        assert_eq!(run["details"]["database"], to, "{run:#}");
+        assert_eq!(run["outcome"], "succeeded", "{run:#}");
+        assert_eq!(
+            fingerprint(&fx, to, "bulk"),
+            fingerprint(&fx, SOURCE, "bulk")
+        );
+        assert_eq!(leftovers_of(&fx, to), vec![to.to_owned()]);
+        assert!(scratch_entries(&scratch).is_empty());
+    }
 }
 
 #[test]
