@@ -62,7 +62,8 @@ pub enum CtlCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Cancel a job's running run (its processes are ended as a group).
+    /// Cancel a job's running run (its processes are ended as a group); `cancel restore`
+    /// cancels the running restore (the target stays as it was).
     Cancel { job: String },
     /// Recent runs, newest first.
     History {

@@ -17,6 +17,13 @@ impl JobName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A name the daemon reserves for its own runs (`restore`), which the configuration
+    /// refuses for jobs. Not checked here: the reserved names are constants, and a unit test
+    /// checks each against [`JobName::from_str`].
+    pub(crate) fn reserved(name: &'static str) -> JobName {
+        JobName(name.to_owned())
+    }
 }
 
 impl FromStr for JobName {

@@ -14,7 +14,8 @@
 //!
 //! - [`config`]: the TOML file and environment overrides, validated into typed values.
 //! - [`scheduler`]: cron and interval schedules in a time zone, and the task that fires them.
-//! - [`runner`]: runs jobs: concurrency, no overlap, timeouts, retries, cancellation, history.
+//! - [`runner`]: runs jobs: concurrency, no overlap, timeouts, retries, cancellation, history;
+//!   and records external runs (a restore, see [`restore`]) the same way.
 //! - [`coordination`]: fleet leases in Redis or PostgreSQL, so a tick fired on several hosts
 //!   runs on one of them; the runner takes one before each coordinated run.
 //! - [`jobs`]: the job kinds behind one contract (health jobs record their checks on the

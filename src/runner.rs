@@ -5,8 +5,10 @@
 //! one run, timing it out, or stopping the daemon all end it the same way: the job sees the
 //! token, its process group is killed, and the run is recorded as cancelled or timed out.
 //!
-//! Coordinated jobs pass through [`fleet`] first: `run-on`, then the fleet lease.
+//! Coordinated jobs pass through [`fleet`] first: `run-on`, then the fleet lease. Runs that
+//! are not configured jobs (a restore) are [`external`]: recorded the same way, without a slot.
 
+pub mod external;
 mod fleet;
 
 use std::collections::HashMap;
@@ -19,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::config::{Config, JobConfig};
+use crate::config::{Config, JobConfig, Kind};
 use crate::daemon::history::History;
 use crate::ids::{JobName, RunId};
 use crate::jobs::catalog::InUse;
@@ -63,7 +65,10 @@ pub struct Started {
 
 struct Running {
     info: RunningRun,
+    kind: Kind,
     token: CancellationToken,
+    /// Set for an [`external`] run: what it does, in words (named when another is refused).
+    external: Option<String>,
 }
 
 pub struct Runner {
@@ -182,7 +187,9 @@ impl Runner {
                 name.clone(),
                 Running {
                     info,
+                    kind: job_cfg.spec.kind(),
                     token: token.clone(),
+                    external: None,
                 },
             );
         }
@@ -248,11 +255,16 @@ impl Runner {
         }
     }
 
-    /// Stops accepting runs. Running ones go on until [`Runner::cancel_all`] or their end.
+    /// Stops accepting runs. Running jobs go on until [`Runner::cancel_all`] or their end;
+    /// [`external`] runs (a restore) are cancelled at once: one cancelled leaves nothing
+    /// half-done, and an hour-long restore must not hold the daemon's stop.
     pub fn close(&self) {
-        let _guard = lock(&self.running);
+        let running = lock(&self.running);
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        for r in running.values().filter(|r| r.external.is_some()) {
+            r.token.cancel();
+        }
         self.tracker.close();
     }
 

@@ -160,7 +160,13 @@ pub enum Kind {
     Rotate,
     Command,
     Health,
+    /// Not a configurable kind: the kind of `atprectl restore` runs, recorded under the
+    /// reserved job name [`RESTORE_JOB`].
+    Restore,
 }
+
+/// The job name restores are recorded under; `[jobs.restore]` is refused.
+pub const RESTORE_JOB: &str = "restore";
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
@@ -170,6 +176,7 @@ impl Kind {
             Kind::Rotate => "rotate",
             Kind::Command => "command",
             Kind::Health => "health",
+            Kind::Restore => "restore",
         }
     }
 }

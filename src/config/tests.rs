@@ -211,6 +211,12 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         4,
     ),
     (
+        "a job named restore (reserved for restore runs)",
+        "[jobs.restore]\nkind = \"command\"\ncommand = [\"true\"]\n",
+        "jobs.restore",
+        1,
+    ),
+    (
         "upper-case job name",
         "[jobs.Nightly]\nkind = \"command\"\ncommand = [\"true\"]\n",
         "jobs.Nightly",

@@ -188,6 +188,13 @@ pub(super) fn validate(
     for (name, job) in raw.jobs {
         let key = format!("jobs.{name}");
         let name: JobName = name.parse().map_err(|e: String| check.err(&key, e))?;
+        if name.as_str() == super::RESTORE_JOB {
+            return Err(check.err(
+                &key,
+                "the job name \"restore\" is reserved: restores are recorded in the history \
+                 under it (and `atprectl cancel restore` cancels one); choose another name",
+            ));
+        }
         jobs.insert(
             name.clone(),
             super::jobs::job(&check, &key, name, job, &postgres, &daemon)?,

@@ -253,9 +253,9 @@ async fn handle(
             dry_run,
         } => {
             let config = shared.config.borrow().clone();
-            let in_use = std::sync::Arc::clone(shared.runner.in_use());
+            let runner = &shared.runner;
             relay(conn, |tx| async move {
-                super::restore::restore(&config, &in_use, &id, &options, dry_run, access, tx).await;
+                super::restore::restore(runner, config, &id, &options, dry_run, access, tx).await;
             })
             .await
         }
@@ -296,9 +296,10 @@ async fn handle(
     }
 }
 
-/// Runs `work`, sending every response it puts on its channel as it comes, until it is done.
-/// A client that goes away does not stop the work half-way (a restore then still cleans up
-/// after itself); the rest of its messages are dropped.
+/// Runs `work`, sending every response it (or a task it handed the channel to) puts on its
+/// channel as it comes, until the channel is closed. A client that goes away ends the relay
+/// at once; work handed to a task goes on (a restore is a run: it finishes, or cleans up
+/// after itself, and is in the history), and its later messages are dropped.
 async fn relay<F, Fut>(conn: &mut Conn, work: F) -> Result<(), Closed>
 where
     F: FnOnce(tokio::sync::mpsc::UnboundedSender<Response>) -> Fut,
@@ -308,14 +309,12 @@ where
     let work = work(tx);
     tokio::pin!(work);
     let mut done = false;
-    let mut sent = Ok(());
     loop {
         tokio::select! {
             () = &mut work, if !done => done = true,
             msg = rx.recv() => match msg {
-                Some(r) if sent.is_ok() => sent = send(conn, r).await,
-                Some(_) => {}
-                None => return sent,
+                Some(r) => send(conn, r).await?,
+                None => return Ok(()),
             },
         }
     }

@@ -1,29 +1,32 @@
 //! Handler of `restore`: the plan ([`crate::restore::plan`], or [`crate::restore::remote`]
-//! for a copy at an offsite target), the refusals, then the restore itself
-//! ([`crate::restore::exec`]) with its steps streamed as `progress`.
+//! for a copy at an offsite target) and the refusals, then the restore as a run of its own ([`RestoreRun`]: begin, [`exec::run`], finish) in its own task,
+//! its steps streamed as `progress` with the run's id.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use chrono::Utc;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::backups::error;
 use super::peer::Access;
 use crate::config::{Config, JobSpec};
-use crate::ids::RunId;
 use crate::jobs::backup::manifest::Manifest;
-use crate::jobs::catalog::{self, InUse};
+use crate::jobs::catalog::{self, Claim};
+use crate::offsite::Remote;
 use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
 use crate::restore::plan::RestorePlan;
+use crate::restore::run::RestoreRun;
 use crate::restore::{Options, RestoreError, exec, plan, remote, swap};
+use crate::runner::Runner;
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
+/// The restore itself runs in a task of its own: `out` is dropped when it has answered.
 /// `--identity` only from root and the daemon's user ([`super::identity`]).
 pub async fn restore(
-    config: &Config,
-    in_use: &std::sync::Arc<InUse>,
+    runner: &Arc<Runner>,
+    config: Arc<Config>,
     id: &str,
     options: &Options,
     dry_run: bool,
@@ -35,24 +38,67 @@ pub async fn restore(
         let _ = out.send(error(code, message));
         return;
     }
-    let answer = match run(config, in_use, id, options, dry_run, &out).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(backup = id, "restore of {id} into {:?}: {e}", options.to);
-            refusal(&e)
-        }
-    };
-    let _ = out.send(answer);
+    if let Err(e) = start(runner, config, id, options, dry_run, &out).await {
+        tracing::warn!(backup = id, "restore of {id} into {:?}: {e}", options.to);
+        let _ = out.send(refusal(&e));
+    }
 }
 
-async fn run(
-    config: &Config,
-    in_use: &std::sync::Arc<InUse>,
+/// The plan and refusals; with `dry_run` the plan is the answer, else the restore is begun.
+async fn start(
+    runner: &Arc<Runner>,
+    config: Arc<Config>,
     id: &str,
     options: &Options,
     dry_run: bool,
     out: &mpsc::UnboundedSender<Response>,
-) -> Result<Response, RestoreError> {
+) -> Result<(), RestoreError> {
+    if !dry_run {
+        RestoreRun::check_free(runner)?;
+    }
+    let Prepared {
+        manifest,
+        plan,
+        remote,
+        identity,
+    } = prepare(&config, id, options).await?;
+    if dry_run {
+        let _ = out.send(Response::RestorePlan {
+            plan: Box::new(plan),
+        });
+        return Ok(());
+    }
+    // Retention must not remove it while it is read.
+    let claim = runner.in_use().claim(id).ok_or_else(|| {
+        RestoreError::Failed(format!(
+            "backup {id} is being verified or removed right now"
+        ))
+    })?;
+    let run = RestoreRun::begin(runner, &plan, &manifest.job)?;
+    let source = Source { remote, identity };
+    let out = out.clone();
+    run.spawn(move |run| execute(run, config, plan, source, claim, out));
+    Ok(())
+}
+
+/// What a restore reads: the copy at an offsite target (`remote`) or in backup-dir, and the
+/// identity it decrypts with.
+struct Source {
+    remote: Option<Remote>,
+    identity: Option<PathBuf>,
+}
+
+/// What [`prepare`] found.
+struct Prepared {
+    manifest: Manifest,
+    plan: RestorePlan,
+    remote: Option<Remote>,
+    identity: Option<PathBuf>,
+}
+
+/// The backup's manifest and the restore's plan (from backup-dir, or from the copy at the
+/// offsite target `options.target`), after every refusal.
+async fn prepare(config: &Config, id: &str, options: &Options) -> Result<Prepared, RestoreError> {
     let (manifest, plan, remote) = match &options.target {
         None => {
             let (manifest, plan) = local(config, id, options)?;
@@ -88,53 +134,12 @@ async fn run(
     if let Some(remote) = &remote {
         remote::check_present(remote, &plan).await?;
     }
-    if dry_run {
-        return Ok(Response::RestorePlan {
-            plan: Box::new(plan),
-        });
-    }
-    // Retention must not remove it while it is read.
-    let _claim = in_use.claim(id).ok_or_else(|| {
-        RestoreError::Failed(format!(
-            "backup {id} is being verified or removed right now"
-        ))
-    })?;
-    let run_id = RunId::new(Utc::now());
-    let progress = |message: String| {
-        let _ = out.send(Response::Progress {
-            run_id: run_id.clone(),
-            message,
-        });
-    };
-    let cancel = CancellationToken::new();
-    let env = exec::Env {
-        server: &config.postgres,
-        scratch_dir: &config.daemon.restore_scratch_dir,
-        identity_file: identity.as_deref(),
-        remote: remote.as_ref(),
-        cancel: &cancel,
-        progress: &progress,
-    };
-    let from = options
-        .target
-        .as_ref()
-        .map_or_else(String::new, |t| format!(" from offsite target {t}"));
-    tracing::info!(backup = id, "restoring {id}{from} into {}", plan.to);
-    let report = exec::run(&env, &plan).await?;
-    tracing::info!(
-        backup = id,
-        "restored {id} into {} ({} tables, {} rows, every count checked){}",
-        report.database,
-        report.tables,
-        report.rows,
-        report
-            .replaced
-            .as_ref()
-            .map_or_else(String::new, |k| format!(
-                "; the old database is kept as {k}"
-            ))
-    );
-    Ok(Response::Restored { report })
+    Ok(Prepared {
+        manifest,
+        plan,
+        remote,
+        identity,
+    })
 }
 
 /// The manifest and plan of backup `id` in backup-dir.
@@ -170,6 +175,45 @@ fn local(
     Ok((manifest, plan))
 }
 
+/// The restore's task: exec, the run's record, then the answer.
+async fn execute(
+    run: RestoreRun,
+    config: Arc<Config>,
+    plan: RestorePlan,
+    source: Source,
+    claim: Claim,
+    out: mpsc::UnboundedSender<Response>,
+) {
+    let run_id = run.run_id().clone();
+    let progress = |message: String| {
+        let _ = out.send(Response::Progress {
+            run_id: run_id.clone(),
+            message,
+        });
+    };
+    let env = exec::Env {
+        server: &config.postgres,
+        scratch_dir: &config.daemon.restore_scratch_dir,
+        identity_file: source.identity.as_deref(),
+        remote: source.remote.as_ref(),
+        cancel: run.token(),
+        progress: &progress,
+    };
+    let span = run.span();
+    let from = source.remote.as_ref().map_or_else(String::new, |r| {
+        format!(" from offsite target {}", r.name())
+    });
+    span.in_scope(|| tracing::info!("restoring {}{from} into {}", plan.id, plan.to));
+    let result = exec::run(&env, &plan).instrument(span).await;
+    drop(claim);
+    run.finish(&result).await;
+    let answer = match result {
+        Ok(report) => Response::Restored { report },
+        Err(e) => refusal(&e),
+    };
+    let _ = out.send(answer);
+}
+
 fn refusal(e: &RestoreError) -> Response {
     let code = match e {
         RestoreError::BadRequest(_) => ErrorCode::BadRequest,
@@ -178,6 +222,8 @@ fn refusal(e: &RestoreError) -> Response {
         RestoreError::TargetNotEmpty { .. } => ErrorCode::RestoreTargetNotEmpty,
         RestoreError::ReplacedExists(_) => ErrorCode::RestoreReplacedExists,
         RestoreError::NoSpace { .. } => ErrorCode::RestoreNoSpace,
+        RestoreError::Busy(_) => ErrorCode::RestoreBusy,
+        RestoreError::ShuttingDown => ErrorCode::ShuttingDown,
         RestoreError::Failed(_) | RestoreError::Scratch(_) | RestoreError::Cancelled => {
             ErrorCode::Internal
         }

@@ -1,6 +1,7 @@
 //! `atprectl`: one function per command, rendering tables or `--json`, mapping outcomes to
-//! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 75 busy, 76 protocol mismatch, 77
-//! not permitted).
+//! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 75 busy (also: another restore is
+//! running), 76 protocol mismatch, 77 not permitted; 10-15 restore refusals and 130 Ctrl-C
+//! while following a restore, in [`restore`]).
 
 mod render;
 mod restore;
@@ -182,8 +183,12 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             | Request::Run { dry_run: true, .. }
             | Request::Restore { .. }
     );
-    let mut response = client.request(&request).await?;
+    let mut interrupt = restore::catch_interrupt(&request);
+    let mut reply = restore::or_interrupt(&mut interrupt, client.request(&request)).await?;
     loop {
+        let Some(response) = reply else {
+            return Ok(restore::interrupted());
+        };
         let code = show(&response, args.json);
         let done = match &response {
             Response::Accepted { .. } | Response::Progress { .. } => !follow,
@@ -192,7 +197,7 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
         if done {
             return Ok(code);
         }
-        response = client.next().await?;
+        reply = restore::or_interrupt(&mut interrupt, client.next()).await?;
     }
 }
 
@@ -231,7 +236,7 @@ fn show(response: &Response, json: bool) -> u8 {
                     EXIT_USAGE
                 }
                 ErrorCode::NotPermitted => EXIT_NOPERM,
-                ErrorCode::Busy => EXIT_BUSY,
+                ErrorCode::Busy | ErrorCode::RestoreBusy => EXIT_BUSY,
                 ErrorCode::RestoreSourceDatabase => restore::EXIT_SOURCE_DATABASE,
                 ErrorCode::RestoreTargetNotEmpty => restore::EXIT_TARGET_NOT_EMPTY,
                 ErrorCode::RestoreNoSpace => restore::EXIT_NO_SPACE,

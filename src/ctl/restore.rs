@@ -3,8 +3,11 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
 use crate::cli::RestoreArgs;
-use crate::protocol::Request;
+use crate::client::ClientError;
+use crate::protocol::{Request, Response};
 use crate::restore::Options;
 
 /// Refused: no terminal to confirm on and no `--yes`.
@@ -19,6 +22,9 @@ pub const EXIT_TARGET_NOT_EMPTY: u8 = 13;
 pub const EXIT_NO_SPACE: u8 = 14;
 /// Refused by the daemon: `--replace` would keep the old database under a name already taken.
 pub const EXIT_REPLACED_EXISTS: u8 = 15;
+/// Ctrl-C while following a restore (128 + SIGINT): atprectl stopped following, the restore
+/// goes on in the daemon.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// The request, or the exit code of a refusal made here.
 pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
@@ -57,4 +63,36 @@ fn confirm(to: &str) -> Result<(), u8> {
         return Err(EXIT_NOT_CONFIRMED);
     }
     Ok(())
+}
+
+/// For a restore (not a dry run), Ctrl-C is caught: it stops atprectl following the restore,
+/// not the restore, which is the daemon's run (see [`interrupted`]). `None` otherwise.
+pub fn catch_interrupt(request: &Request) -> Option<Signal> {
+    match request {
+        Request::Restore { dry_run: false, .. } => signal(SignalKind::interrupt()).ok(),
+        _ => None,
+    }
+}
+
+/// Awaits `reply`; `Ok(None)` when Ctrl-C came first.
+pub async fn or_interrupt(
+    interrupt: &mut Option<Signal>,
+    reply: impl std::future::Future<Output = Result<Response, ClientError>>,
+) -> Result<Option<Response>, ClientError> {
+    match interrupt {
+        None => reply.await.map(Some),
+        Some(sig) => tokio::select! {
+            r = reply => r.map(Some),
+            _ = sig.recv() => Ok(None),
+        },
+    }
+}
+
+/// Says what Ctrl-C did (and did not do); returns [`EXIT_INTERRUPTED`].
+pub fn interrupted() -> u8 {
+    eprintln!(
+        "atprectl: stopped following the restore; it goes on in the daemon: `atprectl history \
+         restore` shows how it ends, `atprectl cancel restore` stops it (the target stays as it was)"
+    );
+    EXIT_INTERRUPTED
 }

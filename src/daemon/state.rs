@@ -47,22 +47,33 @@ impl Shared {
         }
     }
 
+    /// Every configured job, then the runs in progress that are not jobs (a restore).
     pub fn jobs(&self) -> Vec<JobStatus> {
         let config = self.config.borrow().clone();
         let next = self.next_runs.borrow().clone();
-        config
-            .jobs
-            .values()
-            .map(|job| JobStatus {
-                name: job.name.clone(),
-                kind: job.spec.kind(),
-                description: job.description.clone(),
-                schedule: job.schedule.as_ref().map(ToString::to_string),
-                next_run: next.get(&job.name).copied(),
-                running: self.runner.running_of(&job.name),
-                last_run: self.runner.history().last(&job.name),
-            })
-            .collect()
+        let configured = config.jobs.values().map(|job| JobStatus {
+            name: job.name.clone(),
+            kind: job.spec.kind(),
+            description: job.description.clone(),
+            schedule: job.schedule.as_ref().map(ToString::to_string),
+            next_run: next.get(&job.name).copied(),
+            running: self.runner.running_of(&job.name),
+            last_run: self.runner.history().last(&job.name),
+        });
+        let external = self
+            .runner
+            .running_external()
+            .into_iter()
+            .map(|(run, kind)| JobStatus {
+                name: run.job.clone(),
+                kind,
+                description: Some(format!("atprectl {kind} (not a configured job)")),
+                schedule: None,
+                next_run: None,
+                last_run: self.runner.history().last(&run.job),
+                running: Some(run),
+            });
+        configured.chain(external).collect()
     }
 
     /// The one-line summary for STATUS= and `status`, e.g.

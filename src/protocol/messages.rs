@@ -222,6 +222,8 @@ pub enum ErrorCode {
     RestoreReplacedExists,
     /// `restore` refused: not enough free space in restore-scratch-dir.
     RestoreNoSpace,
+    /// `restore` refused: another restore is running (one at a time); the message names it.
+    RestoreBusy,
 }
 
 /// How a run was started.

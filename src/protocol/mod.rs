@@ -34,6 +34,8 @@
 //! | `backup_pin` (`reason` optional), `backup_unpin` | `pin_state` (the pin now, what was done offsite) |
 //! | `health` (`now: true` runs every health job first and waits) | `health` |
 //! | `metrics` | `metrics` (OpenMetrics text) |
+//! | `restore` (`dry_run: true`) | `restore_plan` |
+//! | `restore` | any number of `progress` (with the restore run's id), then `restored`, or an `error` (`restore_busy` while another restore runs) |
 //!
 //! An `identity` (`backup_fetch`, `restore`'s `options.identity`) names a file for the daemon
 //! to read: from anyone but root and the daemon's own user it gets

@@ -94,6 +94,7 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
             return Err(RestoreError::Failed("not unpacked".into()));
         }
     };
+    cancelled(env)?;
     (env.progress)(format!("creating database {}", plan.restoring));
     database::create(env.server, &plan.restoring).await?;
     if let Err(e) =
@@ -106,7 +107,8 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
     let restored = restore_and_check(env, plan, &path).await;
     drop(unpacked);
     let restore_ms = millis(t1);
-    let counts = match restored {
+    // The last moment a cancel is heeded: after the rename the target holds the restore.
+    let counts = match restored.and_then(|c| cancelled(env).map(|()| c)) {
         Ok(counts) => counts,
         Err(e) => {
             database::discard(env.server, &plan.restoring).await;
@@ -189,6 +191,13 @@ async fn restore_and_check(
         )));
     }
     Ok(counts)
+}
+
+fn cancelled(env: &Env<'_>) -> Result<(), RestoreError> {
+    if env.cancel.is_cancelled() {
+        return Err(RestoreError::Cancelled);
+    }
+    Ok(())
 }
 
 /// The unpacked archive in restore-scratch-dir, removed when dropped.
@@ -344,10 +353,11 @@ pub(super) fn check_unpacked(
     scratch_dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<u64, RestoreError> {
-    let (read, written) = decoded.map_err(|e| RestoreError::Failed(format!("unpacking: {e}")))?;
+    // Cancelled while unpacking: whatever the stream made of the sink's refusal.
     if cancel.is_cancelled() {
         return Err(RestoreError::Cancelled);
     }
+    let (read, written) = decoded.map_err(|e| RestoreError::Failed(format!("unpacking: {e}")))?;
     if read.written.sha256 != sha256 || read.written.bytes != bytes {
         return Err(RestoreError::Failed(format!(
             "{shown}: checksum mismatch ({} bytes, sha256 {}; the manifest says {bytes} bytes, \

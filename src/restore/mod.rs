@@ -7,12 +7,15 @@
 //! `_atpred_restoring` suffix and is renamed to the target only after every restored table's row
 //! count matched the manifest's snapshot counts, so a failed, killed or cancelled restore never
 //! leaves a half-restored database under the target's name. With `--replace` ([`swap`]) an
-//! existing target is swapped out only then and kept under another name.
+//! existing target is swapped out only then and kept under another name. A restore is a run
+//! ([`run`]): in the history as kind `restore`, cancelled by `atprectl cancel restore`, one at
+//! a time.
 
 pub mod database;
 pub mod exec;
 pub mod plan;
 pub mod remote;
+pub mod run;
 pub mod swap;
 
 use serde::{Deserialize, Serialize};
@@ -79,6 +82,10 @@ pub enum RestoreError {
     Scratch(String),
     #[error("restore cancelled; the target database was not touched")]
     Cancelled,
+    #[error("refusing to restore: another restore is running: {0}")]
+    Busy(String),
+    #[error("refusing to restore: the daemon is shutting down")]
+    ShuttingDown,
 }
 
 /// The default `pg_restore -j` of a restore.

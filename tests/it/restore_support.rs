@@ -1,12 +1,19 @@
-//! What the restore tests share: a backed-up database, per-table fingerprints, and
-//! `atprectl restore` with its exit code.
+//! What the restore tests share: a backed-up database, per-table fingerprints,
+//! `atprectl restore` with its exit code (or in the background), the restore runs in the
+//! history, and a scan of the daemon's children for secrets while a restore runs.
 
-use std::process::{Child, Command, Output};
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use nix::unistd::Pid;
+use serde_json::Value;
 
+use crate::backup_secrets::assert_no_password;
 use crate::backup_support::{DB, Fixture, backup_ok, ctl};
-use crate::harness::{CtlOutput, Daemon, DaemonBuilder};
+use crate::harness::{CtlOutput, Daemon, DaemonBuilder, process, wait_until};
 use crate::prune_support::NIGHTLY;
 
 /// The tables of the small schema, each as `(name as SQL, relation to read)`.
@@ -105,4 +112,144 @@ pub fn kill_pg_restore(victims: &[(Pid, String)], child: Child) -> Output {
         "{stderr}"
     );
     out
+}
+
+/// `atprectl restore ID ARGS` left running in the background (stdin not a terminal).
+pub fn spawn_restore(daemon: &Daemon, id: &str, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_atprectl"))
+        .env_remove("ATPRED_SOCKET")
+        .arg("--socket")
+        .arg(daemon.socket())
+        .args(["restore", id])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start atprectl restore")
+}
+
+/// Waits until pg_restore copies rows into `db` (a restore's `<to>_atpred_restoring`).
+pub fn wait_copying_into(fx: &Fixture, db: &str) {
+    let copying = || {
+        fx.pg
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+                     AND query ILIKE 'COPY%'"
+                ),
+            )
+            .trim()
+            != "0"
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), copying),
+        "pg_restore never started copying into {db}"
+    );
+}
+
+/// The restore runs in the history (`atprectl --json history restore`), newest first.
+pub fn restore_runs(daemon: &Daemon) -> Vec<Value> {
+    let out = ctl(daemon, &["--json", "history", "restore"]);
+    assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
+    let reply: Value = serde_json::from_str(out.stdout.trim()).expect("a history reply");
+    reply["runs"].as_array().expect("runs").clone()
+}
+
+/// The databases a restore into `to` could leave behind: the target, its restoring copy.
+pub fn leftovers_of(fx: &Fixture, to: &str) -> Vec<String> {
+    databases(fx)
+        .into_iter()
+        .filter(|d| d == to || d.contains("atpred_restoring"))
+        .collect()
+}
+
+/// What one child of the daemon was, as read from /proc once it had exec'd.
+#[derive(Debug, Clone)]
+pub struct SeenChild {
+    pub pid: i32,
+    pub comm: String,
+    pub cmdline: String,
+    pub environ: String,
+}
+
+/// A scan of every descendant of the daemon, running in a thread until [`ChildScan::finish`].
+pub struct ChildScan {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<SeenChild>>,
+}
+
+/// Starts watching every descendant of `daemon` (polled from /proc every millisecond, so
+/// short-lived children are caught too): each one's argv and environment are read once it
+/// has exec'd (a forked child that has not, still a copy of the daemon, is skipped until it
+/// has). [`ChildScan::finish`] judges what was seen.
+pub fn scan_children_for_secrets(daemon: &Daemon) -> ChildScan {
+    let root = daemon.pid();
+    let daemon_exe = exe_of(root.as_raw());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        let mut seen: BTreeMap<(i32, String), SeenChild> = BTreeMap::new();
+        while !stopping.load(Ordering::SeqCst) {
+            for p in process::descendants(root) {
+                let pid = p.pid.as_raw();
+                if p.state == 'Z' || seen.contains_key(&(pid, p.comm.clone())) {
+                    continue;
+                }
+                let exe = exe_of(pid);
+                if exe.is_none() || exe == daemon_exe {
+                    continue;
+                }
+                let read = |what: &str| {
+                    std::fs::read(format!("/proc/{pid}/{what}"))
+                        .map(|b| String::from_utf8_lossy(&b).replace('\0', "\n"))
+                };
+                let (Ok(cmdline), Ok(environ)) = (read("cmdline"), read("environ")) else {
+                    continue;
+                };
+                let child = SeenChild {
+                    pid,
+                    comm: p.comm.clone(),
+                    cmdline,
+                    environ,
+                };
+                seen.insert((pid, p.comm), child);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen.into_values().collect()
+    });
+    ChildScan { stop, thread }
+}
+
+fn exe_of(pid: i32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+impl ChildScan {
+    /// Stops the scan and asserts that it saw at least one child of each of `programs` (by
+    /// comm), and that no child's argv or environment held any of `canaries` or the
+    /// database password. Returns every child seen.
+    pub fn finish(self, programs: &[&str], canaries: &[&str]) -> Vec<SeenChild> {
+        self.stop.store(true, Ordering::SeqCst);
+        let seen = self.thread.join().expect("the scan thread");
+        for program in programs {
+            assert!(
+                seen.iter().any(|c| c.comm == *program),
+                "the scan never saw {program}: {:?}",
+                seen.iter().map(|c| &c.comm).collect::<Vec<_>>()
+            );
+        }
+        for child in &seen {
+            for (what, text) in [("argv", &child.cmdline), ("environment", &child.environ)] {
+                let name = format!("the {what} of {} (pid {})", child.comm, child.pid);
+                assert_no_password(&name, text);
+                for canary in canaries {
+                    assert!(!text.contains(canary), "{canary:?} is in {name}:\n{text}");
+                }
+            }
+        }
+        seen
+    }
 }
