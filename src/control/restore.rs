@@ -14,7 +14,7 @@ use crate::jobs::backup::manifest::Manifest;
 use crate::jobs::catalog::{self, InUse};
 use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
-use crate::restore::{Options, RestoreError, exec, plan, swap};
+use crate::restore::{Options, RestoreError, evidence, exec, plan, swap};
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
 pub async fn restore(
@@ -57,7 +57,8 @@ async fn run(
             "{id} failed its verification; it is not restored"
         )));
     }
-    let plan = plan::plan(&manifest, &dir, options)?;
+    let mut plan = plan::plan(&manifest, &dir, options)?;
+    plan.estimate = evidence::estimate(&config.daemon.backup_dir, &manifest);
     if plan.replace {
         swap::check_free(&config.postgres, &plan.to).await?;
     } else if let Target::NotEmpty(tables) = database::target(&config.postgres, &plan.to).await? {
@@ -99,6 +100,7 @@ async fn run(
     };
     tracing::info!(backup = id, "restoring {id} into {}", plan.to);
     let report = exec::run(&env, &plan).await?;
+    evidence::restored(&dir, &manifest, &report);
     tracing::info!(
         backup = id,
         "restored {id} into {} ({} tables, {} rows, every count checked){}",

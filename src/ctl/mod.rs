@@ -2,6 +2,7 @@
 //! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 75 busy, 76 protocol mismatch, 77
 //! not permitted).
 
+mod evidence;
 mod render;
 mod restore;
 mod retention;

@@ -10,8 +10,10 @@
 //! existing target is swapped out only then and kept under another name.
 
 pub mod database;
+pub mod evidence;
 pub mod exec;
 pub mod plan;
+pub mod smoke;
 pub mod swap;
 
 use serde::{Deserialize, Serialize};

@@ -132,6 +132,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
         identity_file: spec.verify_identity_file.as_deref(),
         parallel: spec.parallel,
         scratch_dir: Some(&ctx.config.daemon.restore_scratch_dir),
+        drill_sql: &spec.drill_sql,
     };
     manifest.verification = verify::verify(&env, partial.path(), &manifest, level).await?;
     ctx.progress("publish");
