@@ -25,7 +25,7 @@ pub fn print(response: &Response) {
         Response::Backups { backups } => self::backups(backups, now),
         Response::Manifest { manifest, evidence } => {
             serde_json::to_string_pretty(manifest).unwrap_or_default()
-                + "\n"
+                + "\n\n"
                 + &super::evidence::render(evidence.as_ref(), now)
         }
         Response::Fetched {

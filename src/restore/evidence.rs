@@ -248,6 +248,55 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap().last_drill, Some(drill(true, 3)));
     }
 
+    /// A published backup `id` of job `nightly` holding `bytes` bytes, in `backup_dir`.
+    fn backup(backup_dir: &Path, id: &str, bytes: u64) -> Manifest {
+        let m: Manifest = serde_json::from_value(serde_json::json!({
+            "manifest_version": 1, "id": id, "job": "nightly", "database": "app",
+            "server": { "host": "/run/postgresql", "port": 5432, "version": "15" },
+            "pg_dump_version": "15", "format": "custom",
+            "compression": { "method": "zstd", "level": 3 }, "encryption": null,
+            "options": {}, "started": "2026-12-05T08:00:00Z", "finished": "2026-12-05T08:00:01Z",
+            "duration_ms": 1000, "bytes": bytes,
+            "files": [{ "path": "database.backup", "bytes": bytes, "sha256": "00" }],
+            "table_count": 0, "tables": {},
+            "verification": { "level": "full", "at": "2026-12-05T08:00:01Z",
+                              "outcome": "passed", "details": "" },
+            "daemon_version": "0"
+        }))
+        .unwrap();
+        let dir = backup_dir.join(id);
+        std::fs::create_dir(&dir).unwrap();
+        m.write(&dir).unwrap();
+        m
+    }
+
+    #[test]
+    fn the_estimate_comes_from_this_backup_else_from_another_of_its_job_scaled() {
+        let root = tempfile::tempdir().unwrap();
+        let old = backup(root.path(), "20261204T080000Z-nightly", 1000);
+        let new = backup(root.path(), "20261205T080000Z-nightly", 3000);
+        assert_eq!(estimate(root.path(), &new), None, "no drill yet");
+        drilled(&root.path().join(&old.id), drill(false, 1));
+        assert_eq!(
+            estimate(root.path(), &new),
+            None,
+            "a failed drill is no estimate"
+        );
+        drilled(&root.path().join(&old.id), drill(true, 2));
+        let scaled = estimate(root.path(), &new).unwrap();
+        assert_eq!(scaled.millis, 4500, "{scaled:?}");
+        assert!(
+            scaled.basis.contains("scaled by size (3.00x)"),
+            "{scaled:?}"
+        );
+        drilled(&root.path().join(&new.id), drill(true, 3));
+        let own = estimate(root.path(), &new).unwrap();
+        assert_eq!(
+            (own.millis, own.basis.as_str()),
+            (1500, "the last drill of this backup")
+        );
+    }
+
     #[test]
     fn timing_takes_the_newer_of_restore_and_passed_drill() {
         let mut e = Evidence {
