@@ -8,6 +8,7 @@
 //! leaves no `<id>/`: the partial folder is removed by its guard, or at the next start-up.
 
 mod copy;
+mod drill;
 pub mod dump;
 pub mod globals;
 pub mod manifest;

@@ -16,16 +16,14 @@ use std::time::Instant;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use super::drill::{self, Facts, finish};
 use super::manifest::{FileSum, Manifest, Verification, VerifyOutcome};
 use super::scratch_db::Scratch;
-use super::snapshot;
 use super::stream;
 use crate::config::{Compression, DrillSql, DumpFormat, PostgresConfig, VerifyLevel};
 use crate::jobs::JobError;
 use crate::pg;
 use crate::process::{self, ProcessError, ProcessSpec};
-use crate::restore::evidence::{self, Drill};
-use crate::restore::smoke::{self, SmokeResult};
 
 /// Where and how to verify.
 pub struct VerifyEnv<'a> {
@@ -40,14 +38,6 @@ pub struct VerifyEnv<'a> {
     pub scratch_dir: Option<&'a Path>,
     /// The job's smoke queries, run by a restore drill after the row counts matched.
     pub drill_sql: &'a [DrillSql],
-}
-
-/// What a restore drill found in its scratch database, for its evidence.
-#[derive(Default)]
-struct Facts {
-    tables: usize,
-    rows: i64,
-    smoke: Vec<SmokeResult>,
 }
 
 /// Verifies the backup in `dir` described by `manifest` at `level`. Only cancellation is an
@@ -79,19 +69,7 @@ pub async fn verify(
         details,
     };
     if level == VerifyLevel::Restore {
-        evidence::drilled(
-            dir,
-            Drill {
-                at: verification.at,
-                duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-                passed: outcome == VerifyOutcome::Passed,
-                tables: facts.tables,
-                rows: facts.rows,
-                data_age_seconds: evidence::data_age(manifest, verification.at),
-                smoke: facts.smoke,
-                details: verification.details.clone(),
-            },
-        );
+        drill::record(dir, manifest, &verification, t0, facts);
     }
     Ok(verification)
 }
@@ -101,7 +79,7 @@ pub(super) enum Found {
     Problem(VerifyLevel, String),
 }
 
-type Checked = Result<(VerifyLevel, String), Found>;
+pub(super) type Checked = Result<(VerifyLevel, String), Found>;
 
 async fn custom(
     env: &VerifyEnv<'_>,
@@ -330,87 +308,6 @@ fn restore_outcome(
         )),
         Ok(_) => Ok(()),
     }
-}
-
-/// Checks the scratch database after a restore (row counts, then the smoke queries), then
-/// drops it whatever happened.
-async fn finish(
-    env: &VerifyEnv<'_>,
-    level: VerifyLevel,
-    result: Result<(), Found>,
-    scratch: Option<Scratch>,
-    m: &Manifest,
-    note: String,
-    facts: &mut Facts,
-) -> Checked {
-    let Some(scratch) = scratch else {
-        return result.map(|()| {
-            (
-                level,
-                format!("{note}pg_restore read the whole archive; checksums match"),
-            )
-        });
-    };
-    let checked = match result {
-        Ok(()) => check_drill(env, &scratch, m, facts).await,
-        Err(f) => Err(f),
-    };
-    scratch.drop_db().await;
-    checked.map(|summary| (level, format!("{note}{summary}")))
-}
-
-/// The row counts against the dump's snapshot, then the job's `drill-sql`.
-async fn check_drill(
-    env: &VerifyEnv<'_>,
-    scratch: &Scratch,
-    m: &Manifest,
-    facts: &mut Facts,
-) -> Result<String, Found> {
-    let level = VerifyLevel::Restore;
-    let counts = scratch
-        .count()
-        .await
-        .map_err(|e| Found::Problem(level, e))?;
-    facts.tables = counts.len();
-    facts.rows = counts.values().sum();
-    let problems = snapshot::compare(&m.tables, &counts);
-    if !problems.is_empty() {
-        return Err(Found::Problem(
-            level,
-            format!("row counts differ after restore: {}", problems.join("; ")),
-        ));
-    }
-    facts.smoke = smoke::run(env.restore_target, &scratch.name, env.drill_sql).await;
-    let failed: Vec<String> = facts
-        .smoke
-        .iter()
-        .filter(|s| !s.passed)
-        .map(SmokeResult::describe)
-        .collect();
-    if !failed.is_empty() {
-        return Err(Found::Problem(
-            level,
-            format!(
-                "restored {} tables and every row count matches, but {} of {} smoke queries \
-                 failed: {}",
-                counts.len(),
-                failed.len(),
-                facts.smoke.len(),
-                failed.join("; ")
-            ),
-        ));
-    }
-    let smoke = match facts.smoke.len() {
-        0 => String::new(),
-        n => format!(
-            "; {n} drill-sql quer{} passed",
-            if n == 1 { "y" } else { "ies" }
-        ),
-    };
-    Ok(format!(
-        "restored {} tables; every row count matches the dump's snapshot{smoke}",
-        counts.len()
-    ))
 }
 
 /// Re-reads the files listed after a custom dump (`globals.sql`): the dump's own pass below
