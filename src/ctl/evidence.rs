@@ -6,12 +6,22 @@ use chrono::{DateTime, Utc};
 use crate::restore::evidence::{Drill, Estimate, Evidence};
 use crate::timefmt;
 
-/// The evidence lines; says so when the backup was never drilled or restored.
-pub fn render(evidence: Option<&Evidence>, now: DateTime<Utc>) -> String {
+/// The evidence lines; says so when the backup was never drilled or restored. A backup
+/// drilled at backup time before evidence was recorded shows its manifest's verification.
+pub fn render(
+    evidence: Option<&Evidence>,
+    manifest: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> String {
     let e = evidence.cloned().unwrap_or_default();
     let mut out = String::new();
+    let v = &manifest["verification"];
     match &e.last_drill {
         Some(d) => out.push_str(&drill("last drill", d, now)),
+        None if v["level"] == "restore" => out.push_str(&format!(
+            "last drill: at backup time, {} (no evidence recorded; see verification above)\n",
+            v["outcome"].as_str().unwrap_or("?")
+        )),
         None => out.push_str("last drill: none recorded\n"),
     }
     if let (Some(p), Some(d)) = (&e.last_passed_drill, &e.last_drill)
@@ -75,4 +85,27 @@ pub fn estimate(estimate: Option<&Estimate>) -> String {
 
 fn stamp(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%SZ").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_evidence_the_manifest_says_whether_a_drill_was_made() {
+        let now = Utc::now();
+        let drilled =
+            serde_json::json!({ "verification": { "level": "restore", "outcome": "passed" } });
+        let checked =
+            serde_json::json!({ "verification": { "level": "full", "outcome": "passed" } });
+        assert_eq!(
+            render(None, &drilled, now),
+            "last drill: at backup time, passed (no evidence recorded; see verification above)\n\
+             last restore: none recorded\n"
+        );
+        assert_eq!(
+            render(None, &checked, now),
+            "last drill: none recorded\nlast restore: none recorded\n"
+        );
+    }
 }

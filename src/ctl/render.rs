@@ -26,7 +26,7 @@ pub fn print(response: &Response) {
         Response::Manifest { manifest, evidence } => {
             serde_json::to_string_pretty(manifest).unwrap_or_default()
                 + "\n\n"
-                + &super::evidence::render(evidence.as_ref(), now)
+                + &super::evidence::render(evidence.as_ref(), manifest, now)
         }
         Response::Fetched {
             id,
