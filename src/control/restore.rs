@@ -16,7 +16,7 @@ use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
 use crate::restore::plan::RestorePlan;
 use crate::restore::run::RestoreRun;
-use crate::restore::{Options, RestoreError, exec, plan, swap};
+use crate::restore::{Options, RestoreError, evidence, exec, plan, swap};
 use crate::runner::Runner;
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
@@ -66,7 +66,7 @@ async fn start(
         _ => None,
     });
     let out = out.clone();
-    run.spawn(move |run| execute(run, config, plan, identity, claim, out));
+    run.spawn(move |run| execute(run, config, manifest, plan, identity, claim, out));
     Ok(())
 }
 
@@ -90,7 +90,8 @@ async fn prepare(
             "{id} failed its verification; it is not restored"
         )));
     }
-    let plan = plan::plan(&manifest, &dir, options)?;
+    let mut plan = plan::plan(&manifest, &dir, options)?;
+    plan.estimate = evidence::estimate(&config.daemon.backup_dir, &manifest);
     if plan.replace {
         swap::check_free(&config.postgres, &plan.to).await?;
     } else if let Target::NotEmpty(tables) = database::target(&config.postgres, &plan.to).await? {
@@ -107,6 +108,7 @@ async fn prepare(
 async fn execute(
     run: RestoreRun,
     config: Arc<Config>,
+    manifest: Manifest,
     plan: RestorePlan,
     identity: Option<PathBuf>,
     claim: Claim,
@@ -130,6 +132,12 @@ async fn execute(
     span.in_scope(|| tracing::info!("restoring {} into {}", plan.id, plan.to));
     let result = exec::run(&env, &plan).instrument(span).await;
     drop(claim);
+    if let (Ok(report), Some(dir)) = (
+        &result,
+        catalog::path_of(&config.daemon.backup_dir, &plan.id),
+    ) {
+        evidence::restored(&dir, &manifest, report);
+    }
     run.finish(&result).await;
     let answer = match result {
         Ok(report) => Response::Restored { report },

@@ -23,8 +23,10 @@ pub fn print(response: &Response) {
         Response::Cancelling { run_id } => format!("cancelling run {run_id}\n"),
         Response::Reloaded { jobs } => format!("configuration reloaded: {jobs} job(s)\n"),
         Response::Backups { backups } => self::backups(backups, now),
-        Response::Manifest { manifest } => {
-            serde_json::to_string_pretty(manifest).unwrap_or_default() + "\n"
+        Response::Manifest { manifest, evidence } => {
+            serde_json::to_string_pretty(manifest).unwrap_or_default()
+                + "\n\n"
+                + &super::evidence::render(evidence.as_ref(), manifest, now)
         }
         Response::Fetched {
             id,
@@ -86,8 +88,9 @@ fn restore_plan(plan: &crate::restore::plan::RestorePlan) -> String {
         out.push_str(&format!("  {}. {step}\n", i + 1));
     }
     out.push_str(&format!(
-        "scratch space needed: {}\ntables ({}):\n",
+        "scratch space needed: {}\n{}tables ({}):\n",
         crate::jobs::backup::dump::mib(plan.scratch_bytes),
+        super::evidence::estimate(plan.estimate.as_ref()),
         plan.expected.len()
     ));
     for (table, rows) in &plan.expected {

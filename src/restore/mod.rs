@@ -12,9 +12,11 @@
 //! a time.
 
 pub mod database;
+pub mod evidence;
 pub mod exec;
 pub mod plan;
 pub mod run;
+pub mod smoke;
 pub mod swap;
 
 use serde::{Deserialize, Serialize};

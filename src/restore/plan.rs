@@ -57,6 +57,10 @@ pub struct RestorePlan {
     pub scratch_bytes: u64,
     /// The steps, in words.
     pub steps: Vec<String>,
+    /// How long it should take, from the evidence of earlier drills and restores (filled in by
+    /// the handler: planning reads no files).
+    #[serde(default)]
+    pub estimate: Option<super::evidence::Estimate>,
 }
 
 pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePlan, RestoreError> {
@@ -165,6 +169,7 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
         create_schemas,
         scratch_bytes,
         steps,
+        estimate: None,
     })
 }
 

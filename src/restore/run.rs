@@ -10,7 +10,6 @@
 //! `DATABASE` (the target).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use tracing::Instrument;
@@ -126,21 +125,10 @@ impl RestoreRun {
             details["report"] = json!(report);
         }
         let span = self.span.clone();
-        let record = self
-            .run
+        self.run
             .finish(outcome, message, details)
             .instrument(span)
-            .await;
-        observe(
-            &self.metrics,
-            &Evidence {
-                kind: "restore",
-                backup_job: &self.backup_job,
-                duration: Duration::from_millis(record.duration_ms),
-                outcome,
-            },
-        );
-        record
+            .await
     }
 }
 
@@ -156,30 +144,6 @@ fn refused(e: BeginError) -> RestoreError {
 /// The reserved job name restores run under.
 pub fn job_name() -> JobName {
     JobName::reserved(RESTORE_JOB)
-}
-
-/// What the metrics learn of a finished restore or restore drill.
-pub struct Evidence<'a> {
-    /// `restore` or `drill`.
-    pub kind: &'static str,
-    /// The job whose backup was restored.
-    pub backup_job: &'a str,
-    pub duration: Duration,
-    pub outcome: Outcome,
-}
-
-/// The metrics hook, called once for every finished restore (and meant for drills too): the
-/// place for `atpred_restore_duration_seconds{job, kind}` and the drill's timestamp.
-pub fn observe(metrics: &RunMetrics, evidence: &Evidence<'_>) {
-    let _ = metrics;
-    tracing::debug!(
-        kind = evidence.kind,
-        backup_job = evidence.backup_job,
-        outcome = evidence.outcome.as_str(),
-        "{} took {:.3} s",
-        evidence.kind,
-        evidence.duration.as_secs_f64()
-    );
 }
 
 fn describe(r: &Report) -> String {

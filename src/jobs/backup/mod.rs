@@ -8,6 +8,7 @@
 //! leaves no `<id>/`: the partial folder is removed by its guard, or at the next start-up.
 
 mod copy;
+mod drill;
 pub mod dump;
 pub mod globals;
 pub mod manifest;
@@ -132,6 +133,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
         identity_file: spec.verify_identity_file.as_deref(),
         parallel: spec.parallel,
         scratch_dir: Some(&ctx.config.daemon.restore_scratch_dir),
+        drill_sql: &spec.drill_sql,
     };
     manifest.verification = verify::verify(&env, partial.path(), &manifest, level).await?;
     ctx.progress("publish");
