@@ -19,7 +19,6 @@ use super::exec::Report;
 use super::plan::RestorePlan;
 use crate::config::{Kind, RESTORE_JOB};
 use crate::ids::{JobName, RunId};
-use crate::metrics::RunMetrics;
 use crate::protocol::{Outcome, RunRecord, Trigger};
 use crate::runner::Runner;
 use crate::runner::external::{BeginError, ExternalRun};
@@ -27,7 +26,6 @@ use crate::runner::external::{BeginError, ExternalRun};
 /// A restore in progress.
 pub struct RestoreRun {
     run: ExternalRun,
-    metrics: RunMetrics,
     span: tracing::Span,
     backup: String,
     backup_job: String,
@@ -51,7 +49,6 @@ impl RestoreRun {
         span.in_scope(|| tracing::info!(trigger = Trigger::Manual.as_str(), "run started"));
         Ok(RestoreRun {
             run,
-            metrics: runner.metrics().clone(),
             span,
             backup: plan.id.clone(),
             backup_job: backup_job.to_owned(),
@@ -88,7 +85,6 @@ impl RestoreRun {
     {
         let RestoreRun {
             run,
-            metrics,
             span,
             backup,
             backup_job,
@@ -97,7 +93,6 @@ impl RestoreRun {
         run.spawn(move |run| {
             work(RestoreRun {
                 run,
-                metrics,
                 span,
                 backup,
                 backup_job,
@@ -106,8 +101,7 @@ impl RestoreRun {
         });
     }
 
-    /// Records how the restore ended: the run record (history, completion log line), and the
-    /// metrics hook.
+    /// Records how the restore ended: the run record (history, completion log line).
     pub async fn finish(self, result: &Result<Report, RestoreError>) -> RunRecord {
         let (outcome, message) = match result {
             Ok(r) => (Outcome::Succeeded, describe(r)),
