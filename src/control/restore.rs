@@ -14,7 +14,7 @@ use crate::jobs::backup::manifest::Manifest;
 use crate::jobs::catalog::{self, InUse};
 use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
-use crate::restore::{Options, RestoreError, exec, plan, swap};
+use crate::restore::{Options, RestoreError, exec, globals, plan, swap};
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
 pub async fn restore(
@@ -57,7 +57,8 @@ async fn run(
             "{id} failed its verification; it is not restored"
         )));
     }
-    let plan = plan::plan(&manifest, &dir, options)?;
+    let target_cluster = database::system_identifier(&config.postgres).await?;
+    let plan = plan::plan(&manifest, &dir, options, target_cluster.as_deref())?;
     if plan.replace {
         swap::check_free(&config.postgres, &plan.to).await?;
     } else if let Target::NotEmpty(tables) = database::target(&config.postgres, &plan.to).await? {
@@ -67,9 +68,20 @@ async fn run(
         });
     }
     exec::preflight(&config.daemon.restore_scratch_dir, plan.scratch_bytes)?;
+    let identity: Option<PathBuf> = config.jobs.values().find_map(|j| match &j.spec {
+        JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
+        _ => None,
+    });
     if dry_run {
+        let globals = match &plan.globals {
+            Some(file) => {
+                Some(globals::preview(&config.postgres, file, identity.as_deref()).await?)
+            }
+            None => None,
+        };
         return Ok(Response::RestorePlan {
             plan: Box::new(plan),
+            globals,
         });
     }
     // Retention must not remove it while it is read.
@@ -78,10 +90,6 @@ async fn run(
             "backup {id} is being verified or removed right now"
         ))
     })?;
-    let identity: Option<PathBuf> = config.jobs.values().find_map(|j| match &j.spec {
-        JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
-        _ => None,
-    });
     let run_id = RunId::new(Utc::now());
     let progress = |message: String| {
         let _ = out.send(Response::Progress {

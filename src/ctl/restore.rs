@@ -33,6 +33,7 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
             schemas: args.schema.clone(),
             tables: args.table.clone(),
             replace: args.replace,
+            globals: args.globals,
         },
         dry_run: args.dry_run,
     })
@@ -55,4 +56,16 @@ fn confirm(to: &str) -> Result<(), u8> {
         return Err(EXIT_NOT_CONFIRMED);
     }
     Ok(())
+}
+
+/// The globals report of a restore or its dry run: the counts, then one line per item.
+pub fn globals_lines(items: Option<&[crate::restore::globals::Item]>) -> String {
+    let Some(items) = items else {
+        return String::new();
+    };
+    let mut out = format!("{}\n", crate::restore::globals::summary(items));
+    for item in items {
+        out.push_str(&format!("  {}\n", crate::restore::globals::line(item)));
+    }
+    out
 }

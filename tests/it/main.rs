@@ -94,6 +94,7 @@ mod prune_offline;
 mod prune_plan;
 mod prune_support;
 mod restore_drill;
+mod restore_globals;
 mod restore_kill;
 mod restore_new;
 mod restore_refusals;
