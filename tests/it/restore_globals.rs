@@ -3,8 +3,10 @@
 //! reported and left as it was; without `--globals` the restore still works (everything owned
 //! by the restoring role). The source-database refusal holds on the source cluster only. With
 //! CREATEROLE but no superuser, what cannot be done is reported, and a restore that cannot keep
-//! owners fails cleanly and drops the roles it created.
+//! owners fails cleanly and drops the roles it created. From an encrypted backup with kept
+//! password hashes, the password works on the new cluster and the hash is in no reply or log.
 
+use crate::backup_encryption::{keygen, require_age};
 use crate::backup_support::{DB, Fixture, PASSWORD, ROLE, backup_ok, manifest};
 use crate::harness::{self, Daemon, PgServer};
 use crate::prune_support::NIGHTLY;
@@ -220,7 +222,8 @@ fn databases_of(pg: &PgServer) -> Vec<String> {
 }
 
 #[test]
-fn restore_globals_keeps_kept_passwords_and_out_of_logs() {
+fn restore_globals_from_an_encrypted_backup_keeps_passwords_and_out_of_logs() {
+    require_age();
     let fx = Fixture::new();
     fx.pg.psql(
         "postgres",
@@ -231,12 +234,16 @@ fn restore_globals_keeps_kept_passwords_and_out_of_logs() {
         "SELECT rolpassword FROM pg_authid WHERE rolname = 'app_login'",
     );
     assert!(hash.starts_with("SCRAM-SHA-256$"), "{hash}");
-    let source = fx
-        .daemon(
-            "[jobs.withpw]\nkind = \"backup\"\nverify = \"checksum\"\nglobals-passwords = true\n",
-        )
-        .spawn();
+    // Encrypted: globals.sql.age, decrypted in memory with the job's verify-identity-file.
+    let (key, public) = keygen(fx.dir.path());
+    let job = format!(
+        "[jobs.withpw]\nkind = \"backup\"\nverify = \"checksum\"\nglobals-passwords = true\n\
+         encrypt-to = [\"{public}\"]\nverify-identity-file = \"{}\"\n",
+        key.display()
+    );
+    let source = fx.daemon(&job).spawn();
     let id = backup_ok(&source, "withpw");
+    assert!(fx.backup_dir().join(&id).join("globals.sql.age").is_file());
 
     let dir = harness::tempdir();
     let fresh = PgServer::start_with_password_auth();
@@ -245,6 +252,7 @@ fn restore_globals_keeps_kept_passwords_and_out_of_logs() {
     let daemon = Daemon::builder(dir.path())
         .postgres(&fresh, ROLE, PASSWORD, DB)
         .backup_dir(&fx.backup_dir())
+        .toml(&job)
         .set("daemon", "log-level", "\"debug\"")
         .spawn();
     let out = restore(&daemon, &id, &["--to", "copy", "--globals", "--yes"]);
