@@ -16,7 +16,7 @@ use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
 use crate::restore::plan::RestorePlan;
 use crate::restore::run::RestoreRun;
-use crate::restore::{Options, RestoreError, evidence, exec, plan, swap};
+use crate::restore::{Options, RestoreError, evidence, exec, globals, plan, swap};
 use crate::runner::Runner;
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
@@ -48,9 +48,20 @@ async fn start(
         RestoreRun::check_free(runner)?;
     }
     let (manifest, plan) = prepare(&config, id, options).await?;
+    let identity: Option<PathBuf> = config.jobs.values().find_map(|j| match &j.spec {
+        JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
+        _ => None,
+    });
     if dry_run {
+        let globals = match &plan.globals {
+            Some(file) => {
+                Some(globals::preview(&config.postgres, file, identity.as_deref()).await?)
+            }
+            None => None,
+        };
         let _ = out.send(Response::RestorePlan {
             plan: Box::new(plan),
+            globals,
         });
         return Ok(());
     }
@@ -61,10 +72,6 @@ async fn start(
         ))
     })?;
     let run = RestoreRun::begin(runner, &plan, &manifest.job)?;
-    let identity: Option<PathBuf> = config.jobs.values().find_map(|j| match &j.spec {
-        JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
-        _ => None,
-    });
     let out = out.clone();
     run.spawn(move |run| execute(run, config, manifest, plan, identity, claim, out));
     Ok(())
@@ -90,7 +97,8 @@ async fn prepare(
             "{id} failed its verification; it is not restored"
         )));
     }
-    let mut plan = plan::plan(&manifest, &dir, options)?;
+    let target_cluster = database::system_identifier(&config.postgres).await?;
+    let mut plan = plan::plan(&manifest, &dir, options, target_cluster.as_deref())?;
     plan.estimate = evidence::estimate(&config.daemon.backup_dir, &manifest);
     if plan.replace {
         swap::check_free(&config.postgres, &plan.to).await?;

@@ -49,10 +49,12 @@ pub fn print(response: &Response) {
             verification["details"].as_str().unwrap_or("")
         ),
         Response::Health { checks } => health(checks, now),
-        Response::RestorePlan { plan } => restore_plan(plan),
+        Response::RestorePlan { plan, globals } => {
+            restore_plan(plan) + &super::restore::globals_lines(globals.as_deref())
+        }
         Response::Restored { report: r } => format!(
             "restored {} into {}: {} tables, {} rows, every row count matches the dump's \
-             snapshot ({:.1} s; pg_restore -j {}; {} of scratch space)\n{}",
+             snapshot ({:.1} s; pg_restore -j {}; {} of scratch space)\n{}{}",
             r.id,
             r.database,
             r.tables,
@@ -63,7 +65,8 @@ pub fn print(response: &Response) {
             r.replaced.as_ref().map_or_else(String::new, |k| format!(
                 "the old {} is kept as {k}; drop it when no longer needed\n",
                 r.database
-            ))
+            )),
+            super::restore::globals_lines(r.globals.as_deref())
         ),
         Response::PinState { id, pin, offsite } => format!(
             "backup {id}: {}{}\n",

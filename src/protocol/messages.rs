@@ -171,6 +171,9 @@ pub enum Response {
     /// The answer to `restore` with `dry_run`: what it would do.
     RestorePlan {
         plan: Box<crate::restore::plan::RestorePlan>,
+        /// With `--globals`: what applying `globals.sql` would do on the target now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        globals: Option<Vec<crate::restore::globals::Item>>,
     },
     /// The answer to `restore`: done, every row count checked.
     Restored {

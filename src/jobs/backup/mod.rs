@@ -58,6 +58,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
     let client = cancellable(ctx, pg::connect(&source, &spec.dbname))
         .await?
         .map_err(transient)?;
+    let system_identifier = cancellable(ctx, pg::identity::system_identifier(&client)).await?;
     let snap = cancellable(ctx, snapshot::begin(client))
         .await?
         .map_err(transient)?;
@@ -102,6 +103,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
             host: source.host.clone(),
             port: source.port,
             version: snap.server_version.clone(),
+            system_identifier,
         },
         pg_dump_version,
         format: spec.format,
