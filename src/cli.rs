@@ -193,6 +193,10 @@ pub struct RestoreArgs {
     /// checks, its other sessions terminated, the old one kept as DBNAME_atpred_replaced.
     #[arg(long)]
     pub replace: bool,
+    /// Apply the backup's globals.sql first (roles the cluster lacks, with their settings and
+    /// memberships; existing roles are skipped) and keep owners and grants.
+    #[arg(long)]
+    pub globals: bool,
     /// Print the plan (tables, row counts, scratch space) and change nothing.
     #[arg(long)]
     pub dry_run: bool,

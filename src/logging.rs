@@ -18,6 +18,13 @@ use crate::config::LogTarget;
 /// Returns a note to log once logging is up (e.g. why journald was not used).
 pub fn init(target: LogTarget, level: &str) -> Option<String> {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // tokio-postgres's debug lines quote every SQL text it sends, and `restore --globals`
+    // sends `CREATE ROLE … PASSWORD '<hash>'` when the backup kept the hashes: never below info.
+    let verbose = level.contains("debug") || level.contains("trace");
+    let filter = match "tokio_postgres=info".parse() {
+        Ok(directive) if verbose => filter.add_directive(directive),
+        _ => filter,
+    };
     let want_journald = match target {
         LogTarget::Journald => true,
         LogTarget::Stderr => false,

@@ -24,6 +24,7 @@ pub(super) const KEYS: &[&str] = &[
     "offsite",
     "run-on",
     "globals-passwords",
+    "drill-sql",
 ];
 
 /// `kind = "backup"`: one database dumped with pg_dump, verified, published atomically.
@@ -49,6 +50,8 @@ pub struct BackupSpec {
     pub run_on: RunOn,
     /// `globals.sql` keeps role passwords (needs a role that can read `pg_authid`).
     pub globals_passwords: bool,
+    /// Smoke queries every restore drill runs in its scratch database.
+    pub drill_sql: Vec<super::drill_sql::DrillSql>,
 }
 
 /// `run-on`: a backup runs only when its source server is of this kind; otherwise the tick is
@@ -169,6 +172,7 @@ pub(super) fn validate(
             )
         })?,
     };
+    let drill_sql = super::drill_sql::validate(check, key, raw.drill_sql.clone())?;
     let verify_every = match raw.verify_every.as_deref() {
         None => None,
         Some(v) => Some(check.duration(&k("verify-every"), Some(v), Duration::ZERO)?),
@@ -258,6 +262,7 @@ pub(super) fn validate(
         min_free_after,
         offsite: raw.offsite.filter(|o| !o.is_empty()),
         globals_passwords: raw.globals_passwords.unwrap_or(false),
+        drill_sql,
     })
 }
 

@@ -8,6 +8,7 @@
 
 mod backup;
 mod coordination;
+mod drill_sql;
 mod error;
 mod health;
 mod jobs;
@@ -28,6 +29,7 @@ use chrono_tz::Tz;
 
 pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel};
 pub use coordination::{Backend, CoordinationConfig};
+pub use drill_sql::DrillSql;
 pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;

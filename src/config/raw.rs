@@ -159,6 +159,8 @@ pub struct RawJob {
     pub run_on: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub globals_passwords: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill_sql: Option<Vec<super::drill_sql::RawDrillSql>>,
     // kind = "prune"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<i64>,

@@ -74,7 +74,10 @@ pub fn show(config: &Config, id: &str) -> Response {
     match std::fs::read(dir.join(crate::jobs::backup::manifest::MANIFEST))
         .map(|b| serde_json::from_slice(&b))
     {
-        Ok(Ok(manifest)) => Response::Manifest { manifest },
+        Ok(Ok(manifest)) => Response::Manifest {
+            manifest,
+            evidence: crate::restore::evidence::read(&dir),
+        },
         Ok(Err(e)) => error(ErrorCode::Internal, format!("{id}: invalid manifest: {e}")),
         Err(e) => error(ErrorCode::Internal, format!("{id}: {e}")),
     }
@@ -122,6 +125,7 @@ pub async fn verify(
         identity_file: spec.and_then(|s| s.verify_identity_file.as_deref()),
         parallel: spec.map_or(1, |s| s.parallel),
         scratch_dir: Some(&config.daemon.restore_scratch_dir),
+        drill_sql: spec.map_or(&[][..], |s| s.drill_sql.as_slice()),
     };
     let level = level.unwrap_or(VerifyLevel::Full);
     tracing::info!(backup = id, "verifying backup {id} ({level:?}) on request");

@@ -18,7 +18,7 @@ use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
 use crate::restore::plan::RestorePlan;
 use crate::restore::run::RestoreRun;
-use crate::restore::{Options, RestoreError, exec, plan, remote, swap};
+use crate::restore::{Options, RestoreError, evidence, exec, globals, plan, remote, swap};
 use crate::runner::Runner;
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
@@ -63,8 +63,15 @@ async fn start(
         identity,
     } = prepare(&config, id, options).await?;
     if dry_run {
+        let globals = match &plan.globals {
+            Some(file) => {
+                Some(globals::preview(&config.postgres, file, identity.as_deref()).await?)
+            }
+            None => None,
+        };
         let _ = out.send(Response::RestorePlan {
             plan: Box::new(plan),
+            globals,
         });
         return Ok(());
     }
@@ -77,7 +84,7 @@ async fn start(
     let run = RestoreRun::begin(runner, &plan, &manifest.job)?;
     let source = Source { remote, identity };
     let out = out.clone();
-    run.spawn(move |run| execute(run, config, plan, source, claim, out));
+    run.spawn(move |run| execute(run, config, manifest, plan, source, claim, out));
     Ok(())
 }
 
@@ -99,16 +106,20 @@ struct Prepared {
 /// The backup's manifest and the restore's plan (from backup-dir, or from the copy at the
 /// offsite target `options.target`), after every refusal.
 async fn prepare(config: &Config, id: &str, options: &Options) -> Result<Prepared, RestoreError> {
-    let (manifest, plan, remote) = match &options.target {
+    let cluster = database::system_identifier(&config.postgres).await?;
+    let cluster = cluster.as_deref();
+    let (manifest, mut plan, remote) = match &options.target {
         None => {
-            let (manifest, plan) = local(config, id, options)?;
+            let (manifest, plan) = local(config, id, options, cluster)?;
             (manifest, plan, None)
         }
         Some(name) => {
-            let (remote, manifest, plan) = remote::prepare(config, name, id, options).await?;
+            let (remote, manifest, plan) =
+                remote::prepare(config, name, id, options, cluster).await?;
             (manifest, plan, Some(remote))
         }
     };
+    plan.estimate = evidence::estimate(&config.daemon.backup_dir, &manifest);
     if options.identity.is_some() && !manifest.encrypted() {
         return Err(RestoreError::BadRequest(format!(
             "{id} is not encrypted: restore it without --identity"
@@ -147,6 +158,7 @@ fn local(
     config: &Config,
     id: &str,
     options: &Options,
+    target_cluster: Option<&str>,
 ) -> Result<(Manifest, RestorePlan), RestoreError> {
     let unknown = || {
         let names: Vec<&str> = config.offsite.keys().map(String::as_str).collect();
@@ -171,7 +183,7 @@ fn local(
             "{id} failed its verification; it is not restored"
         )));
     }
-    let plan = plan::plan(&manifest, &dir, options)?;
+    let plan = plan::plan(&manifest, &dir, options, target_cluster)?;
     Ok((manifest, plan))
 }
 
@@ -179,6 +191,7 @@ fn local(
 async fn execute(
     run: RestoreRun,
     config: Arc<Config>,
+    manifest: Manifest,
     plan: RestorePlan,
     source: Source,
     claim: Claim,
@@ -206,6 +219,12 @@ async fn execute(
     span.in_scope(|| tracing::info!("restoring {}{from} into {}", plan.id, plan.to));
     let result = exec::run(&env, &plan).instrument(span).await;
     drop(claim);
+    if let (Ok(report), Some(dir)) = (
+        &result,
+        catalog::path_of(&config.daemon.backup_dir, &plan.id),
+    ) {
+        evidence::restored(&dir, &manifest, report);
+    }
     run.finish(&result).await;
     let answer = match result {
         Ok(report) => Response::Restored { report },

@@ -3,6 +3,7 @@
 //! running), 76 protocol mismatch, 77 not permitted; 10-15 restore refusals and 130 Ctrl-C
 //! while following a restore, in [`restore`]).
 
+mod evidence;
 mod render;
 mod restore;
 mod retention;

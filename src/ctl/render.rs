@@ -23,8 +23,10 @@ pub fn print(response: &Response) {
         Response::Cancelling { run_id } => format!("cancelling run {run_id}\n"),
         Response::Reloaded { jobs } => format!("configuration reloaded: {jobs} job(s)\n"),
         Response::Backups { backups } => self::backups(backups, now),
-        Response::Manifest { manifest } => {
-            serde_json::to_string_pretty(manifest).unwrap_or_default() + "\n"
+        Response::Manifest { manifest, evidence } => {
+            serde_json::to_string_pretty(manifest).unwrap_or_default()
+                + "\n\n"
+                + &super::evidence::render(evidence.as_ref(), manifest, now)
         }
         Response::Fetched {
             id,
@@ -47,10 +49,12 @@ pub fn print(response: &Response) {
             verification["details"].as_str().unwrap_or("")
         ),
         Response::Health { checks } => health(checks, now),
-        Response::RestorePlan { plan } => restore_plan(plan),
+        Response::RestorePlan { plan, globals } => {
+            restore_plan(plan) + &super::restore::globals_lines(globals.as_deref())
+        }
         Response::Restored { report: r } => format!(
             "restored {} into {}: {} tables, {} rows, every row count matches the dump's \
-             snapshot ({:.1} s; pg_restore -j {}; {} of scratch space)\n{}",
+             snapshot ({:.1} s; pg_restore -j {}; {} of scratch space)\n{}{}",
             r.id,
             r.database,
             r.tables,
@@ -61,7 +65,8 @@ pub fn print(response: &Response) {
             r.replaced.as_ref().map_or_else(String::new, |k| format!(
                 "the old {} is kept as {k}; drop it when no longer needed\n",
                 r.database
-            ))
+            )),
+            super::restore::globals_lines(r.globals.as_deref())
         ),
         Response::PinState { id, pin, offsite } => format!(
             "backup {id}: {}{}\n",
@@ -86,8 +91,9 @@ fn restore_plan(plan: &crate::restore::plan::RestorePlan) -> String {
         out.push_str(&format!("  {}. {step}\n", i + 1));
     }
     out.push_str(&format!(
-        "scratch space needed: {}\ntables ({}):\n",
+        "scratch space needed: {}\n{}tables ({}):\n",
         crate::jobs::backup::dump::mib(plan.scratch_bytes),
+        super::evidence::estimate(plan.estimate.as_ref()),
         plan.expected.len()
     ));
     for (table, rows) in &plan.expected {

@@ -39,6 +39,7 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
             schemas: args.schema.clone(),
             tables: args.table.clone(),
             replace: args.replace,
+            globals: args.globals,
             target: args.target.clone(),
             identity: args.identity.as_deref().map(super::absolute),
         },
@@ -95,4 +96,16 @@ pub fn interrupted() -> u8 {
          restore` shows how it ends, `atprectl cancel restore` stops it (the target stays as it was)"
     );
     EXIT_INTERRUPTED
+}
+
+/// The globals report of a restore or its dry run: the counts, then one line per item.
+pub fn globals_lines(items: Option<&[crate::restore::globals::Item]>) -> String {
+    let Some(items) = items else {
+        return String::new();
+    };
+    let mut out = format!("{}\n", crate::restore::globals::summary(items));
+    for item in items {
+        out.push_str(&format!("  {}\n", crate::restore::globals::line(item)));
+    }
+    out
 }

@@ -7,6 +7,7 @@
 //! no stale series. Labels hold only job names, check names, outcomes, states and paths from
 //! the configuration: never an error text or a secret.
 
+mod restore;
 mod serve;
 
 use std::sync::atomic::AtomicU64;
@@ -73,9 +74,13 @@ impl RunMetrics {
 pub async fn render(shared: &Shared) -> String {
     let config = shared.config.borrow().clone();
     let dir = config.daemon.backup_dir.clone();
-    let catalog = tokio::task::spawn_blocking(move || catalog::list(&dir).unwrap_or_default())
-        .await
-        .unwrap_or_default();
+    let (catalog, evidence) = tokio::task::spawn_blocking(move || {
+        let catalog = catalog::list(&dir).unwrap_or_default();
+        let evidence = restore::evidence_of(&dir, &catalog);
+        (catalog, evidence)
+    })
+    .await
+    .unwrap_or_default();
     let mut registry = Registry::default();
     let one = |name: &str, help: &str, registry: &mut Registry| {
         let g = Family::<Labels, FloatGauge>::default();
@@ -126,6 +131,13 @@ pub async fn render(shared: &Shared) -> String {
     }
 
     backups(&config, &catalog, &mut registry);
+    restore::register(
+        &config,
+        &catalog,
+        &evidence,
+        &mut registry,
+        chrono::Utc::now(),
+    );
     offsite(&config, &catalog, &mut registry);
     health(shared, &mut registry);
 

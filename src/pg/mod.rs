@@ -1,5 +1,6 @@
 //! PostgreSQL: where its tools are, how children reach the server, and our own connections.
 
+pub mod identity;
 pub mod passfile;
 
 use std::ffi::OsString;

@@ -144,9 +144,12 @@ pub enum Response {
     Backups {
         backups: Vec<BackupSummary>,
     },
-    /// The manifest, as stored (see `jobs::backup::manifest` for its fields).
+    /// The manifest, as stored (see `jobs::backup::manifest` for its fields), and the backup's
+    /// drill and restore evidence when it has some.
     Manifest {
         manifest: serde_json::Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evidence: Option<crate::restore::evidence::Evidence>,
     },
     /// The answer to `backup_fetch`: where the checked copy now is.
     Fetched {
@@ -168,6 +171,9 @@ pub enum Response {
     /// The answer to `restore` with `dry_run`: what it would do.
     RestorePlan {
         plan: Box<crate::restore::plan::RestorePlan>,
+        /// With `--globals`: what applying `globals.sql` would do on the target now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        globals: Option<Vec<crate::restore::globals::Item>>,
     },
     /// The answer to `restore`: done, every row count checked.
     Restored {

@@ -33,6 +33,12 @@ pub(super) async fn maintenance(config: &PostgresConfig) -> Result<Client, Resto
     }
 }
 
+/// The system identifier of the cluster restored onto (`None` when it cannot tell).
+pub async fn system_identifier(config: &PostgresConfig) -> Result<Option<String>, RestoreError> {
+    let client = maintenance(config).await?;
+    Ok(pg::identity::system_identifier(&client).await)
+}
+
 pub async fn target(config: &PostgresConfig, db: &str) -> Result<Target, RestoreError> {
     let client = maintenance(config).await?;
     let exists = client

@@ -3,6 +3,7 @@
 //! rename into place. Whatever fails, the restoring database and the scratch file are removed
 //! and the target's name was never touched.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RestoreError;
 use super::database::{self, Target};
+use super::globals;
 use super::plan::{Archive, RestorePlan};
 use super::swap;
 use crate::config::PostgresConfig;
@@ -45,6 +47,9 @@ pub struct Report {
     /// With `--replace`: the name the old database is kept under.
     #[serde(default)]
     pub replaced: Option<String>,
+    /// With `--globals`: what was done with each role, setting, membership and tablespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<Vec<globals::Item>>,
     pub unpack_ms: u64,
     pub restore_ms: u64,
     pub duration_ms: u64,
@@ -95,6 +100,49 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         }
     };
     cancelled(env)?;
+    let applied = match &plan.globals {
+        Some(file) => {
+            (env.progress)("applying globals.sql (roles, settings, memberships)".into());
+            let applied = globals::apply(env.server, file, env.identity_file).await?;
+            (env.progress)(globals::summary(&applied.items));
+            Some(applied)
+        }
+        None => None,
+    };
+    let placed = restore_into_place(env, plan, &path).await;
+    drop(unpacked);
+    let (counts, replaced, restore_ms) = match placed {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(applied) = &applied {
+                globals::undo(env.server, applied).await;
+            }
+            return Err(e);
+        }
+    };
+    Ok(Report {
+        id: plan.id.clone(),
+        database: plan.to.clone(),
+        tables: counts.len(),
+        rows: counts.values().sum(),
+        jobs: plan.jobs,
+        scratch_bytes,
+        replaced,
+        globals: applied.map(|g| g.items),
+        unpack_ms,
+        restore_ms,
+        duration_ms: millis(t0),
+    })
+}
+
+/// Creates the restoring database, restores into it, checks the counts and puts it under the
+/// target's name; on failure the restoring database is dropped. Returns the counts, the name
+/// a replaced database is kept under, and pg_restore's time.
+async fn restore_into_place(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+    archive: &Path,
+) -> Result<(BTreeMap<String, i64>, Option<String>, u64), RestoreError> {
     (env.progress)(format!("creating database {}", plan.restoring));
     database::create(env.server, &plan.restoring).await?;
     if let Err(e) =
@@ -104,8 +152,7 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         return Err(e);
     }
     let t1 = Instant::now();
-    let restored = restore_and_check(env, plan, &path).await;
-    drop(unpacked);
+    let restored = restore_and_check(env, plan, archive).await;
     let restore_ms = millis(t1);
     // The last moment a cancel is heeded: after the rename the target holds the restore.
     let counts = match restored.and_then(|c| cancelled(env).map(|()| c)) {
@@ -123,41 +170,30 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
             .await
             .map(|()| None)
     };
-    let replaced = match renamed {
-        Ok(r) => r,
+    match renamed {
+        Ok(replaced) => Ok((counts, replaced, restore_ms)),
         Err(e) => {
             database::discard(env.server, &plan.restoring).await;
-            return Err(e);
+            Err(e)
         }
-    };
-    Ok(Report {
-        id: plan.id.clone(),
-        database: plan.to.clone(),
-        tables: counts.len(),
-        rows: counts.values().sum(),
-        jobs: plan.jobs,
-        scratch_bytes,
-        replaced,
-        unpack_ms,
-        restore_ms,
-        duration_ms: millis(t0),
-    })
+    }
 }
 
 async fn restore_and_check(
     env: &Env<'_>,
     plan: &RestorePlan,
     archive: &Path,
-) -> Result<std::collections::BTreeMap<String, i64>, RestoreError> {
+) -> Result<BTreeMap<String, i64>, RestoreError> {
     let mut spec = pg::tool_spec(env.server, "pg_restore")
         .map_err(|e| RestoreError::Failed(e.to_string()))?
         .args([
             "--exit-on-error".to_owned(),
-            "--no-owner".to_owned(),
-            "--no-privileges".to_owned(),
             format!("--jobs={}", plan.jobs),
             format!("--dbname={}", plan.restoring),
         ]);
+    if !plan.keep_owners {
+        spec = spec.args(["--no-owner", "--no-privileges"]);
+    }
     for s in &plan.schemas {
         spec = spec.args([format!("--schema={s}")]);
     }
@@ -173,10 +209,16 @@ async fn restore_and_check(
         Err(ProcessError::Cancelled) => return Err(RestoreError::Cancelled),
         Err(e) => return Err(RestoreError::Failed(format!("pg_restore: {e}"))),
         Ok(out) if !out.status.success() => {
+            let tail = out.stderr_summary(10);
+            let hint = if plan.keep_owners && tail.contains("must be member of role") {
+                " (keeping owners needs atpred's role to be a superuser or a member of every \
+                 owning role; restore without --globals to own everything by atpred's role)"
+            } else {
+                ""
+            };
             return Err(RestoreError::Failed(format!(
-                "pg_restore failed with {}: {}",
+                "pg_restore failed with {}: {tail}{hint}",
                 process::describe_status(&out.status),
-                out.stderr_summary(10)
             )));
         }
         Ok(_) => {}

@@ -9,13 +9,17 @@
 //! leaves a half-restored database under the target's name. With `--replace` ([`swap`]) an
 //! existing target is swapped out only then and kept under another name. A restore is a run
 //! ([`run`]): in the history as kind `restore`, cancelled by `atprectl cancel restore`, one at
-//! a time.
+//! a time. With `--globals` ([`globals`]) the backup's roles are applied to the cluster first
+//! and owners and grants are kept.
 
 pub mod database;
+pub mod evidence;
 pub mod exec;
+pub mod globals;
 pub mod plan;
 pub mod remote;
 pub mod run;
+pub mod smoke;
 pub mod swap;
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +42,10 @@ pub struct Options {
     /// swapped out after the checks and kept under [`swap::replaced_name`].
     #[serde(default)]
     pub replace: bool,
+    /// `--globals`: apply the backup's `globals.sql` first ([`globals`]) and keep owners and
+    /// grants (no `--no-owner --no-privileges`).
+    #[serde(default)]
+    pub globals: bool,
     /// `--target NAME`: restore from the copy at this `[offsite.NAME]` target ([`remote`]),
     /// not from backup-dir.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,8 +65,8 @@ pub enum RestoreError {
     #[error("{0}")]
     UnknownBackup(String),
     #[error(
-        "refusing to restore into {0:?}: it is the database this backup was taken from; \
-         restore into another name"
+        "refusing to restore into {0:?}: it is the database this backup was taken from (on \
+         the cluster it was taken from); restore into another name"
     )]
     SourceDatabase(String),
     #[error(

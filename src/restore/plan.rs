@@ -52,6 +52,13 @@ pub struct RestorePlan {
     /// `--replace`: an existing target is swapped out after the checks, not refused.
     #[serde(default)]
     pub replace: bool,
+    /// `--globals`: the backup's globals file, applied before the restore.
+    #[serde(default)]
+    pub globals: Option<super::globals::GlobalsFile>,
+    /// pg_restore keeps owners and grants (with `--globals`); else `--no-owner
+    /// --no-privileges` gives everything to the restoring role.
+    #[serde(default)]
+    pub keep_owners: bool,
     /// The tables restored and their row counts in the dump's snapshot.
     pub expected: BTreeMap<String, i64>,
     /// Schemas created before a filtered pg_restore (which does not create them), unquoted.
@@ -60,16 +67,41 @@ pub struct RestorePlan {
     pub scratch_bytes: u64,
     /// The steps, in words.
     pub steps: Vec<String>,
+    /// How long it should take, from the evidence of earlier drills and restores (filled in by
+    /// the handler: planning reads no files).
+    #[serde(default)]
+    pub estimate: Option<super::evidence::Estimate>,
 }
 
-pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePlan, RestoreError> {
+/// The plan for restoring the backup in `dir` with `opts` onto the cluster whose system
+/// identifier is `target_cluster` (`None`: unknown).
+pub fn plan(
+    manifest: &Manifest,
+    dir: &Path,
+    opts: &Options,
+    target_cluster: Option<&str>,
+) -> Result<RestorePlan, RestoreError> {
     check_name(&opts.to, "--to")?;
     for s in opts.schemas.iter().chain(&opts.tables) {
         check_name(s, "--schema/--table")?;
     }
-    if opts.to == manifest.database && !opts.replace {
+    if opts.to == manifest.database
+        && !opts.replace
+        && same_cluster(manifest.server.system_identifier.as_deref(), target_cluster)
+    {
         return Err(RestoreError::SourceDatabase(opts.to.clone()));
     }
+    let globals = if opts.globals {
+        Some(super::globals::file_of(manifest, dir).ok_or_else(|| {
+            RestoreError::BadRequest(format!(
+                "--globals: backup {} holds no globals.sql (taken before atpred dumped the \
+                 roles with every backup); restore without --globals",
+                manifest.id
+            ))
+        })?)
+    } else {
+        None
+    };
     let file = manifest
         .files
         .first()
@@ -137,10 +169,22 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
             scratch_bytes
         ));
     }
+    if globals.is_some() {
+        steps.push(
+            "apply globals.sql: create the backup's roles that the cluster lacks (with their \
+             settings and memberships), skip those it has"
+                .to_owned(),
+        );
+    }
     steps.push(format!("create database {restoring}"));
     steps.push(format!(
-        "pg_restore -j {jobs} into {restoring}{}",
-        filter_words(&opts.schemas, &opts.tables)
+        "pg_restore -j {jobs} into {restoring}{}{}",
+        filter_words(&opts.schemas, &opts.tables),
+        if opts.globals {
+            ", keeping owners and grants"
+        } else {
+            ", owned by the restoring role (--no-owner --no-privileges)"
+        }
     ));
     steps.push(format!(
         "check the row counts of {} table(s) against the dump's snapshot",
@@ -165,11 +209,23 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
         schemas: opts.schemas.clone(),
         tables: opts.tables.clone(),
         replace: opts.replace,
+        keep_owners: globals.is_some(),
+        globals,
         expected,
         create_schemas,
         scratch_bytes,
         steps,
+        estimate: None,
     })
+}
+
+/// Whether the target may be the backup's own cluster: the same system identifier, or either
+/// one unknown (a manifest from before identifiers were recorded).
+fn same_cluster(source: Option<&str>, target: Option<&str>) -> bool {
+    match (source, target) {
+        (Some(s), Some(t)) => s == t,
+        _ => true,
+    }
 }
 
 fn filter_words(schemas: &[String], tables: &[String]) -> String {
@@ -302,6 +358,20 @@ mod tests {
         assert_eq!(unquote("\"Odd.Schema\""), "Odd.Schema");
         assert_eq!(unquote("\"a\"\"b\""), "a\"b");
         assert_eq!(unquote(&quote_ident("Ünï Tab")), "Ünï Tab");
+    }
+
+    #[test]
+    fn only_the_source_cluster_is_the_source() {
+        assert!(same_cluster(Some("7715"), Some("7715")));
+        assert!(!same_cluster(Some("7715"), Some("8826")));
+        assert!(
+            same_cluster(None, Some("8826")),
+            "an old manifest: maybe the same"
+        );
+        assert!(
+            same_cluster(Some("7715"), None),
+            "the target cannot tell: maybe the same"
+        );
     }
 
     #[test]

@@ -64,15 +64,18 @@ impl Fetch {
 }
 
 /// Opens target `name` and plans the restore of its copy of backup `id`.
+/// `target_cluster`: the restoring server's system identifier, for the source refusal.
 pub async fn prepare(
     config: &Config,
     name: &str,
     id: &str,
     opts: &Options,
+    target_cluster: Option<&str>,
 ) -> Result<(Remote, Manifest, RestorePlan), RestoreError> {
     let remote = open(config, name)?;
     let manifest = manifest(&remote, id).await?;
-    let plan = plan(&manifest, name, |f| remote.key(id, f).to_string(), opts)?;
+    let key_of = |f: &str| remote.key(id, f).to_string();
+    let plan = plan(&manifest, name, key_of, opts, target_cluster)?;
     Ok((remote, manifest, plan))
 }
 
@@ -128,7 +131,15 @@ pub fn plan(
     target: &str,
     key_of: impl Fn(&str) -> String,
     opts: &Options,
+    target_cluster: Option<&str>,
 ) -> Result<RestorePlan, RestoreError> {
+    if opts.globals {
+        return Err(RestoreError::BadRequest(format!(
+            "--globals with --target is not done: fetch the copy first (atprectl backups \
+             fetch {id} --target {target}), then restore it with --globals without --target",
+            id = manifest.id
+        )));
+    }
     if manifest.format == DumpFormat::Directory {
         return Err(RestoreError::BadRequest(format!(
             "{id} at offsite target {target} is a directory-format dump, which is restored from \
@@ -137,7 +148,7 @@ pub fn plan(
             id = manifest.id
         )));
     }
-    let mut plan = plan::plan(manifest, Path::new(""), opts)?;
+    let mut plan = plan::plan(manifest, Path::new(""), opts, target_cluster)?;
     let file = manifest
         .files
         .first()
@@ -314,7 +325,7 @@ mod tests {
     #[test]
     fn the_archive_is_fetched_and_unpacked_in_one_stream() {
         let m = manifest("custom", ZSTD, true);
-        let p = plan(&m, "s3", |f| format!("pre/ID/{f}"), &opts("restored")).unwrap();
+        let p = plan(&m, "s3", |f| format!("pre/ID/{f}"), &opts("restored"), None).unwrap();
         let Archive::Fetch(f) = &p.archive else {
             panic!("{:?}", p.archive)
         };
@@ -339,7 +350,7 @@ mod tests {
     #[test]
     fn a_plain_custom_archive_is_fetched_as_it_is() {
         let m = manifest("custom", r#"{ "method": "none" }"#, false);
-        let p = plan(&m, "s3", str::to_owned, &opts("restored")).unwrap();
+        let p = plan(&m, "s3", str::to_owned, &opts("restored"), None).unwrap();
         assert!(matches!(&p.archive, Archive::Fetch(f) if !f.zstd && !f.encrypted));
         assert_eq!(p.scratch_bytes, 1000);
         assert!(
@@ -353,11 +364,11 @@ mod tests {
     fn refusals_stay_and_directory_copies_say_how() {
         let m = manifest("custom", ZSTD, true);
         assert!(matches!(
-            plan(&m, "s3", str::to_owned, &opts("app")),
+            plan(&m, "s3", str::to_owned, &opts("app"), None),
             Err(RestoreError::SourceDatabase(_))
         ));
         let dir = manifest("directory", r#"{ "method": "gzip", "level": 6 }"#, false);
-        let e = plan(&dir, "s3", str::to_owned, &opts("restored")).unwrap_err();
+        let e = plan(&dir, "s3", str::to_owned, &opts("restored"), None).unwrap_err();
         assert!(matches!(e, RestoreError::BadRequest(_)), "{e}");
         assert!(
             e.to_string()

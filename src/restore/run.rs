@@ -10,7 +10,6 @@
 //! `DATABASE` (the target).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::json;
 use tracing::Instrument;
@@ -20,7 +19,6 @@ use super::exec::Report;
 use super::plan::RestorePlan;
 use crate::config::{Kind, RESTORE_JOB};
 use crate::ids::{JobName, RunId};
-use crate::metrics::RunMetrics;
 use crate::protocol::{Outcome, RunRecord, Trigger};
 use crate::runner::Runner;
 use crate::runner::external::{BeginError, ExternalRun};
@@ -28,7 +26,6 @@ use crate::runner::external::{BeginError, ExternalRun};
 /// A restore in progress.
 pub struct RestoreRun {
     run: ExternalRun,
-    metrics: RunMetrics,
     span: tracing::Span,
     backup: String,
     backup_job: String,
@@ -52,7 +49,6 @@ impl RestoreRun {
         span.in_scope(|| tracing::info!(trigger = Trigger::Manual.as_str(), "run started"));
         Ok(RestoreRun {
             run,
-            metrics: runner.metrics().clone(),
             span,
             backup: plan.id.clone(),
             backup_job: backup_job.to_owned(),
@@ -89,7 +85,6 @@ impl RestoreRun {
     {
         let RestoreRun {
             run,
-            metrics,
             span,
             backup,
             backup_job,
@@ -98,7 +93,6 @@ impl RestoreRun {
         run.spawn(move |run| {
             work(RestoreRun {
                 run,
-                metrics,
                 span,
                 backup,
                 backup_job,
@@ -107,8 +101,7 @@ impl RestoreRun {
         });
     }
 
-    /// Records how the restore ended: the run record (history, completion log line), and the
-    /// metrics hook.
+    /// Records how the restore ended: the run record (history, completion log line).
     pub async fn finish(self, result: &Result<Report, RestoreError>) -> RunRecord {
         let (outcome, message) = match result {
             Ok(r) => (Outcome::Succeeded, describe(r)),
@@ -126,21 +119,10 @@ impl RestoreRun {
             details["report"] = json!(report);
         }
         let span = self.span.clone();
-        let record = self
-            .run
+        self.run
             .finish(outcome, message, details)
             .instrument(span)
-            .await;
-        observe(
-            &self.metrics,
-            &Evidence {
-                kind: "restore",
-                backup_job: &self.backup_job,
-                duration: Duration::from_millis(record.duration_ms),
-                outcome,
-            },
-        );
-        record
+            .await
     }
 }
 
@@ -156,30 +138,6 @@ fn refused(e: BeginError) -> RestoreError {
 /// The reserved job name restores run under.
 pub fn job_name() -> JobName {
     JobName::reserved(RESTORE_JOB)
-}
-
-/// What the metrics learn of a finished restore or restore drill.
-pub struct Evidence<'a> {
-    /// `restore` or `drill`.
-    pub kind: &'static str,
-    /// The job whose backup was restored.
-    pub backup_job: &'a str,
-    pub duration: Duration,
-    pub outcome: Outcome,
-}
-
-/// The metrics hook, called once for every finished restore (and meant for drills too): the
-/// place for `atpred_restore_duration_seconds{job, kind}` and the drill's timestamp.
-pub fn observe(metrics: &RunMetrics, evidence: &Evidence<'_>) {
-    let _ = metrics;
-    tracing::debug!(
-        kind = evidence.kind,
-        backup_job = evidence.backup_job,
-        outcome = evidence.outcome.as_str(),
-        "{} took {:.3} s",
-        evidence.kind,
-        evidence.duration.as_secs_f64()
-    );
 }
 
 fn describe(r: &Report) -> String {

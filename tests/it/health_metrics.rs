@@ -28,10 +28,10 @@ with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
     sys.stdout.write(r.headers["Content-Type"] + "\n" + r.read().decode())
 "#;
 
-struct Samples(Vec<(String, serde_json::Map<String, Value>, f64)>);
+pub struct Samples(Vec<(String, serde_json::Map<String, Value>, f64)>);
 
 impl Samples {
-    fn parse(text: &str) -> Samples {
+    pub fn parse(text: &str) -> Samples {
         let mut child = Command::new("python3")
             .args(["-c", PARSER])
             .stdin(Stdio::piped())
@@ -57,7 +57,7 @@ impl Samples {
     }
 
     /// The value of the one sample `name` whose labels include `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let found: Vec<f64> = self
             .0
             .iter()

@@ -94,6 +94,8 @@ mod prune_offline;
 mod prune_plan;
 mod prune_support;
 mod restore_drill;
+mod restore_evidence;
+mod restore_globals;
 mod restore_journald;
 mod restore_kill;
 mod restore_new;

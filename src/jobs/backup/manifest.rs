@@ -4,7 +4,8 @@
 //! Format (version 1, stable field names; new fields may be added):
 //! ```json
 //! { "manifest_version": 1, "id": "20261128T023000Z-nightly", "job": "nightly",
-//!   "database": "atp_re", "server": { "host": "/run/postgresql", "port": 5432, "version": "15.18" },
+//!   "database": "atp_re", "server": { "host": "/run/postgresql", "port": 5432, "version": "15.18",
+//!     "system_identifier": "7715723601679924271" },
 //!   "pg_dump_version": "pg_dump (PostgreSQL) 15.18", "format": "custom",
 //!   "compression": { "method": "zstd", "level": 3 }, "encryption": { "recipients": ["age1…"] },
 //!   "options": { "parallel": 1, "snapshot": "00000003-0000001B-1" },
@@ -59,6 +60,10 @@ pub struct Server {
     pub host: String,
     pub port: u16,
     pub version: String,
+    /// The cluster's system identifier (`pg_control_system()`), so a restore can tell the
+    /// source cluster from another one; absent in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,6 +8,7 @@
 //! leaves no `<id>/`: the partial folder is removed by its guard, or at the next start-up.
 
 mod copy;
+mod drill;
 pub mod dump;
 pub mod globals;
 pub mod manifest;
@@ -57,6 +58,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
     let client = cancellable(ctx, pg::connect(&source, &spec.dbname))
         .await?
         .map_err(transient)?;
+    let system_identifier = cancellable(ctx, pg::identity::system_identifier(&client)).await?;
     let snap = cancellable(ctx, snapshot::begin(client))
         .await?
         .map_err(transient)?;
@@ -101,6 +103,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
             host: source.host.clone(),
             port: source.port,
             version: snap.server_version.clone(),
+            system_identifier,
         },
         pg_dump_version,
         format: spec.format,
@@ -132,6 +135,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
         identity_file: spec.verify_identity_file.as_deref(),
         parallel: spec.parallel,
         scratch_dir: Some(&ctx.config.daemon.restore_scratch_dir),
+        drill_sql: &spec.drill_sql,
     };
     manifest.verification = verify::verify(&env, partial.path(), &manifest, level).await?;
     ctx.progress("publish");

@@ -4,21 +4,23 @@
 //! - checksum: re-read and compare with the SHA-256 streamed at dump time;
 //! - full: also feed the archive to `pg_restore -f /dev/null`, which parses all of it
 //!   (`pg_restore --list` alone passes truncated dumps);
-//! - restore: also restore into a scratch database and compare every table's row count with
-//!   the counts taken in the dump's snapshot.
+//! - restore: also restore into a scratch database, compare every table's row count with
+//!   the counts taken in the dump's snapshot, and run the job's `drill-sql` smoke queries there.
+//!   Every drill is recorded in the folder's `evidence.json` ([`crate::restore::evidence`]).
 //!
 //! The checksum and the pg_restore feed come from one pass over the file.
 
 use std::path::Path;
+use std::time::Instant;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
+use super::drill::{self, Facts, finish};
 use super::manifest::{FileSum, Manifest, Verification, VerifyOutcome};
 use super::scratch_db::Scratch;
-use super::snapshot;
 use super::stream;
-use crate::config::{Compression, DumpFormat, PostgresConfig, VerifyLevel};
+use crate::config::{Compression, DrillSql, DumpFormat, PostgresConfig, VerifyLevel};
 use crate::jobs::JobError;
 use crate::pg;
 use crate::process::{self, ProcessError, ProcessSpec};
@@ -34,6 +36,8 @@ pub struct VerifyEnv<'a> {
     /// Where a restore drill unpacks a zstd-wrapped or encrypted archive so that pg_restore -j
     /// can seek in it (restore-scratch-dir); `None` restores through a pipe.
     pub scratch_dir: Option<&'a Path>,
+    /// The job's smoke queries, run by a restore drill after the row counts matched.
+    pub drill_sql: &'a [DrillSql],
 }
 
 /// Verifies the backup in `dir` described by `manifest` at `level`. Only cancellation is an
@@ -44,24 +48,30 @@ pub async fn verify(
     manifest: &Manifest,
     level: VerifyLevel,
 ) -> Result<Verification, JobError> {
+    let t0 = Instant::now();
+    let mut facts = Facts::default();
     let result = match manifest.format {
         DumpFormat::Custom => match side_files(dir, manifest, level).await {
-            Ok(()) => custom(env, dir, manifest, level).await,
+            Ok(()) => custom(env, dir, manifest, level, &mut facts).await,
             Err(found) => Err(found),
         },
-        DumpFormat::Directory => directory(env, dir, manifest, level).await,
+        DumpFormat::Directory => directory(env, dir, manifest, level, &mut facts).await,
     };
     let (level, outcome, details) = match result {
         Ok((level, details)) => (level, VerifyOutcome::Passed, details),
         Err(Found::Cancelled) => return Err(JobError::Cancelled),
         Err(Found::Problem(level, details)) => (level, VerifyOutcome::Failed, details),
     };
-    Ok(Verification {
+    let verification = Verification {
         level,
         at: Utc::now(),
         outcome,
         details,
-    })
+    };
+    if level == VerifyLevel::Restore {
+        drill::record(dir, manifest, &verification, t0, facts);
+    }
+    Ok(verification)
 }
 
 pub(super) enum Found {
@@ -69,9 +79,15 @@ pub(super) enum Found {
     Problem(VerifyLevel, String),
 }
 
-type Checked = Result<(VerifyLevel, String), Found>;
+pub(super) type Checked = Result<(VerifyLevel, String), Found>;
 
-async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
+async fn custom(
+    env: &VerifyEnv<'_>,
+    dir: &Path,
+    m: &Manifest,
+    level: VerifyLevel,
+    facts: &mut Facts,
+) -> Checked {
     let file = m
         .files
         .first()
@@ -103,7 +119,8 @@ async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLeve
     }
     if level == VerifyLevel::Restore
         && (zstd || identities.is_some())
-        && let Some(drilled) = drill_unpacked(env, &path, m, file, identities.clone(), &note).await
+        && let Some(drilled) =
+            drill_unpacked(env, &path, m, file, identities.clone(), &note, facts).await
     {
         return drilled;
     }
@@ -156,7 +173,7 @@ async fn custom(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLeve
             (Ok(()), None) => Ok(()),
         }
     };
-    finish(level, result, restore_db, m, note).await
+    finish(env, level, result, restore_db, m, note, facts).await
 }
 
 /// The restore drill of a zstd-wrapped or encrypted custom archive through restore's own path:
@@ -170,6 +187,7 @@ async fn drill_unpacked(
     file: &FileSum,
     identity: Option<std::path::PathBuf>,
     note: &str,
+    facts: &mut Facts,
 ) -> Option<Checked> {
     use crate::restore::{RestoreError, exec};
     let level = VerifyLevel::Restore;
@@ -216,10 +234,16 @@ async fn drill_unpacked(
     drop(unpacked);
     let result = restore_outcome(level, waited);
     let note = format!("{note}unpacked into restore-scratch-dir for pg_restore -j {jobs}; ");
-    Some(finish(level, result, Some(db), m, note).await)
+    Some(finish(env, level, result, Some(db), m, note, facts).await)
 }
 
-async fn directory(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
+async fn directory(
+    env: &VerifyEnv<'_>,
+    dir: &Path,
+    m: &Manifest,
+    level: VerifyLevel,
+    facts: &mut Facts,
+) -> Checked {
     let sums = check_sums(dir, m.files.clone())
         .await
         .map_err(|f| match f {
@@ -241,7 +265,7 @@ async fn directory(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyL
     spec = spec.args([dir.join(super::dump::DUMP_NAME)]);
     let waited = process::run(&spec, env.cancel, |_, _| {}).await;
     let result = restore_outcome(level, waited);
-    finish(level, result, restore_db, m, String::new()).await
+    finish(env, level, result, restore_db, m, String::new(), facts).await
 }
 
 /// pg_restore into /dev/null (full) or into the scratch database (restore).
@@ -283,48 +307,6 @@ fn restore_outcome(
             ),
         )),
         Ok(_) => Ok(()),
-    }
-}
-
-/// Compares row counts after a restore, then drops the scratch database whatever happened.
-async fn finish(
-    level: VerifyLevel,
-    result: Result<(), Found>,
-    scratch: Option<Scratch>,
-    m: &Manifest,
-    note: String,
-) -> Checked {
-    let Some(scratch) = scratch else {
-        return result.map(|()| {
-            (
-                level,
-                format!("{note}pg_restore read the whole archive; checksums match"),
-            )
-        });
-    };
-    let counted = match &result {
-        Ok(()) => Some(scratch.count().await),
-        Err(_) => None,
-    };
-    scratch.drop_db().await;
-    result?;
-    let counts = counted
-        .unwrap_or_else(|| Err("not counted".into()))
-        .map_err(|e| Found::Problem(level, e))?;
-    let problems = snapshot::compare(&m.tables, &counts);
-    if problems.is_empty() {
-        Ok((
-            level,
-            format!(
-                "{note}restored {} tables; every row count matches the dump's snapshot",
-                counts.len()
-            ),
-        ))
-    } else {
-        Err(Found::Problem(
-            level,
-            format!("row counts differ after restore: {}", problems.join("; ")),
-        ))
     }
 }
 
