@@ -367,6 +367,13 @@ mod tests {
             plan(&m, "s3", str::to_owned, &opts("app"), None),
             Err(RestoreError::SourceDatabase(_))
         ));
+        let globals = Options {
+            globals: true,
+            ..opts("restored")
+        };
+        let e = plan(&m, "s3", str::to_owned, &globals, None).unwrap_err();
+        assert!(matches!(e, RestoreError::BadRequest(_)), "{e}");
+        assert!(e.to_string().contains("fetch the copy first"), "{e}");
         let dir = manifest("directory", r#"{ "method": "gzip", "level": 6 }"#, false);
         let e = plan(&dir, "s3", str::to_owned, &opts("restored"), None).unwrap_err();
         assert!(matches!(e, RestoreError::BadRequest(_)), "{e}");
