@@ -1,6 +1,7 @@
 //! Handler of `restore`: the plan ([`crate::restore::plan`], or [`crate::restore::remote`]
-//! for a copy at an offsite target) and the refusals, then the restore as a run of its own ([`RestoreRun`]: begin, [`exec::run`], finish) in its own task,
-//! its steps streamed as `progress` with the run's id.
+//! for a copy at an offsite target) and the refusals, then the restore as a run of its own
+//! ([`RestoreRun`]: begin, [`exec::run`], finish) in its own task, its steps streamed as
+//! `progress` with the run's id.
 
 use std::path::PathBuf;
 use std::sync::Arc;
