@@ -90,15 +90,33 @@ fn restore_plan(plan: &crate::restore::plan::RestorePlan) -> String {
     for (i, step) in plan.steps.iter().enumerate() {
         out.push_str(&format!("  {}. {step}\n", i + 1));
     }
+    let mib = crate::jobs::backup::dump::mib;
+    let sized = if plan.sizes.is_empty() {
+        " (sizes not recorded in this backup)".to_owned()
+    } else {
+        format!(
+            ", {} with indexes on the source",
+            mib(plan.sizes.values().sum())
+        )
+    };
     out.push_str(&format!(
-        "scratch space needed: {}\n{}tables ({}):\n",
-        crate::jobs::backup::dump::mib(plan.scratch_bytes),
+        "scratch space needed: {}\n{}tables ({}{sized}):\n",
+        mib(plan.scratch_bytes),
         super::evidence::estimate(plan.estimate.as_ref()),
         plan.expected.len()
     ));
-    for (table, rows) in &plan.expected {
-        out.push_str(&format!("  {table}  {rows} rows\n"));
-    }
+    let rows: Vec<Vec<String>> = plan
+        .expected
+        .iter()
+        .map(|(table, rows)| {
+            let size = plan
+                .sizes
+                .get(table)
+                .map_or_else(|| "-".to_owned(), |b| mib(*b));
+            vec![format!("  {table}"), format!("{rows} rows"), size]
+        })
+        .collect();
+    out.push_str(&table(&[], &rows));
     out
 }
 

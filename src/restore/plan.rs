@@ -61,6 +61,10 @@ pub struct RestorePlan {
     pub keep_owners: bool,
     /// The tables restored and their row counts in the dump's snapshot.
     pub expected: BTreeMap<String, i64>,
+    /// Size of each of those tables with its indexes on the source (empty for a backup from
+    /// before sizes were recorded).
+    #[serde(default)]
+    pub sizes: BTreeMap<String, u64>,
     /// Schemas created before a filtered pg_restore (which does not create them), unquoted.
     pub create_schemas: Vec<String>,
     /// Scratch space the preflight asks for (0 for a direct archive).
@@ -211,6 +215,10 @@ pub fn plan(
         replace: opts.replace,
         keep_owners: globals.is_some(),
         globals,
+        sizes: expected
+            .keys()
+            .filter_map(|k| manifest.table_bytes.get(k).map(|b| (k.clone(), *b)))
+            .collect(),
         expected,
         create_schemas,
         scratch_bytes,

@@ -12,7 +12,38 @@ fn restore_into_a_new_database_gives_identical_tables() {
     let scratch = fx.dir.path().join("state/restore");
     let dry = restore(&daemon, &id, &["--to", "restored", "--dry-run"]);
     assert_eq!(dry.status, 0, "{}{}", dry.stdout, dry.stderr);
-    assert!(dry.stdout.contains("accounts  1500 rows"), "{}", dry.stdout);
+    // Each table with its rows and its size with indexes on the source, as the manifest recorded.
+    let bytes: f64 = fx
+        .pg
+        .psql(SOURCE, "SELECT pg_total_relation_size('public.accounts')")
+        .trim()
+        .parse()
+        .unwrap();
+    let line = dry
+        .stdout
+        .lines()
+        .find(|l| l.contains("public.accounts"))
+        .unwrap_or_else(|| panic!("{}", dry.stdout));
+    let cells: Vec<&str> = line
+        .split("  ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            "public.accounts",
+            "1500 rows",
+            &format!("{:.1} MiB", bytes / 1048576.0)
+        ],
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout.contains("with indexes on the source"),
+        "{}",
+        dry.stdout
+    );
     assert!(dry.stdout.contains("pg_restore -j 2"), "{}", dry.stdout);
     assert!(
         !databases(&fx).contains(&"restored".to_owned()),

@@ -51,6 +51,10 @@ pub struct Manifest {
     pub table_count: usize,
     /// Row count of every table, counted in the snapshot pg_dump dumped.
     pub tables: BTreeMap<String, i64>,
+    /// Size of every table with its indexes on the source (`pg_total_relation_size`), for the
+    /// restore plan; absent in manifests of older versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub table_bytes: BTreeMap<String, u64>,
     pub verification: Verification,
     pub daemon_version: String,
 }

@@ -82,13 +82,16 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
     ctx.progress(format!("dump: {} as of snapshot {}", spec.dbname, snap.id));
     let (files, counts) = tokio::join!(
         dump::dump(ctx, spec, &source, &snap.id, partial.path()),
-        cancellable(ctx, snapshot::count_rows(&snap.client)),
+        cancellable(ctx, async {
+            let counts = snapshot::count_rows(&snap.client).await?;
+            Ok::<_, crate::pg::PgError>((counts, snapshot::table_bytes(&snap.client).await?))
+        }),
     );
     let mut files = files?;
     ctx.progress("globals: pg_dumpall --globals-only");
     // After the dump, so the dump stays files[0], where verify and restore look for it.
     files.push(globals::dump(ctx, spec, &source, partial.path()).await?);
-    let tables =
+    let (tables, table_bytes) =
         counts?.map_err(|e| JobError::permanent(format!("counting rows in the snapshot: {e}")))?;
     // The snapshot must outlive pg_dump's use of it; only now end the transaction.
     let _ = snap.client.batch_execute("COMMIT").await;
@@ -119,6 +122,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
         files,
         table_count: tables.len(),
         tables,
+        table_bytes,
         verification: Verification {
             level,
             at: finished,

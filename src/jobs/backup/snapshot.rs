@@ -68,6 +68,27 @@ pub async fn count_rows(client: &Client) -> Result<BTreeMap<String, i64>, PgErro
     Ok(counts)
 }
 
+/// On-disk size of every user table with its indexes and TOAST (`pg_total_relation_size`),
+/// keyed like [`count_rows`]: what a restore of that table will write, shown by its plan.
+pub async fn table_bytes(client: &Client) -> Result<BTreeMap<String, u64>, PgError> {
+    let q = |e: tokio_postgres::Error| PgError::Query(crate::pg::describe(&e));
+    let rows = client
+        .query(
+            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
+             pg_total_relation_size(c.oid) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+            &[],
+        )
+        .await
+        .map_err(q)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+        .collect())
+}
+
 /// Differences between the dumped counts and a restored database's, one line each.
 pub fn compare(expected: &BTreeMap<String, i64>, restored: &BTreeMap<String, i64>) -> Vec<String> {
     let mut problems = Vec::new();
