@@ -2,6 +2,7 @@
 //! itself ([`crate::restore::exec`]) with its steps streamed as `progress`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
@@ -14,11 +15,11 @@ use crate::jobs::backup::manifest::Manifest;
 use crate::jobs::catalog::{self, InUse};
 use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
-use crate::restore::{Options, RestoreError, exec, plan, swap};
+use crate::restore::{Options, RestoreError, exec, plan, safety, swap};
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
 pub async fn restore(
-    config: &Config,
+    config: &Arc<Config>,
     in_use: &std::sync::Arc<InUse>,
     id: &str,
     options: &Options,
@@ -36,7 +37,7 @@ pub async fn restore(
 }
 
 async fn run(
-    config: &Config,
+    config: &Arc<Config>,
     in_use: &std::sync::Arc<InUse>,
     id: &str,
     options: &Options,
@@ -58,9 +59,10 @@ async fn run(
         )));
     }
     let plan = plan::plan(&manifest, &dir, options)?;
+    let target = database::target(&config.postgres, &plan.to).await?;
     if plan.replace {
         swap::check_free(&config.postgres, &plan.to).await?;
-    } else if let Target::NotEmpty(tables) = database::target(&config.postgres, &plan.to).await? {
+    } else if let Target::NotEmpty(tables) = target {
         return Err(RestoreError::TargetNotEmpty {
             db: plan.to.clone(),
             tables,
@@ -97,8 +99,22 @@ async fn run(
         cancel: &cancel,
         progress: &progress,
     };
+    // First, before anything is touched. (A target created since the look above has no
+    // safety backup, but the swap still keeps it whole under its replaced name.)
+    let safety_backup = if plan.replace && target != Target::Missing {
+        let taken = safety::take(config, &manifest, &plan.to, &cancel, &progress).await?;
+        tracing::info!(
+            backup = id,
+            "safety backup {taken} of {} taken and pinned",
+            plan.to
+        );
+        Some(taken)
+    } else {
+        None
+    };
     tracing::info!(backup = id, "restoring {id} into {}", plan.to);
-    let report = exec::run(&env, &plan).await?;
+    let mut report = exec::run(&env, &plan).await?;
+    report.safety_backup = safety_backup;
     tracing::info!(
         backup = id,
         "restored {id} into {} ({} tables, {} rows, every count checked){}",
@@ -123,6 +139,7 @@ fn refusal(e: &RestoreError) -> Response {
         RestoreError::TargetNotEmpty { .. } => ErrorCode::RestoreTargetNotEmpty,
         RestoreError::ReplacedExists(_) => ErrorCode::RestoreReplacedExists,
         RestoreError::NoSpace { .. } => ErrorCode::RestoreNoSpace,
+        RestoreError::SafetyBackup { .. } => ErrorCode::RestoreSafetyBackup,
         RestoreError::Failed(_) | RestoreError::Scratch(_) | RestoreError::Cancelled => {
             ErrorCode::Internal
         }

@@ -19,6 +19,8 @@ pub const EXIT_TARGET_NOT_EMPTY: u8 = 13;
 pub const EXIT_NO_SPACE: u8 = 14;
 /// Refused by the daemon: `--replace` would keep the old database under a name already taken.
 pub const EXIT_REPLACED_EXISTS: u8 = 15;
+/// Refused by the daemon: `--replace`'s safety backup of the target could not be taken.
+pub const EXIT_SAFETY_BACKUP: u8 = 16;
 
 /// The request, or the exit code of a refusal made here.
 pub fn request(args: &RestoreArgs) -> Result<Request, u8> {

@@ -222,6 +222,8 @@ pub enum ErrorCode {
     RestoreReplacedExists,
     /// `restore` refused: not enough free space in restore-scratch-dir.
     RestoreNoSpace,
+    /// `restore --replace` refused: the safety backup of the target could not be taken.
+    RestoreSafetyBackup,
 }
 
 /// How a run was started.

@@ -43,6 +43,9 @@ pub struct Report {
     /// With `--replace`: the name the old database is kept under.
     #[serde(default)]
     pub replaced: Option<String>,
+    /// With `--replace` over an existing database: the pinned safety backup taken of it first.
+    #[serde(default)]
+    pub safety_backup: Option<String>,
     pub unpack_ms: u64,
     pub restore_ms: u64,
     pub duration_ms: u64,
@@ -131,6 +134,7 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         jobs: plan.jobs,
         scratch_bytes,
         replaced,
+        safety_backup: None,
         unpack_ms,
         restore_ms,
         duration_ms: millis(t0),

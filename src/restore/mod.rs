@@ -6,12 +6,14 @@
 //! ([`exec::run`]). A restore always goes into a new database named after the target with a
 //! `_atpred_restoring` suffix and is renamed to the target only after every restored table's row
 //! count matched the manifest's snapshot counts, so a failed, killed or cancelled restore never
-//! leaves a half-restored database under the target's name. With `--replace` ([`swap`]) an
-//! existing target is swapped out only then and kept under another name.
+//! leaves a half-restored database under the target's name. With `--replace` an existing
+//! target is first backed up ([`safety`]: a pinned safety backup), then swapped out only after
+//! the checks ([`swap`]) and kept under another name.
 
 pub mod database;
 pub mod exec;
 pub mod plan;
+pub mod safety;
 pub mod swap;
 
 use serde::{Deserialize, Serialize};
@@ -64,6 +66,11 @@ pub enum RestoreError {
          archive, {free} free"
     )]
     NoSpace { dir: String, need: u64, free: u64 },
+    #[error(
+        "refusing to replace {db:?}: its safety backup could not be taken: {why}; nothing was \
+         touched"
+    )]
+    SafetyBackup { db: String, why: String },
     #[error("restore failed: {0}; the target database was not touched")]
     Failed(String),
     #[error("restore failed: restore-scratch-dir: {0}; the target database was not touched")]

@@ -117,6 +117,14 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
         restoring.pop();
     }
     let mut steps = Vec::new();
+    if opts.replace {
+        steps.push(format!(
+            "if {to} exists: take a safety backup of it first, with job {job}'s settings \
+             (verified, pinned, never pruned until unpinned); if that fails, stop here",
+            to = opts.to,
+            job = manifest.job
+        ));
+    }
     if let Archive::Unpack {
         zstd, encrypted, ..
     } = &archive

@@ -98,6 +98,7 @@ mod restore_kill;
 mod restore_new;
 mod restore_refusals;
 mod restore_replace;
+mod restore_safety;
 mod restore_support;
 mod retention_durations;
 mod retention_restic;
