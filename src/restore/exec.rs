@@ -1,6 +1,7 @@
 //! Executing a [`RestorePlan`]: unpack into restore-scratch-dir (after a free-space
-//! preflight), restore into the restoring database with `pg_restore -j`, compare row counts,
-//! rename into place. Whatever fails, the restoring database and the scratch file are removed
+//! preflight) while the restoring database is created, restore into it with `pg_restore -j`
+//! (with one job, fed straight from the archive instead: [`super::pipe`]), compare row
+//! counts, rename into place. Whatever fails, the restoring database and the scratch file are removed
 //! and the target's name was never touched.
 
 use std::fs::{File, OpenOptions};
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::RestoreError;
 use super::database::{self, Target};
 use super::plan::{Archive, RestorePlan};
-use super::swap;
+use super::{pipe, swap};
 use crate::config::PostgresConfig;
 use crate::jobs::backup::{snapshot, stream, verify};
 use crate::pg;
@@ -81,27 +82,27 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         });
     }
     preflight(env.scratch_dir, plan.scratch_bytes)?;
-    let unpacked = match &plan.archive {
-        Archive::Unpack { .. } => Some(unpack(env, plan).await?),
-        Archive::Direct { .. } => None,
+    // The unpacking (zstd, the disk) and CREATE DATABASE (the server) do not wait for each
+    // other. Whichever fails, the other's work is undone: the file by its drop, the database
+    // here (the restoring name is ours alone).
+    let (unpacked, created) = tokio::join!(unpack_if_needed(env, plan), create(env, plan));
+    let unpacked = match (unpacked, created) {
+        (Ok(u), Ok(())) => u,
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            database::discard(env.server, &plan.restoring).await;
+            return Err(e);
+        }
     };
     let unpack_ms = millis(t0);
     let scratch_bytes = unpacked.as_ref().map_or(0, |u| u.bytes);
     let path = match (&plan.archive, &unpacked) {
-        (_, Some(u)) => u.path.clone(),
-        (Archive::Direct { path }, None) => path.clone(),
+        (_, Some(u)) => Some(u.path.clone()),
+        (Archive::Direct { path }, None) => Some(path.clone()),
+        (Archive::Stream { .. }, None) => None,
         (Archive::Unpack { .. }, None) => return Err(RestoreError::Failed("not unpacked".into())),
     };
-    (env.progress)(format!("creating database {}", plan.restoring));
-    database::create(env.server, &plan.restoring).await?;
-    if let Err(e) =
-        database::create_schemas(env.server, &plan.restoring, &plan.create_schemas).await
-    {
-        database::discard(env.server, &plan.restoring).await;
-        return Err(e);
-    }
     let t1 = Instant::now();
-    let restored = restore_and_check(env, plan, &path).await;
+    let restored = restore_and_check(env, plan, path.as_deref()).await;
     drop(unpacked);
     let restore_ms = millis(t1);
     let counts = match restored {
@@ -141,10 +142,29 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
     })
 }
 
+/// Creates the restoring database (and the schemas a filtered restore needs).
+async fn create(env: &Env<'_>, plan: &RestorePlan) -> Result<(), RestoreError> {
+    (env.progress)(format!("creating database {}", plan.restoring));
+    database::create(env.server, &plan.restoring).await?;
+    database::create_schemas(env.server, &plan.restoring, &plan.create_schemas).await
+}
+
+async fn unpack_if_needed(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+) -> Result<Option<Unpacked>, RestoreError> {
+    match &plan.archive {
+        Archive::Unpack { .. } => unpack(env, plan).await.map(Some),
+        Archive::Direct { .. } | Archive::Stream { .. } => Ok(None),
+    }
+}
+
+/// pg_restore from `archive`, or fed from the plan's archive when `None` ([`pipe`]), then the
+/// row counts.
 async fn restore_and_check(
     env: &Env<'_>,
     plan: &RestorePlan,
-    archive: &Path,
+    archive: Option<&Path>,
 ) -> Result<std::collections::BTreeMap<String, i64>, RestoreError> {
     let mut spec = pg::tool_spec(env.server, "pg_restore")
         .map_err(|e| RestoreError::Failed(e.to_string()))?
@@ -161,22 +181,19 @@ async fn restore_and_check(
     for t in &plan.tables {
         spec = spec.args([format!("--table={t}")]);
     }
-    spec = spec.args([archive]);
     (env.progress)(format!(
-        "pg_restore -j {} into {}",
-        plan.jobs, plan.restoring
-    ));
-    match process::run(&spec, env.cancel, |_, _| {}).await {
-        Err(ProcessError::Cancelled) => return Err(RestoreError::Cancelled),
-        Err(e) => return Err(RestoreError::Failed(format!("pg_restore: {e}"))),
-        Ok(out) if !out.status.success() => {
-            return Err(RestoreError::Failed(format!(
-                "pg_restore failed with {}: {}",
-                process::describe_status(&out.status),
-                out.stderr_summary(10)
-            )));
+        "pg_restore -j {} into {}{}",
+        plan.jobs,
+        plan.restoring,
+        if archive.is_none() {
+            ", fed as the archive is decoded"
+        } else {
+            ""
         }
-        Ok(_) => {}
+    ));
+    match archive {
+        Some(path) => outcome(process::run(&spec.args([path]), env.cancel, |_, _| {}).await)?,
+        None => pipe::restore(env, plan, spec).await?,
     }
     (env.progress)("checking row counts against the dump's snapshot".into());
     let counts = database::count(env.server, &plan.restoring).await?;
@@ -188,6 +205,22 @@ async fn restore_and_check(
         )));
     }
     Ok(counts)
+}
+
+/// What pg_restore's end says about the restore.
+pub(super) fn outcome(
+    ran: Result<process::ProcessOutput, ProcessError>,
+) -> Result<(), RestoreError> {
+    match ran {
+        Err(ProcessError::Cancelled) => Err(RestoreError::Cancelled),
+        Err(e) => Err(RestoreError::Failed(format!("pg_restore: {e}"))),
+        Ok(out) if !out.status.success() => Err(RestoreError::Failed(format!(
+            "pg_restore failed with {}: {}",
+            process::describe_status(&out.status),
+            out.stderr_summary(10)
+        ))),
+        Ok(_) => Ok(()),
+    }
 }
 
 /// The unpacked archive in restore-scratch-dir, removed when dropped.
@@ -219,19 +252,7 @@ async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked, RestoreEr
     else {
         return Err(RestoreError::Failed("nothing to unpack".into()));
     };
-    let identity = match (encrypted, env.identity_file) {
-        (false, _) => None,
-        (true, Some(p)) => {
-            crate::secret::check_private_file(p).map_err(RestoreError::BadRequest)?;
-            Some(p.to_owned())
-        }
-        (true, None) => {
-            return Err(RestoreError::BadRequest(format!(
-                "{} is encrypted and its job has no verify-identity-file",
-                plan.id
-            )));
-        }
-    };
+    let identity = identity(env, plan, *encrypted)?;
     (env.progress)(format!(
         "unpacking {} into {}",
         plan.id,
@@ -246,6 +267,25 @@ async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked, RestoreEr
         bytes: *bytes,
     };
     unpack_archive(env.scratch_dir, archive, env.cancel).await
+}
+
+/// The age identity that decrypts the plan's archive (`None` when it is not encrypted).
+pub(super) fn identity(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+    encrypted: bool,
+) -> Result<Option<PathBuf>, RestoreError> {
+    match (encrypted, env.identity_file) {
+        (false, _) => Ok(None),
+        (true, Some(p)) => {
+            crate::secret::check_private_file(p).map_err(RestoreError::BadRequest)?;
+            Ok(Some(p.to_owned()))
+        }
+        (true, None) => Err(RestoreError::BadRequest(format!(
+            "{} is encrypted and its job has no verify-identity-file",
+            plan.id
+        ))),
+    }
 }
 
 /// A stored archive to unpack.
@@ -297,7 +337,8 @@ pub async fn unpack_archive(
             cancel: cancel_feed,
         };
         let read = stream::read_stream(&from, zstd, ids.as_deref(), Some(&mut sink))?;
-        sink.file.sync_all()?;
+        // No fsync: the file is thrown away after the restore and worthless after a crash;
+        // pg_restore reads it back from the page cache either way.
         Ok::<_, std::io::Error>((read, sink.file.metadata()?.len()))
     });
     let (read, written) = work
@@ -326,10 +367,10 @@ pub async fn unpack_archive(
     Ok(unpacked)
 }
 
-/// The scratch file as a sink that stops at cancellation.
-struct Cancellable {
-    file: File,
-    cancel: CancellationToken,
+/// A file (the scratch file, pg_restore's stdin) as a sink that stops at cancellation.
+pub(super) struct Cancellable {
+    pub(super) file: File,
+    pub(super) cancel: CancellationToken,
 }
 
 impl std::io::Write for Cancellable {

@@ -12,6 +12,7 @@
 
 pub mod database;
 pub mod exec;
+pub mod pipe;
 pub mod plan;
 pub mod safety;
 pub mod swap;

@@ -33,6 +33,16 @@ pub enum Archive {
     },
     /// pg_restore reads it as it is (a plain custom archive or a directory-format dump).
     Direct { path: PathBuf },
+    /// `--jobs 1`: decrypted and/or zstd-decoded straight into pg_restore's stdin (one job
+    /// reads in order, so nothing needs to seek): no scratch file, and the unpacking overlaps
+    /// the restore.
+    Stream {
+        from: PathBuf,
+        zstd: bool,
+        encrypted: bool,
+        sha256: String,
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +92,15 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
         },
         DumpFormat::Custom => {
             let zstd = matches!(manifest.compression, Compression::Zstd { .. });
-            if zstd || manifest.encrypted() {
+            if (zstd || manifest.encrypted()) && jobs == 1 {
+                Archive::Stream {
+                    from: dir.join(&file.path),
+                    zstd,
+                    encrypted: manifest.encrypted(),
+                    sha256: file.sha256.clone(),
+                    bytes: file.bytes,
+                }
+            } else if zstd || manifest.encrypted() {
                 Archive::Unpack {
                     from: dir.join(&file.path),
                     zstd,
@@ -99,7 +117,7 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
     };
     let scratch_bytes = match &archive {
         Archive::Unpack { bytes, .. } => bytes.saturating_mul(UNPACK_FACTOR),
-        Archive::Direct { .. } => 0,
+        Archive::Direct { .. } | Archive::Stream { .. } => 0,
     };
     let expected = selected(&manifest.tables, &opts.schemas, &opts.tables);
     let mut create_schemas: Vec<String> = Vec::new();
@@ -142,8 +160,15 @@ pub fn plan(manifest: &Manifest, dir: &Path, opts: &Options) -> Result<RestorePl
         ));
     }
     steps.push(format!("create database {restoring}"));
+    let fed = match &archive {
+        Archive::Stream { encrypted, .. } => format!(
+            ", fed the archive as it is {}decoded (checking its SHA-256; no scratch space)",
+            if *encrypted { "decrypted and " } else { "" }
+        ),
+        _ => String::new(),
+    };
     steps.push(format!(
-        "pg_restore -j {jobs} into {restoring}{}",
+        "pg_restore -j {jobs} into {restoring}{}{fed}",
         filter_words(&opts.schemas, &opts.tables)
     ));
     steps.push(format!(

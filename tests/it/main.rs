@@ -99,6 +99,7 @@ mod restore_new;
 mod restore_refusals;
 mod restore_replace;
 mod restore_safety;
+mod restore_stream;
 mod restore_support;
 mod retention_durations;
 mod retention_restic;
