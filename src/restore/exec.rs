@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::RestoreError;
 use super::database::{self, Target};
 use super::plan::{Archive, RestorePlan};
-use super::{pipe, swap};
+use super::{pipe, swap, toc};
 use crate::config::PostgresConfig;
 use crate::jobs::backup::{snapshot, stream, verify};
 use crate::pg;
@@ -363,6 +363,11 @@ pub async fn unpack_archive(
             "unpacking into {}: {e}",
             scratch_dir.display()
         )));
+    }
+    // With the data offsets in its TOC, pg_restore -j seeks instead of scanning ([`toc`]).
+    let path = unpacked.path.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || toc::add_offsets(&path)).await {
+        tracing::warn!("{id}: no data offsets for pg_restore -j (it scans instead): {e}");
     }
     Ok(unpacked)
 }

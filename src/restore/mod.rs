@@ -16,6 +16,7 @@ pub mod pipe;
 pub mod plan;
 pub mod safety;
 pub mod swap;
+pub mod toc;
 
 use serde::{Deserialize, Serialize};
 

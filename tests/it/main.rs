@@ -101,6 +101,7 @@ mod restore_replace;
 mod restore_safety;
 mod restore_stream;
 mod restore_support;
+mod restore_toc;
 mod retention_durations;
 mod retention_restic;
 mod rotate_crash;
