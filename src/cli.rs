@@ -189,8 +189,9 @@ pub struct RestoreArgs {
     /// Only this table (repeatable).
     #[arg(long, value_name = "T")]
     pub table: Vec<String>,
-    /// Restore over an existing database (even the backup's source): swapped in after the
-    /// checks, its other sessions terminated, the old one kept as DBNAME_atpred_replaced.
+    /// Restore over an existing database (even the backup's source): a pinned safety backup
+    /// of it is taken first, the restore is swapped in after the checks, its other sessions
+    /// terminated, the old one kept as DBNAME_atpred_replaced.
     #[arg(long)]
     pub replace: bool,
     /// Apply the backup's globals.sql first (roles the cluster lacks, with their settings and

@@ -19,7 +19,9 @@ use crate::protocol::{ErrorCode, Response};
 use crate::restore::database::{self, Target};
 use crate::restore::plan::RestorePlan;
 use crate::restore::run::RestoreRun;
-use crate::restore::{Options, RestoreError, evidence, exec, globals, plan, remote, swap};
+use crate::restore::{
+    Options, RestoreError, evidence, exec, globals, plan, remote, safety, swap, unpack,
+};
 use crate::runner::Runner;
 
 /// Runs `restore`; every message for the client goes to `out` (progress, then the answer).
@@ -142,7 +144,7 @@ async fn prepare(config: &Config, id: &str, options: &Options) -> Result<Prepare
             _ => None,
         })
     });
-    exec::identity(id, manifest.encrypted(), identity.as_deref())?;
+    unpack::identity(id, manifest.encrypted(), identity.as_deref())?;
     if let Some(remote) = &remote {
         remote::check_present(remote, &plan).await?;
     }
@@ -218,7 +220,15 @@ async fn execute(
         format!(" from offsite target {}", r.name())
     });
     span.in_scope(|| tracing::info!("restoring {}{from} into {}", plan.id, plan.to));
-    let result = exec::run(&env, &plan).instrument(span).await;
+    let result = async {
+        // First, before anything is touched: a pinned safety backup of what is replaced.
+        let safety_backup = safety_first(&config, &manifest, &plan, &env).await?;
+        let mut report = exec::run(&env, &plan).await?;
+        report.safety_backup = safety_backup;
+        Ok(report)
+    }
+    .instrument(span)
+    .await;
     drop(claim);
     if let (Ok(report), Some(dir)) = (
         &result,
@@ -234,6 +244,22 @@ async fn execute(
     let _ = out.send(answer);
 }
 
+/// With `--replace` over an existing database: its safety backup, taken and pinned
+/// ([`safety`]), or the reason the replace is refused.
+async fn safety_first(
+    config: &Arc<Config>,
+    manifest: &Manifest,
+    plan: &RestorePlan,
+    env: &exec::Env<'_>,
+) -> Result<Option<String>, RestoreError> {
+    if !plan.replace || database::target(&config.postgres, &plan.to).await? == Target::Missing {
+        return Ok(None);
+    }
+    let taken = safety::take(config, manifest, &plan.to, env.cancel, env.progress).await?;
+    tracing::info!("safety backup {taken} of {} taken and pinned", plan.to);
+    Ok(Some(taken))
+}
+
 fn refusal(e: &RestoreError) -> Response {
     let code = match e {
         RestoreError::BadRequest(_) => ErrorCode::BadRequest,
@@ -244,6 +270,7 @@ fn refusal(e: &RestoreError) -> Response {
         RestoreError::NoSpace { .. } => ErrorCode::RestoreNoSpace,
         RestoreError::Busy(_) => ErrorCode::RestoreBusy,
         RestoreError::ShuttingDown => ErrorCode::ShuttingDown,
+        RestoreError::SafetyBackup { .. } => ErrorCode::RestoreSafetyBackup,
         RestoreError::Failed(_) | RestoreError::Scratch(_) | RestoreError::Cancelled => {
             ErrorCode::Internal
         }

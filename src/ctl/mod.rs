@@ -242,6 +242,7 @@ fn show(response: &Response, json: bool) -> u8 {
                 ErrorCode::RestoreTargetNotEmpty => restore::EXIT_TARGET_NOT_EMPTY,
                 ErrorCode::RestoreNoSpace => restore::EXIT_NO_SPACE,
                 ErrorCode::RestoreReplacedExists => restore::EXIT_REPLACED_EXISTS,
+                ErrorCode::RestoreSafetyBackup => restore::EXIT_SAFETY_BACKUP,
                 ErrorCode::ProtocolMismatch | ErrorCode::HelloFirst | ErrorCode::BadFrame => {
                     EXIT_PROTOCOL
                 }

@@ -62,10 +62,7 @@ pub fn print(response: &Response) {
             r.duration_ms as f64 / 1000.0,
             r.jobs,
             crate::jobs::backup::dump::mib(r.scratch_bytes),
-            r.replaced.as_ref().map_or_else(String::new, |k| format!(
-                "the old {} is kept as {k}; drop it when no longer needed\n",
-                r.database
-            )),
+            kept(r),
             super::restore::globals_lines(r.globals.as_deref())
         ),
         Response::PinState { id, pin, offsite } => format!(
@@ -80,6 +77,25 @@ pub fn print(response: &Response) {
         Response::Error { .. } => String::new(),
     };
     write_stdout(text.as_bytes());
+}
+
+/// What `--replace` kept of the old database: its safety backup and the database itself.
+fn kept(r: &crate::restore::exec::Report) -> String {
+    let mut out = String::new();
+    if let Some(s) = &r.safety_backup {
+        out.push_str(&format!(
+            "safety backup of the old {}: {s} (pinned; `atprectl backups unpin {s}` hands it \
+             to retention)\n",
+            r.database
+        ));
+    }
+    if let Some(k) = &r.replaced {
+        out.push_str(&format!(
+            "the old {} is kept as {k}; drop it when no longer needed\n",
+            r.database
+        ));
+    }
+    out
 }
 
 fn restore_plan(plan: &crate::restore::plan::RestorePlan) -> String {

@@ -25,6 +25,8 @@ pub const EXIT_REPLACED_EXISTS: u8 = 15;
 /// Ctrl-C while following a restore (128 + SIGINT): atprectl stopped following, the restore
 /// goes on in the daemon.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Refused by the daemon: `--replace`'s safety backup of the target could not be taken.
+pub const EXIT_SAFETY_BACKUP: u8 = 16;
 
 /// The request, or the exit code of a refusal made here.
 pub fn request(args: &RestoreArgs) -> Result<Request, u8> {

@@ -113,8 +113,13 @@ fn plan_over<'a>(
                 .is_some_and(|m| covers_name(spec, &m.job))
         })
         .collect();
+    // A pinned safety backup takes part in no rule: it would otherwise fill keep-last and the
+    // period slots and push real backups out. It is added back below, kept by its pin.
+    let set_apart =
+        |e: &Entry| e.pin.is_some() && e.manifest.as_ref().is_some_and(|m| m.is_safety());
     let candidates: Vec<Candidate> = mine
         .iter()
+        .filter(|e| !set_apart(e))
         .filter_map(|e| {
             let m = e.manifest.as_ref()?;
             Some(Candidate {
@@ -131,6 +136,16 @@ fn plan_over<'a>(
         ctx.now,
         ctx.config.daemon.timezone,
     );
+    for e in mine.iter().filter(|e| set_apart(e)) {
+        plan.decisions.push(retention::Decision {
+            id: e.id.clone(),
+            time: e.manifest.as_ref().map_or(ctx.now, |m| m.started),
+            keep: true,
+            reasons: Vec::new(),
+        });
+    }
+    plan.decisions
+        .sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.id.cmp(&a.id)));
     // Pins are a step of their own after the planner: whatever the policy, a pinned backup stays.
     crate::pins::apply(&mut plan, |id| {
         mine.iter()

@@ -190,6 +190,7 @@ fn backups(config: &crate::config::Config, catalog: &[catalog::Entry], registry:
             .iter()
             .filter(|e| e.state == State::Verified)
             .filter_map(|e| e.manifest.as_ref())
+            .filter(|m| !m.is_safety())
             .max_by_key(|m| m.started);
         if let Some(m) = newest {
             let labels = vec![("job".to_owned(), name.to_owned())];

@@ -230,6 +230,8 @@ pub enum ErrorCode {
     RestoreNoSpace,
     /// `restore` refused: another restore is running (one at a time); the message names it.
     RestoreBusy,
+    /// `restore --replace` refused: the safety backup of the target could not be taken.
+    RestoreSafetyBackup,
 }
 
 /// How a run was started.

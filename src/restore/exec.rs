@@ -1,12 +1,11 @@
-//! Executing a [`RestorePlan`]: unpack into restore-scratch-dir (after a free-space
-//! preflight), restore into the restoring database with `pg_restore -j`, compare row counts,
-//! rename into place. Whatever fails, the restoring database and the scratch file are removed
-//! and the target's name was never touched.
+//! Executing a [`RestorePlan`]: unpack into restore-scratch-dir ([`super::unpack`], after a
+//! free-space preflight) while the restoring database is created, apply the globals, restore
+//! into it with `pg_restore -j` (with one job, fed straight from the archive instead:
+//! [`super::pipe`]), compare row counts, rename into place. Whatever fails, the restoring
+//! database and the scratch file are removed and the target's name was never touched.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -16,9 +15,10 @@ use super::RestoreError;
 use super::database::{self, Target};
 use super::globals;
 use super::plan::{Archive, RestorePlan};
-use super::swap;
+use super::unpack::{self, Unpacked, ensure_dir};
+use super::{pipe, swap};
 use crate::config::PostgresConfig;
-use crate::jobs::backup::{snapshot, stream, verify};
+use crate::jobs::backup::snapshot;
 use crate::pg;
 use crate::process::{self, ProcessError};
 
@@ -50,6 +50,9 @@ pub struct Report {
     /// With `--globals`: what was done with each role, setting, membership and tablespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub globals: Option<Vec<globals::Item>>,
+    /// With `--replace` over an existing database: the pinned safety backup taken of it first.
+    #[serde(default)]
+    pub safety_backup: Option<String>,
     pub unpack_ms: u64,
     pub restore_ms: u64,
     pub duration_ms: u64,
@@ -85,31 +88,35 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         });
     }
     preflight(env.scratch_dir, plan.scratch_bytes)?;
-    let unpacked = match &plan.archive {
-        Archive::Unpack { .. } => Some(unpack(env, plan).await?),
-        Archive::Fetch(fetch) => Some(super::remote::unpack(env, &plan.id, fetch).await?),
-        Archive::Direct { .. } => None,
+    // The unpacking (zstd, the disk or the network) and CREATE DATABASE (the server) do not
+    // wait for each other. Whichever fails, the other's work is undone: the file by its drop,
+    // the database here (the restoring name is ours alone).
+    let (unpacked, created) = tokio::join!(unpack_if_needed(env, plan), create(env, plan));
+    let unpacked = match (unpacked, created) {
+        (Ok(u), Ok(())) => u,
+        (Err(e), _) | (Ok(_), Err(e)) => {
+            database::discard(env.server, &plan.restoring).await;
+            return Err(e);
+        }
     };
     let unpack_ms = millis(t0);
     let scratch_bytes = unpacked.as_ref().map_or(0, |u| u.bytes);
     let path = match (&plan.archive, &unpacked) {
-        (_, Some(u)) => u.path.clone(),
-        (Archive::Direct { path }, None) => path.clone(),
+        (_, Some(u)) => Some(u.path().to_owned()),
+        (Archive::Direct { path }, None) => Some(path.clone()),
+        (Archive::Stream { .. }, None) => None,
         (Archive::Unpack { .. } | Archive::Fetch(_), None) => {
             return Err(RestoreError::Failed("not unpacked".into()));
         }
     };
-    cancelled(env)?;
-    let applied = match &plan.globals {
-        Some(file) => {
-            (env.progress)("applying globals.sql (roles, settings, memberships)".into());
-            let applied = globals::apply(env.server, file, env.identity_file).await?;
-            (env.progress)(globals::summary(&applied.items));
-            Some(applied)
+    let applied = match globals_first(env, plan).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            database::discard(env.server, &plan.restoring).await;
+            return Err(e);
         }
-        None => None,
     };
-    let placed = restore_into_place(env, plan, &path).await;
+    let placed = restore_into_place(env, plan, path.as_deref()).await;
     drop(unpacked);
     let (counts, replaced, restore_ms) = match placed {
         Ok(done) => done,
@@ -129,28 +136,54 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         scratch_bytes,
         replaced,
         globals: applied.map(|g| g.items),
+        safety_backup: None,
         unpack_ms,
         restore_ms,
         duration_ms: millis(t0),
     })
 }
 
-/// Creates the restoring database, restores into it, checks the counts and puts it under the
+/// Creates the restoring database (and the schemas a filtered restore needs).
+async fn create(env: &Env<'_>, plan: &RestorePlan) -> Result<(), RestoreError> {
+    (env.progress)(format!("creating database {}", plan.restoring));
+    database::create(env.server, &plan.restoring).await?;
+    database::create_schemas(env.server, &plan.restoring, &plan.create_schemas).await
+}
+
+async fn unpack_if_needed(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+) -> Result<Option<Unpacked>, RestoreError> {
+    match &plan.archive {
+        Archive::Unpack { .. } => unpack::unpack(env, plan).await.map(Some),
+        Archive::Fetch(fetch) => super::remote::unpack(env, &plan.id, fetch).await.map(Some),
+        Archive::Direct { .. } | Archive::Stream { .. } => Ok(None),
+    }
+}
+
+/// With `--globals`: the backup's roles, applied before pg_restore needs them as owners.
+async fn globals_first(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+) -> Result<Option<globals::Applied>, RestoreError> {
+    cancelled(env)?;
+    let Some(file) = &plan.globals else {
+        return Ok(None);
+    };
+    (env.progress)("applying globals.sql (roles, settings, memberships)".into());
+    let applied = globals::apply(env.server, file, env.identity_file).await?;
+    (env.progress)(globals::summary(&applied.items));
+    Ok(Some(applied))
+}
+
+/// Restores into the (created) restoring database, checks the counts and puts it under the
 /// target's name; on failure the restoring database is dropped. Returns the counts, the name
 /// a replaced database is kept under, and pg_restore's time.
 async fn restore_into_place(
     env: &Env<'_>,
     plan: &RestorePlan,
-    archive: &Path,
+    archive: Option<&Path>,
 ) -> Result<(BTreeMap<String, i64>, Option<String>, u64), RestoreError> {
-    (env.progress)(format!("creating database {}", plan.restoring));
-    database::create(env.server, &plan.restoring).await?;
-    if let Err(e) =
-        database::create_schemas(env.server, &plan.restoring, &plan.create_schemas).await
-    {
-        database::discard(env.server, &plan.restoring).await;
-        return Err(e);
-    }
     let t1 = Instant::now();
     let restored = restore_and_check(env, plan, archive).await;
     let restore_ms = millis(t1);
@@ -179,10 +212,12 @@ async fn restore_into_place(
     }
 }
 
+/// pg_restore from `archive`, or fed from the plan's archive when `None` ([`pipe`]), then the
+/// row counts.
 async fn restore_and_check(
     env: &Env<'_>,
     plan: &RestorePlan,
-    archive: &Path,
+    archive: Option<&Path>,
 ) -> Result<BTreeMap<String, i64>, RestoreError> {
     let mut spec = pg::tool_spec(env.server, "pg_restore")
         .map_err(|e| RestoreError::Failed(e.to_string()))?
@@ -200,28 +235,22 @@ async fn restore_and_check(
     for t in &plan.tables {
         spec = spec.args([format!("--table={t}")]);
     }
-    spec = spec.args([archive]);
     (env.progress)(format!(
-        "pg_restore -j {} into {}",
-        plan.jobs, plan.restoring
-    ));
-    match process::run(&spec, env.cancel, |_, _| {}).await {
-        Err(ProcessError::Cancelled) => return Err(RestoreError::Cancelled),
-        Err(e) => return Err(RestoreError::Failed(format!("pg_restore: {e}"))),
-        Ok(out) if !out.status.success() => {
-            let tail = out.stderr_summary(10);
-            let hint = if plan.keep_owners && tail.contains("must be member of role") {
-                " (keeping owners needs atpred's role to be a superuser or a member of every \
-                 owning role; restore without --globals to own everything by atpred's role)"
-            } else {
-                ""
-            };
-            return Err(RestoreError::Failed(format!(
-                "pg_restore failed with {}: {tail}{hint}",
-                process::describe_status(&out.status),
-            )));
+        "pg_restore -j {} into {}{}",
+        plan.jobs,
+        plan.restoring,
+        if archive.is_none() {
+            ", fed as the archive is decoded"
+        } else {
+            ""
         }
-        Ok(_) => {}
+    ));
+    match archive {
+        Some(path) => outcome(
+            process::run(&spec.args([path]), env.cancel, |_, _| {}).await,
+            plan,
+        )?,
+        None => pipe::restore(env, plan, spec).await?,
     }
     (env.progress)("checking row counts against the dump's snapshot".into());
     let counts = database::count(env.server, &plan.restoring).await?;
@@ -235,226 +264,36 @@ async fn restore_and_check(
     Ok(counts)
 }
 
+/// What pg_restore's end says about the restore.
+pub(super) fn outcome(
+    ran: Result<process::ProcessOutput, ProcessError>,
+    plan: &RestorePlan,
+) -> Result<(), RestoreError> {
+    match ran {
+        Err(ProcessError::Cancelled) => Err(RestoreError::Cancelled),
+        Err(e) => Err(RestoreError::Failed(format!("pg_restore: {e}"))),
+        Ok(out) if !out.status.success() => {
+            let tail = out.stderr_summary(10);
+            let hint = if plan.keep_owners && tail.contains("must be member of role") {
+                " (keeping owners needs atpred's role to be a superuser or a member of every \
+                 owning role; restore without --globals to own everything by atpred's role)"
+            } else {
+                ""
+            };
+            Err(RestoreError::Failed(format!(
+                "pg_restore failed with {}: {tail}{hint}",
+                process::describe_status(&out.status),
+            )))
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 fn cancelled(env: &Env<'_>) -> Result<(), RestoreError> {
     if env.cancel.is_cancelled() {
         return Err(RestoreError::Cancelled);
     }
     Ok(())
-}
-
-/// The unpacked archive in restore-scratch-dir, removed when dropped.
-pub struct Unpacked {
-    path: PathBuf,
-    pub(super) bytes: u64,
-}
-
-impl Drop for Unpacked {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Unpacked {
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked, RestoreError> {
-    let Archive::Unpack {
-        from,
-        zstd,
-        encrypted,
-        sha256,
-        bytes,
-    } = &plan.archive
-    else {
-        return Err(RestoreError::Failed("nothing to unpack".into()));
-    };
-    let identity = identity(&plan.id, *encrypted, env.identity_file)?;
-    (env.progress)(format!(
-        "unpacking {} into {}",
-        plan.id,
-        env.scratch_dir.display()
-    ));
-    let archive = Packed {
-        id: &plan.id,
-        from,
-        zstd: *zstd,
-        identity,
-        sha256,
-        bytes: *bytes,
-    };
-    unpack_archive(env.scratch_dir, archive, env.cancel).await
-}
-
-/// The identity to decrypt backup `id` with, checked to be a private file (none when the
-/// backup is not encrypted).
-pub fn identity(
-    id: &str,
-    encrypted: bool,
-    given: Option<&Path>,
-) -> Result<Option<PathBuf>, RestoreError> {
-    match (encrypted, given) {
-        (false, _) => Ok(None),
-        (true, Some(p)) => {
-            crate::secret::check_private_file(p).map_err(RestoreError::BadRequest)?;
-            Ok(Some(p.to_owned()))
-        }
-        (true, None) => Err(RestoreError::BadRequest(format!(
-            "{id} is encrypted and its job has no verify-identity-file: give --identity FILE"
-        ))),
-    }
-}
-
-/// A stored archive to unpack.
-pub struct Packed<'a> {
-    pub id: &'a str,
-    pub from: &'a Path,
-    pub zstd: bool,
-    pub identity: Option<PathBuf>,
-    pub sha256: &'a str,
-    pub bytes: u64,
-}
-
-/// Decrypts and/or zstd-decodes `archive` into a new 0600 file in `scratch_dir`, checking the
-/// stored bytes against the manifest's size and SHA-256 on the way. [`RestoreError::Scratch`]
-/// says the scratch side failed (full disk...), not the archive.
-pub async fn unpack_archive(
-    scratch_dir: &Path,
-    archive: Packed<'_>,
-    cancel: &CancellationToken,
-) -> Result<Unpacked, RestoreError> {
-    let Packed {
-        id,
-        from,
-        zstd,
-        identity,
-        sha256,
-        bytes,
-    } = archive;
-    let (file, mut unpacked) = scratch_file(scratch_dir, id)?;
-    let shown = from.display().to_string();
-    let from = from.to_owned();
-    let cancel_feed = cancel.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        decode_into(File::open(&from)?, file, zstd, identity, cancel_feed)
-    });
-    let decoded = work
-        .await
-        .map_err(|e| RestoreError::Failed(e.to_string()))?;
-    unpacked.bytes = check_unpacked(decoded, &shown, sha256, bytes, scratch_dir, cancel)?;
-    Ok(unpacked)
-}
-
-/// A new 0600 scratch file for backup `id` in `scratch_dir` (created 0700 when missing),
-/// removed again when the returned guard is dropped.
-pub(super) fn scratch_file(scratch_dir: &Path, id: &str) -> Result<(File, Unpacked), RestoreError> {
-    ensure_dir(scratch_dir)?;
-    let path = scratch_dir.join(format!(".restore-{id}-{}", std::process::id()));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| RestoreError::Scratch(format!("{}: {e}", path.display())))?;
-    Ok((file, Unpacked { path, bytes: 0 }))
-}
-
-/// What [`decode_into`] read and wrote: the stored bytes' size and hash (and why decoding
-/// stopped, if it did), and the bytes written to the scratch file.
-pub(super) type Decoded = std::io::Result<(stream::ReadBack, u64)>;
-
-/// Reads the stored bytes from `input` (hashing all of them), decrypting with `identity` and
-/// zstd-decoding into `file`; on a blocking thread. The scratch file is thrown away after the
-/// restore, so it is not fsynced: a crash loses nothing that is not read again from the backup.
-pub(super) fn decode_into(
-    input: impl std::io::Read,
-    file: File,
-    zstd: bool,
-    identity: Option<PathBuf>,
-    cancel: CancellationToken,
-) -> Decoded {
-    let ids = identity
-        .map(|p| verify::load_identities(&p))
-        .transpose()
-        .map_err(std::io::Error::other)?;
-    let mut sink = Cancellable { file, cancel };
-    let read = stream::read_from(input, zstd, ids.as_deref(), Some(&mut sink))?;
-    Ok((read, sink.file.metadata()?.len()))
-}
-
-/// The bytes written, once the stored bytes (`shown`) matched the manifest's `sha256` and
-/// `bytes` and decoded whole.
-pub(super) fn check_unpacked(
-    decoded: Decoded,
-    shown: &str,
-    sha256: &str,
-    bytes: u64,
-    scratch_dir: &Path,
-    cancel: &CancellationToken,
-) -> Result<u64, RestoreError> {
-    // Cancelled while unpacking: whatever the stream made of the sink's refusal.
-    if cancel.is_cancelled() {
-        return Err(RestoreError::Cancelled);
-    }
-    let (read, written) = decoded.map_err(|e| RestoreError::Failed(format!("unpacking: {e}")))?;
-    if read.written.sha256 != sha256 || read.written.bytes != bytes {
-        return Err(RestoreError::Failed(format!(
-            "{shown}: checksum mismatch ({} bytes, sha256 {}; the manifest says {bytes} bytes, \
-             {sha256})",
-            read.written.bytes, read.written.sha256
-        )));
-    }
-    // The bytes are the ones written and checked at backup time: a failure to decode them
-    // into the scratch file is the scratch side's (a full disk), not the archive's; except
-    // for an identity that is not one of the backup's recipients.
-    if let Some(e) = read.decode_error {
-        if e.get_ref()
-            .is_some_and(|inner| inner.is::<age::DecryptError>())
-        {
-            return Err(RestoreError::Failed(format!(
-                "{shown}: cannot decrypt it with the identity file used: {e}"
-            )));
-        }
-        return Err(RestoreError::Scratch(format!(
-            "unpacking into {}: {e}",
-            scratch_dir.display()
-        )));
-    }
-    Ok(written)
-}
-
-/// The scratch file as a sink that stops at cancellation.
-struct Cancellable {
-    file: File,
-    cancel: CancellationToken,
-}
-
-impl std::io::Write for Cancellable {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.cancel.is_cancelled() {
-            return Err(std::io::Error::other("cancelled"));
-        }
-        self.file.write(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
-
-/// restore-scratch-dir: created 0700 when missing.
-fn ensure_dir(dir: &Path) -> Result<(), RestoreError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| RestoreError::Failed(format!("{}: {e}", dir.display())))
 }
 
 fn millis(t: Instant) -> u64 {

@@ -6,21 +6,26 @@
 //! ([`exec::run`]). A restore always goes into a new database named after the target with a
 //! `_atpred_restoring` suffix and is renamed to the target only after every restored table's row
 //! count matched the manifest's snapshot counts, so a failed, killed or cancelled restore never
-//! leaves a half-restored database under the target's name. With `--replace` ([`swap`]) an
-//! existing target is swapped out only then and kept under another name. A restore is a run
-//! ([`run`]): in the history as kind `restore`, cancelled by `atprectl cancel restore`, one at
-//! a time. With `--globals` ([`globals`]) the backup's roles are applied to the cluster first
-//! and owners and grants are kept.
+//! leaves a half-restored database under the target's name. With `--replace` an existing
+//! target is first backed up ([`safety`]: a pinned safety backup), then swapped out only after
+//! the checks ([`swap`]) and kept under another name. A restore is a run ([`run`]): in the
+//! history as kind `restore`, cancelled by `atprectl cancel restore`, one at a time. With
+//! `--globals` ([`globals`]) the backup's roles are applied to the cluster first and owners and
+//! grants are kept. `--target` ([`remote`]) restores from an offsite copy.
 
 pub mod database;
 pub mod evidence;
 pub mod exec;
 pub mod globals;
+pub mod pipe;
 pub mod plan;
 pub mod remote;
 pub mod run;
+pub mod safety;
 pub mod smoke;
 pub mod swap;
+pub mod toc;
+pub mod unpack;
 
 use serde::{Deserialize, Serialize};
 
@@ -84,6 +89,11 @@ pub enum RestoreError {
          archive, {free} free"
     )]
     NoSpace { dir: String, need: u64, free: u64 },
+    #[error(
+        "refusing to replace {db:?}: its safety backup could not be taken: {why}; nothing was \
+         touched"
+    )]
+    SafetyBackup { db: String, why: String },
     #[error("restore failed: {0}; the target database was not touched")]
     Failed(String),
     #[error("restore failed: restore-scratch-dir: {0}; the target database was not touched")]

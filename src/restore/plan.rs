@@ -36,6 +36,16 @@ pub enum Archive {
     /// Read from an offsite copy ([`super::remote`]) and unpacked like [`Archive::Unpack`] in
     /// the same stream: nothing of it is stored but the plain archive in the scratch dir.
     Fetch(super::remote::Fetch),
+    /// `--jobs 1`: decrypted and/or zstd-decoded straight into pg_restore's stdin (one job
+    /// reads in order, so nothing needs to seek): no scratch file, and the unpacking overlaps
+    /// the restore.
+    Stream {
+        from: PathBuf,
+        zstd: bool,
+        encrypted: bool,
+        sha256: String,
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,7 +131,15 @@ pub fn plan(
         },
         DumpFormat::Custom => {
             let zstd = matches!(manifest.compression, Compression::Zstd { .. });
-            if zstd || manifest.encrypted() {
+            if (zstd || manifest.encrypted()) && jobs == 1 {
+                Archive::Stream {
+                    from: dir.join(&file.path),
+                    zstd,
+                    encrypted: manifest.encrypted(),
+                    sha256: file.sha256.clone(),
+                    bytes: file.bytes,
+                }
+            } else if zstd || manifest.encrypted() {
                 Archive::Unpack {
                     from: dir.join(&file.path),
                     zstd,
@@ -139,7 +157,7 @@ pub fn plan(
     let scratch_bytes = match &archive {
         Archive::Unpack { bytes, .. } => bytes.saturating_mul(UNPACK_FACTOR),
         Archive::Fetch(fetch) => fetch.scratch_bytes(),
-        Archive::Direct { .. } => 0,
+        Archive::Direct { .. } | Archive::Stream { .. } => 0,
     };
     let expected = selected(&manifest.tables, &opts.schemas, &opts.tables);
     let mut create_schemas: Vec<String> = Vec::new();
@@ -157,6 +175,14 @@ pub fn plan(
         restoring.pop();
     }
     let mut steps = Vec::new();
+    if opts.replace {
+        steps.push(format!(
+            "if {to} exists: take a safety backup of it first, with job {job}'s settings \
+             (verified, pinned, never pruned until unpinned); if that fails, stop here",
+            to = opts.to,
+            job = manifest.job
+        ));
+    }
     if let Archive::Unpack {
         zstd, encrypted, ..
     } = &archive
@@ -181,8 +207,15 @@ pub fn plan(
         );
     }
     steps.push(format!("create database {restoring}"));
+    let fed = match &archive {
+        Archive::Stream { encrypted, .. } => format!(
+            ", fed the archive as it is {}decoded (checking its SHA-256; no scratch space)",
+            if *encrypted { "decrypted and " } else { "" }
+        ),
+        _ => String::new(),
+    };
     steps.push(format!(
-        "pg_restore -j {jobs} into {restoring}{}{}",
+        "pg_restore -j {jobs} into {restoring}{}{}{fed}",
         filter_words(&opts.schemas, &opts.tables),
         if opts.globals {
             ", keeping owners and grants"

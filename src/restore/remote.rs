@@ -16,8 +16,9 @@ use std::path::Path;
 use object_store::path::Path as Key;
 use serde::{Deserialize, Serialize};
 
-use super::exec::{self, Env, Unpacked};
+use super::exec::Env;
 use super::plan::{self, Archive, RestorePlan, UNPACK_FACTOR};
+use super::unpack::{self, Unpacked};
 use super::{Options, RestoreError};
 use crate::config::{Compression, Config, DumpFormat};
 use crate::jobs::backup::manifest::{FileSum, Manifest};
@@ -227,7 +228,7 @@ pub(super) async fn unpack(
     let remote = env.remote.ok_or_else(|| {
         RestoreError::Failed(format!("offsite target {} is not open", fetch.target))
     })?;
-    let identity = exec::identity(id, fetch.encrypted, env.identity_file)?;
+    let identity = unpack::identity(id, fetch.encrypted, env.identity_file)?;
     let key = fetch.object()?;
     let shown = format!("{} at offsite target {}", fetch.key, fetch.target);
     if let Some(identity) = &identity {
@@ -242,7 +243,7 @@ pub(super) async fn unpack(
             )));
         }
     }
-    let (file, mut unpacked) = exec::scratch_file(env.scratch_dir, id)?;
+    let (file, mut unpacked) = unpack::scratch_file(env.scratch_dir, id)?;
     (env.progress)(format!(
         "fetching {id} from offsite target {} into {}",
         fetch.target,
@@ -250,14 +251,14 @@ pub(super) async fn unpack(
     ));
     let (zstd, cancel) = (fetch.zstd, env.cancel.clone());
     let decoded = reader::read_with(remote, &key, &fetch.file_sum(), env.cancel, move |r| {
-        exec::decode_into(r, file, zstd, identity, cancel)
+        unpack::decode_into(r, file, zstd, identity, cancel)
     })
     .await
     .map_err(|e| match e {
         OffsiteError::Cancelled => RestoreError::Cancelled,
         e => RestoreError::Failed(e.to_string()),
     })?;
-    unpacked.bytes = exec::check_unpacked(
+    unpacked.bytes = unpack::check_unpacked(
         decoded,
         &shown,
         &fetch.sha256,
@@ -265,7 +266,7 @@ pub(super) async fn unpack(
         env.scratch_dir,
         env.cancel,
     )?;
-    Ok(unpacked)
+    unpack::with_offsets(unpacked, id).await
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@
 //!   "verification": { "level": "full", "at": "…", "outcome": "passed", "details": "…" },
 //!   "daemon_version": "0.1.0" }
 //! ```
+//! A safety backup (taken before `restore --replace`) also has
+//! `"safety_for": { "database": "app", "restore_of": "20261128T023000Z-nightly" }`.
 //! `SHA256SUMS` beside it lists the same checksums for `sha256sum -c SHA256SUMS`.
 
 use std::collections::BTreeMap;
@@ -57,6 +59,19 @@ pub struct Manifest {
     pub table_bytes: BTreeMap<String, u64>,
     pub verification: Verification,
     pub daemon_version: String,
+    /// Set on a safety backup (`<time>-<job>.safety`), taken of a database just before a
+    /// `restore --replace` swapped it out; absent on every other backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_for: Option<SafetyFor>,
+}
+
+/// What a safety backup was taken for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyFor {
+    /// The database the restore replaced (the one this backup holds).
+    pub database: String,
+    /// The backup being restored over it.
+    pub restore_of: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,5 +155,10 @@ impl Manifest {
 
     pub fn encrypted(&self) -> bool {
         self.encryption.is_some()
+    }
+
+    /// A safety backup: pinned, and left out of freshness, ratios and retention's counting.
+    pub fn is_safety(&self) -> bool {
+        self.safety_for.is_some()
     }
 }

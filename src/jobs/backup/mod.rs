@@ -23,7 +23,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use self::manifest::{Encryption, Manifest, Server, Verification, VerifyOutcome};
+use self::manifest::{Encryption, Manifest, SafetyFor, Server, Verification, VerifyOutcome};
 use self::partial::Partial;
 use self::verify::VerifyEnv;
 use super::catalog::{self, State};
@@ -31,10 +31,33 @@ use super::{JobContext, JobError, JobReport};
 use crate::config::{BackupSpec, VerifyLevel};
 use crate::pg;
 
+/// The id suffix of a safety backup: `<time>-<job>.safety`.
+pub const SAFETY_SUFFIX: &str = ".safety";
+
 pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobError> {
+    take(ctx, spec, None).await
+}
+
+/// One backup through the whole pipeline. With `safety` it is a safety backup of
+/// `spec.dbname` before a `restore --replace` ([`crate::restore::safety`]): id
+/// `<time>-<job>.safety`, verified at level full, pinned before it is published (so it is
+/// never visible unpinned), and never copied offsite.
+pub async fn take(
+    ctx: &JobContext,
+    spec: &BackupSpec,
+    safety: Option<&SafetyFor>,
+) -> Result<JobReport, JobError> {
     let backup_dir = &ctx.config.daemon.backup_dir;
-    let id = format!("{}-{}", ctx.now.format("%Y%m%dT%H%M%SZ"), ctx.job.name);
-    let level = effective_level(ctx, spec);
+    let id = format!(
+        "{}-{}{}",
+        ctx.now.format("%Y%m%dT%H%M%SZ"),
+        ctx.job.name,
+        if safety.is_some() { SAFETY_SUFFIX } else { "" }
+    );
+    let level = match safety {
+        Some(_) => VerifyLevel::Full,
+        None => effective_level(ctx, spec),
+    };
     if ctx.dry_run {
         return Ok(JobReport {
             message: format!(
@@ -130,6 +153,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
             details: "not verified yet".into(),
         },
         daemon_version: crate::VERSION.to_owned(),
+        safety_for: safety.cloned(),
     };
 
     ctx.progress(format!("verify: {level:?}, {}", dump::mib(bytes)));
@@ -157,13 +181,19 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
         "tables": manifest.table_count,
         "verify": manifest.verification,
     });
+    if verified && let Some(safety) = safety {
+        pin_safety(partial.path(), safety, ctx.now)?;
+    }
     if verified {
         partial
             .publish()
             .map_err(|e| JobError::permanent(format!("publishing {id}: {e}")))?;
         tracing::info!(backup = %id, bytes, "backup {id} published ({}, verified: {})", dump::mib(bytes), manifest.verification.details);
         let mut details = details;
-        let shipped = copy::copy_offsite(ctx, spec, &id).await;
+        let shipped = match safety {
+            Some(_) => Vec::new(),
+            None => copy::copy_offsite(ctx, spec, &id).await,
+        };
         if !shipped.is_empty() {
             details["offsite"] = serde_json::to_value(&shipped).unwrap_or_default();
         }
@@ -187,6 +217,23 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
             details,
         })
     }
+}
+
+/// Pins the safety backup in its partial folder, so the published backup is pinned from its
+/// first moment.
+fn pin_safety(
+    dir: &std::path::Path,
+    safety: &SafetyFor,
+    now: DateTime<Utc>,
+) -> Result<(), JobError> {
+    let reason = format!(
+        "safety backup before restore of {} into {}",
+        safety.restore_of, safety.database
+    );
+    let pin = crate::pins::Pin::new(Some(reason), now)
+        .map_err(|e| JobError::permanent(format!("pinning the safety backup: {e}")))?;
+    crate::pins::write(dir, &pin)
+        .map_err(|e| JobError::permanent(format!("pinning the safety backup: {e}")))
 }
 
 /// `verify`, raised to a restore drill when `verify-every` says one is due.
@@ -219,7 +266,7 @@ fn last_ratio(dir: &std::path::Path, job: &crate::ids::JobName) -> Option<f64> {
         .rev()
         .filter(|e| e.state == State::Verified)
         .filter_map(|e| e.manifest)
-        .find(|m| m.job == job.as_str())?;
+        .find(|m| m.job == job.as_str() && !m.is_safety())?;
     let db = newest.options.get("database_bytes")?.as_u64()?;
     (db > 0).then(|| newest.bytes as f64 / db as f64)
 }

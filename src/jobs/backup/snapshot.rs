@@ -40,18 +40,19 @@ pub async fn begin(client: Client) -> Result<Snapshot, PgError> {
     })
 }
 
+/// Every user table (`quote_ident(schema).quote_ident(table)`, then its pages): the tables
+/// counted at backup time and after a restore, so both sides list the same ones.
+pub(crate) const USER_TABLES: &str = "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), c.relpages \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+     AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
+
 /// Row counts of every user table (schema-qualified, quoted names), in the client's current
 /// transaction.
 pub async fn count_rows(client: &Client) -> Result<BTreeMap<String, i64>, PgError> {
     let q = |e: tokio_postgres::Error| PgError::Query(crate::pg::describe(&e));
     let tables = client
-        .query(
-            "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' ORDER BY 1",
-            &[],
-        )
+        .query(&format!("{USER_TABLES} ORDER BY 1"), &[])
         .await
         .map_err(q)?;
     let mut counts = BTreeMap::new();

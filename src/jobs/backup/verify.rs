@@ -189,7 +189,7 @@ async fn drill_unpacked(
     note: &str,
     facts: &mut Facts,
 ) -> Option<Checked> {
-    use crate::restore::{RestoreError, exec};
+    use crate::restore::{RestoreError, exec, unpack};
     let level = VerifyLevel::Restore;
     let scratch = env.scratch_dir?;
     let need = file
@@ -199,7 +199,7 @@ async fn drill_unpacked(
         tracing::info!("restore drill through a pipe: {e}");
         return None;
     }
-    let packed = exec::Packed {
+    let packed = unpack::Packed {
         id: &m.id,
         from: path,
         zstd: matches!(m.compression, Compression::Zstd { .. }),
@@ -207,7 +207,7 @@ async fn drill_unpacked(
         sha256: &file.sha256,
         bytes: file.bytes,
     };
-    let unpacked = match exec::unpack_archive(scratch, packed, env.cancel).await {
+    let unpacked = match unpack::unpack_archive(scratch, packed, env.cancel).await {
         Ok(u) => u,
         Err(RestoreError::Cancelled) => return Some(Err(Found::Cancelled)),
         Err(e @ RestoreError::Scratch(_)) => {

@@ -35,7 +35,8 @@ pub async fn check(config: &Config, spec: &HealthSpec, now: DateTime<Utc>) -> Pr
             .iter()
             .filter(|e| e.state == State::Verified)
             .filter_map(|e| e.manifest.as_ref())
-            .filter(|m| m.job == job.name.as_str())
+            // A safety backup is of the restore's target, not of the job's database.
+            .filter(|m| m.job == job.name.as_str() && !m.is_safety())
             .map(|m| m.started)
             .max();
         let (s, note) = judge(job, newest, spec.backup_max_age, now, tz);
