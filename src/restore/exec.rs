@@ -15,8 +15,8 @@ use super::RestoreError;
 use super::database::{self, Target};
 use super::globals;
 use super::plan::{Archive, RestorePlan};
-use super::unpack::{self, Unpacked, ensure_dir};
-use super::{pipe, swap};
+use super::unpack::{self, Scratch, ensure_dir};
+use super::{load, pipe, swap};
 use crate::config::PostgresConfig;
 use crate::jobs::backup::snapshot;
 use crate::pg;
@@ -88,37 +88,13 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         });
     }
     preflight(env.scratch_dir, plan.scratch_bytes)?;
-    // The unpacking (zstd, the disk or the network) and CREATE DATABASE (the server) do not
-    // wait for each other. Whichever fails, the other's work is undone: the file by its drop,
-    // the database here (the restoring name is ours alone).
-    let (unpacked, created) = tokio::join!(unpack_if_needed(env, plan), create(env, plan));
-    let unpacked = match (unpacked, created) {
-        (Ok(u), Ok(())) => u,
-        (Err(e), _) | (Ok(_), Err(e)) => {
-            database::discard(env.server, &plan.restoring).await;
-            return Err(e);
-        }
+    let mut applied = None;
+    let done = match &plan.archive {
+        Archive::Unpack { .. } | Archive::Fetch(_) => overlapped(env, plan, &mut applied).await,
+        Archive::Direct { path } => in_order(env, plan, &mut applied, Rows::File(path)).await,
+        Archive::Stream { .. } => in_order(env, plan, &mut applied, Rows::Stream).await,
     };
-    let unpack_ms = millis(t0);
-    let scratch_bytes = unpacked.as_ref().map_or(0, |u| u.bytes);
-    let path = match (&plan.archive, &unpacked) {
-        (_, Some(u)) => Some(u.path().to_owned()),
-        (Archive::Direct { path }, None) => Some(path.clone()),
-        (Archive::Stream { .. }, None) => None,
-        (Archive::Unpack { .. } | Archive::Fetch(_), None) => {
-            return Err(RestoreError::Failed("not unpacked".into()));
-        }
-    };
-    let applied = match globals_first(env, plan).await {
-        Ok(applied) => applied,
-        Err(e) => {
-            database::discard(env.server, &plan.restoring).await;
-            return Err(e);
-        }
-    };
-    let placed = restore_into_place(env, plan, path.as_deref()).await;
-    drop(unpacked);
-    let (counts, replaced, restore_ms) = match placed {
+    let done = match done {
         Ok(done) => done,
         Err(e) => {
             if let Some(applied) = &applied {
@@ -130,16 +106,127 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
     Ok(Report {
         id: plan.id.clone(),
         database: plan.to.clone(),
-        tables: counts.len(),
-        rows: counts.values().sum(),
+        tables: done.counts.len(),
+        rows: done.counts.values().sum(),
         jobs: plan.jobs,
-        scratch_bytes,
-        replaced,
+        scratch_bytes: done.scratch_bytes,
+        replaced: done.replaced,
         globals: applied.map(|g| g.items),
         safety_backup: None,
-        unpack_ms,
-        restore_ms,
+        unpack_ms: done.unpack_ms,
+        restore_ms: done.restore_ms,
         duration_ms: millis(t0),
+    })
+}
+
+/// What a restore that reached its target did.
+struct Done {
+    counts: BTreeMap<String, i64>,
+    replaced: Option<String>,
+    scratch_bytes: u64,
+    unpack_ms: u64,
+    restore_ms: u64,
+}
+
+/// How the rows get into the restoring database.
+enum Rows<'a> {
+    /// `pg_restore -j` from this archive file.
+    File(&'a Path),
+    /// pg_restore fed from the plan's archive as it is decoded ([`pipe`]).
+    Stream,
+    /// Copied while unpacking ([`load::data`]); [`load::rest`] finishes.
+    Loaded(load::Copied, &'a Scratch),
+}
+
+/// A zstd-wrapped or encrypted archive, local or offsite: unpacked into restore-scratch-dir
+/// while the restoring database is created and loaded from the file as it grows ([`load`]).
+/// Whichever side fails first stops the other; the unpack's own failure (damage, a full disk)
+/// is the one reported, as the load's is then only its consequence.
+async fn overlapped(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+    applied: &mut Option<globals::Applied>,
+) -> Result<Done, RestoreError> {
+    let t0 = Instant::now();
+    let (sink, scratch) = unpack::scratch_file(env.scratch_dir, &plan.id)?;
+    let stop = env.cancel.child_token();
+    let unpacking = async {
+        let unpacked = match &plan.archive {
+            Archive::Fetch(fetch) => super::remote::unpack(env, &plan.id, fetch, sink, &stop).await,
+            _ => unpack::unpack(env, plan, sink, &stop).await,
+        };
+        (unpacked, millis(t0))
+    };
+    let loading = async {
+        let loaded = async {
+            create(env, plan).await?;
+            *applied = globals_first(env, plan).await?;
+            load::data(env, plan, &scratch).await
+        }
+        .await;
+        if loaded.is_err() {
+            stop.cancel();
+        }
+        loaded
+    };
+    let ((unpacked, unpack_ms), loaded) = tokio::join!(unpacking, loading);
+    let both = match (unpacked, loaded) {
+        _ if env.cancel.is_cancelled() => Err(RestoreError::Cancelled),
+        (Ok(bytes), Ok(loaded)) => Ok((bytes, loaded)),
+        // Stopped because the load failed.
+        (Err(RestoreError::Cancelled), Err(e)) => Err(e),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    };
+    let (scratch_bytes, loaded) = match both {
+        Ok(both) => both,
+        Err(e) => {
+            database::discard(env.server, &plan.restoring).await;
+            return Err(e);
+        }
+    };
+    let rows = match loaded {
+        load::Loaded::Copied(copied) => Rows::Loaded(copied, &scratch),
+        load::Loaded::Unsupported(why) => {
+            tracing::info!("{}: restored by pg_restore alone: {why}", plan.id);
+            Rows::File(scratch.unpacked.path())
+        }
+    };
+    let (counts, replaced) = restore_into_place(env, plan, rows).await?;
+    drop(scratch);
+    Ok(Done {
+        counts,
+        replaced,
+        scratch_bytes,
+        unpack_ms,
+        restore_ms: millis(t0),
+    })
+}
+
+/// An archive pg_restore reads as it is (a plain custom archive, a directory), or `--jobs 1`
+/// fed from the archive as it is decoded: the database first, then pg_restore.
+async fn in_order(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+    applied: &mut Option<globals::Applied>,
+    rows: Rows<'_>,
+) -> Result<Done, RestoreError> {
+    let t0 = Instant::now();
+    let prepared = async {
+        create(env, plan).await?;
+        *applied = globals_first(env, plan).await?;
+        Ok(())
+    };
+    if let Err(e) = prepared.await {
+        database::discard(env.server, &plan.restoring).await;
+        return Err(e);
+    }
+    let (counts, replaced) = restore_into_place(env, plan, rows).await?;
+    Ok(Done {
+        counts,
+        replaced,
+        scratch_bytes: 0,
+        unpack_ms: 0,
+        restore_ms: millis(t0),
     })
 }
 
@@ -148,17 +235,6 @@ async fn create(env: &Env<'_>, plan: &RestorePlan) -> Result<(), RestoreError> {
     (env.progress)(format!("creating database {}", plan.restoring));
     database::create(env.server, &plan.restoring).await?;
     database::create_schemas(env.server, &plan.restoring, &plan.create_schemas).await
-}
-
-async fn unpack_if_needed(
-    env: &Env<'_>,
-    plan: &RestorePlan,
-) -> Result<Option<Unpacked>, RestoreError> {
-    match &plan.archive {
-        Archive::Unpack { .. } => unpack::unpack(env, plan).await.map(Some),
-        Archive::Fetch(fetch) => super::remote::unpack(env, &plan.id, fetch).await.map(Some),
-        Archive::Direct { .. } | Archive::Stream { .. } => Ok(None),
-    }
 }
 
 /// With `--globals`: the backup's roles, applied before pg_restore needs them as owners.
@@ -177,16 +253,14 @@ async fn globals_first(
 }
 
 /// Restores into the (created) restoring database, checks the counts and puts it under the
-/// target's name; on failure the restoring database is dropped. Returns the counts, the name
-/// a replaced database is kept under, and pg_restore's time.
+/// target's name; on failure the restoring database is dropped. Returns the counts and the
+/// name a replaced database is kept under.
 async fn restore_into_place(
     env: &Env<'_>,
     plan: &RestorePlan,
-    archive: Option<&Path>,
-) -> Result<(BTreeMap<String, i64>, Option<String>, u64), RestoreError> {
-    let t1 = Instant::now();
-    let restored = restore_and_check(env, plan, archive).await;
-    let restore_ms = millis(t1);
+    rows: Rows<'_>,
+) -> Result<(BTreeMap<String, i64>, Option<String>), RestoreError> {
+    let restored = restore_and_check(env, plan, rows).await;
     // The last moment a cancel is heeded: after the rename the target holds the restore.
     let counts = match restored.and_then(|c| cancelled(env).map(|()| c)) {
         Ok(counts) => counts,
@@ -204,7 +278,7 @@ async fn restore_into_place(
             .map(|()| None)
     };
     match renamed {
-        Ok(replaced) => Ok((counts, replaced, restore_ms)),
+        Ok(replaced) => Ok((counts, replaced)),
         Err(e) => {
             database::discard(env.server, &plan.restoring).await;
             Err(e)
@@ -212,13 +286,49 @@ async fn restore_into_place(
     }
 }
 
-/// pg_restore from `archive`, or fed from the plan's archive when `None` ([`pipe`]), then the
-/// row counts.
+/// The rows into the restoring database (what is left of them, after [`load::data`]), then
+/// the row counts, checked against the dump's snapshot.
 async fn restore_and_check(
     env: &Env<'_>,
     plan: &RestorePlan,
-    archive: Option<&Path>,
+    rows: Rows<'_>,
 ) -> Result<BTreeMap<String, i64>, RestoreError> {
+    let counts = match rows {
+        Rows::Loaded(copied, scratch) => {
+            let counts = load::rest(env, plan, scratch, copied).await?;
+            (env.progress)("checking COPY's row counts against the dump's snapshot".into());
+            counts
+        }
+        Rows::File(path) => {
+            (env.progress)(format!(
+                "pg_restore -j {} into {}",
+                plan.jobs, plan.restoring
+            ));
+            let spec = whole(env, plan)?.args([path]);
+            outcome(process::run(&spec, env.cancel, |_, _| {}).await, plan)?;
+            counted(env, plan).await?
+        }
+        Rows::Stream => {
+            (env.progress)(format!(
+                "pg_restore -j {} into {}, fed as the archive is decoded",
+                plan.jobs, plan.restoring
+            ));
+            pipe::restore(env, plan, whole(env, plan)?).await?;
+            counted(env, plan).await?
+        }
+    };
+    let problems = snapshot::compare(&plan.expected, &counts);
+    if !problems.is_empty() {
+        return Err(RestoreError::Failed(format!(
+            "row counts differ after restore: {}",
+            problems.join("; ")
+        )));
+    }
+    Ok(counts)
+}
+
+/// pg_restore of the whole archive (less the plan's filters) into the restoring database.
+fn whole(env: &Env<'_>, plan: &RestorePlan) -> Result<process::ProcessSpec, RestoreError> {
     let mut spec = pg::tool_spec(env.server, "pg_restore")
         .map_err(|e| RestoreError::Failed(e.to_string()))?
         .args([
@@ -235,33 +345,13 @@ async fn restore_and_check(
     for t in &plan.tables {
         spec = spec.args([format!("--table={t}")]);
     }
-    (env.progress)(format!(
-        "pg_restore -j {} into {}{}",
-        plan.jobs,
-        plan.restoring,
-        if archive.is_none() {
-            ", fed as the archive is decoded"
-        } else {
-            ""
-        }
-    ));
-    match archive {
-        Some(path) => outcome(
-            process::run(&spec.args([path]), env.cancel, |_, _| {}).await,
-            plan,
-        )?,
-        None => pipe::restore(env, plan, spec).await?,
-    }
+    Ok(spec)
+}
+
+/// Every user table's row count, by `count(*)`.
+async fn counted(env: &Env<'_>, plan: &RestorePlan) -> Result<BTreeMap<String, i64>, RestoreError> {
     (env.progress)("checking row counts against the dump's snapshot".into());
-    let counts = database::count(env.server, &plan.restoring).await?;
-    let problems = snapshot::compare(&plan.expected, &counts);
-    if !problems.is_empty() {
-        return Err(RestoreError::Failed(format!(
-            "row counts differ after restore: {}",
-            problems.join("; ")
-        )));
-    }
-    Ok(counts)
+    database::count(env.server, &plan.restoring).await
 }
 
 /// What pg_restore's end says about the restore.

@@ -17,6 +17,8 @@ pub mod database;
 pub mod evidence;
 pub mod exec;
 pub mod globals;
+pub mod growing;
+pub mod load;
 pub mod pipe;
 pub mod plan;
 pub mod remote;

@@ -47,7 +47,10 @@ pub async fn restore(
             .map(|p| verify::load_identities(&p))
             .transpose()
             .map_err(std::io::Error::other)?;
-        let mut sink = Cancellable { file: pipe, cancel };
+        let mut sink = Cancellable {
+            inner: pipe,
+            cancel,
+        };
         stream::read_stream(&path, zstd, ids.as_deref(), Some(&mut sink))
     });
     let (waited, fed) = tokio::join!(running.wait(env.cancel, |_, _| {}), feed);

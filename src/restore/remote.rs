@@ -15,10 +15,12 @@ use std::path::Path;
 
 use object_store::path::Path as Key;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use super::exec::Env;
+use super::growing::Sink;
 use super::plan::{self, Archive, RestorePlan, UNPACK_FACTOR};
-use super::unpack::{self, Unpacked};
+use super::unpack;
 use super::{Options, RestoreError};
 use crate::config::{Compression, Config, DumpFormat};
 use crate::jobs::backup::manifest::{FileSum, Manifest};
@@ -196,7 +198,7 @@ pub async fn check_present(remote: &Remote, plan: &RestorePlan) -> Result<(), Re
     let Archive::Fetch(fetch) = &plan.archive else {
         return Ok(());
     };
-    let cancel = tokio_util::sync::CancellationToken::new();
+    let cancel = CancellationToken::new();
     reader::check_present(remote, &fetch.object()?, &fetch.file_sum(), &cancel)
         .await
         .map_err(|e| RestoreError::Failed(e.to_string()))
@@ -218,55 +220,73 @@ fn refused_by_header(head: &[u8], identity: &Path) -> Option<String> {
     }
 }
 
-/// Reads the archive from the target into a new scratch file, hashing, decrypting and
-/// decoding it in one stream, and checks it against the remote manifest.
+/// Reads the archive from the target into the scratch file's `sink`, hashing, decrypting and
+/// decoding it in one stream, and checks it against the remote manifest; returns the bytes
+/// written.
 pub(super) async fn unpack(
     env: &Env<'_>,
     id: &str,
     fetch: &Fetch,
-) -> Result<Unpacked, RestoreError> {
-    let remote = env.remote.ok_or_else(|| {
-        RestoreError::Failed(format!("offsite target {} is not open", fetch.target))
-    })?;
-    let identity = unpack::identity(id, fetch.encrypted, env.identity_file)?;
-    let key = fetch.object()?;
+    sink: Sink,
+    cancel: &CancellationToken,
+) -> Result<u64, RestoreError> {
+    let fail = |sink: Sink, e: RestoreError| {
+        sink.growing.finish(Some(e.to_string()));
+        Err(e)
+    };
+    let Some(remote) = env.remote else {
+        let e = RestoreError::Failed(format!("offsite target {} is not open", fetch.target));
+        return fail(sink, e);
+    };
+    let identity = match unpack::identity(id, fetch.encrypted, env.identity_file) {
+        Ok(identity) => identity,
+        Err(e) => return fail(sink, e),
+    };
+    let key = match fetch.object() {
+        Ok(key) => key,
+        Err(e) => return fail(sink, e),
+    };
     let shown = format!("{} at offsite target {}", fetch.key, fetch.target);
     if let Some(identity) = &identity {
         let probe = fetch.bytes.min(HEADER_PROBE);
-        let head = reader::read_head(remote, &key, probe, env.cancel)
-            .await
-            .map_err(|e| RestoreError::Failed(e.to_string()))?;
+        let head = match reader::read_head(remote, &key, probe, cancel).await {
+            Ok(head) => head,
+            Err(e) => return fail(sink, RestoreError::Failed(e.to_string())),
+        };
         if let Some(e) = refused_by_header(&head, identity) {
-            return Err(RestoreError::Failed(format!(
+            let e = RestoreError::Failed(format!(
                 "{shown}: cannot decrypt it with the identity file used: {e} (found in its \
                  header; the rest was not downloaded)"
-            )));
+            ));
+            return fail(sink, e);
         }
     }
-    let (file, mut unpacked) = unpack::scratch_file(env.scratch_dir, id)?;
     (env.progress)(format!(
         "fetching {id} from offsite target {} into {}",
         fetch.target,
         env.scratch_dir.display()
     ));
-    let (zstd, cancel) = (fetch.zstd, env.cancel.clone());
-    let decoded = reader::read_with(remote, &key, &fetch.file_sum(), env.cancel, move |r| {
-        unpack::decode_into(r, file, zstd, identity, cancel)
+    let growing = sink.growing.clone();
+    let (zstd, feed_cancel) = (fetch.zstd, cancel.clone());
+    let decoded = reader::read_with(remote, &key, &fetch.file_sum(), cancel, move |r| {
+        unpack::decode_into(r, sink, zstd, identity, feed_cancel)
     })
     .await
-    .map_err(|e| match e {
-        OffsiteError::Cancelled => RestoreError::Cancelled,
-        e => RestoreError::Failed(e.to_string()),
+    .map_err(|e| {
+        growing.finish(Some(e.to_string()));
+        match e {
+            OffsiteError::Cancelled => RestoreError::Cancelled,
+            e => RestoreError::Failed(e.to_string()),
+        }
     })?;
-    unpacked.bytes = unpack::check_unpacked(
+    unpack::check_unpacked(
         decoded,
         &shown,
         &fetch.sha256,
         fetch.bytes,
         env.scratch_dir,
-        env.cancel,
-    )?;
-    unpack::with_offsets(unpacked, id).await
+        cancel,
+    )
 }
 
 #[cfg(test)]

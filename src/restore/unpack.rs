@@ -1,16 +1,19 @@
 //! Unpacking a stored archive into restore-scratch-dir: decrypted and/or zstd-decoded into a
-//! new 0600 file, its stored bytes checked against the manifest on the way, then given the
-//! data offsets pg_restore -j needs ([`super::toc`]). Used by restores (local and, through
+//! new 0600 file, its stored bytes checked against the manifest on the way. A restore reads
+//! the file as it grows ([`super::load`]); a drill waits for it whole and gives it the data
+//! offsets pg_restore -j needs ([`super::toc`]). Used by restores (local and, through
 //! [`super::remote`], offsite) and by restore drills.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use super::RestoreError;
 use super::exec::Env;
+use super::growing::{Growing, Sink};
 use super::plan::{Archive, RestorePlan};
 use super::toc;
 use crate::jobs::backup::{stream, verify};
@@ -33,8 +36,13 @@ impl Unpacked {
     }
 }
 
-/// Unpacks the plan's [`Archive::Unpack`].
-pub(super) async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked, RestoreError> {
+/// Unpacks the plan's [`Archive::Unpack`] into `sink`; returns the bytes written.
+pub(super) async fn unpack(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+    sink: Sink,
+    cancel: &CancellationToken,
+) -> Result<u64, RestoreError> {
     let Archive::Unpack {
         from,
         zstd,
@@ -59,7 +67,7 @@ pub(super) async fn unpack(env: &Env<'_>, plan: &RestorePlan) -> Result<Unpacked
         sha256,
         bytes: *bytes,
     };
-    unpack_archive(env.scratch_dir, archive, env.cancel).await
+    unpack_into(env.scratch_dir, archive, sink, cancel).await
 }
 
 /// The identity to decrypt backup `id` with, checked to be a private file (none when the
@@ -92,42 +100,26 @@ pub struct Packed<'a> {
 }
 
 /// Decrypts and/or zstd-decodes `archive` into a new 0600 file in `scratch_dir`, checking the
-/// stored bytes against the manifest's size and SHA-256 on the way. [`RestoreError::Scratch`]
-/// says the scratch side failed (full disk...), not the archive.
+/// stored bytes against the manifest's size and SHA-256 on the way, and writes the data
+/// offsets pg_restore -j needs into it ([`toc::add_offsets`]). [`RestoreError::Scratch`] says
+/// the scratch side failed (full disk...), not the archive.
 pub async fn unpack_archive(
     scratch_dir: &Path,
     archive: Packed<'_>,
     cancel: &CancellationToken,
 ) -> Result<Unpacked, RestoreError> {
-    let Packed {
-        id,
-        from,
-        zstd,
-        identity,
-        sha256,
-        bytes,
-    } = archive;
-    let (file, mut unpacked) = scratch_file(scratch_dir, id)?;
-    let shown = from.display().to_string();
-    let from = from.to_owned();
-    let cancel_feed = cancel.clone();
-    let work = tokio::task::spawn_blocking(move || {
-        decode_into(File::open(&from)?, file, zstd, identity, cancel_feed)
-    });
-    let decoded = work
-        .await
-        .map_err(|e| RestoreError::Failed(e.to_string()))?;
-    unpacked.bytes = check_unpacked(decoded, &shown, sha256, bytes, scratch_dir, cancel)?;
-    with_offsets(unpacked, id).await
-}
-
-/// Writes the data offsets into the unpacked archive's TOC, so pg_restore -j seeks instead of
-/// scanning ([`toc`]); an archive it cannot read as expected is left as it is (slower, not
-/// wrong).
-pub(super) async fn with_offsets(unpacked: Unpacked, id: &str) -> Result<Unpacked, RestoreError> {
+    let (sink, scratch) = scratch_file(scratch_dir, archive.id)?;
+    let id = archive.id.to_owned();
+    let mut unpacked = scratch.unpacked;
+    unpacked.bytes = unpack_into(scratch_dir, archive, sink, cancel).await?;
     let path = unpacked.path.clone();
+    // An archive not read as expected is left as it is: pg_restore -j then scans (slower,
+    // not wrong).
     match tokio::task::spawn_blocking(move || toc::add_offsets(&path)).await {
-        Ok(Ok(_)) => {}
+        Ok(Ok(Ok(_))) => {}
+        Ok(Ok(Err(toc::Unsupported(why)))) => {
+            tracing::info!("{id}: no data offsets for pg_restore -j ({why}): it scans instead")
+        }
         Ok(Err(e)) => {
             tracing::warn!("{id}: no data offsets for pg_restore -j (it scans instead): {e}")
         }
@@ -136,19 +128,79 @@ pub(super) async fn with_offsets(unpacked: Unpacked, id: &str) -> Result<Unpacke
     Ok(unpacked)
 }
 
-/// A new 0600 scratch file for backup `id` in `scratch_dir` (created 0700 when missing),
-/// removed again when the returned guard is dropped.
-pub(super) fn scratch_file(scratch_dir: &Path, id: &str) -> Result<(File, Unpacked), RestoreError> {
+/// Decodes the stored `archive` into `sink` on a blocking thread and checks it; returns the
+/// bytes written.
+async fn unpack_into(
+    scratch_dir: &Path,
+    archive: Packed<'_>,
+    sink: Sink,
+    cancel: &CancellationToken,
+) -> Result<u64, RestoreError> {
+    let Packed {
+        from,
+        zstd,
+        identity,
+        sha256,
+        bytes,
+        ..
+    } = archive;
+    let shown = from.display().to_string();
+    let from = from.to_owned();
+    let cancel_feed = cancel.clone();
+    let work = tokio::task::spawn_blocking(move || {
+        let input = match File::open(&from) {
+            Ok(f) => f,
+            Err(e) => {
+                sink.growing.finish(Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        decode_into(input, sink, zstd, identity, cancel_feed)
+    });
+    let decoded = work
+        .await
+        .map_err(|e| RestoreError::Failed(e.to_string()))?;
+    check_unpacked(decoded, &shown, sha256, bytes, scratch_dir, cancel)
+}
+
+/// The scratch file being unpacked: removed when dropped; read (as it grows) through `file`.
+pub struct Scratch {
+    pub unpacked: Unpacked,
+    pub file: Arc<File>,
+    pub growing: Arc<Growing>,
+}
+
+/// A new 0600 scratch file for backup `id` in `scratch_dir` (created 0700 when missing): the
+/// writing end, and the file as read (removed again when that is dropped).
+pub(super) fn scratch_file(scratch_dir: &Path, id: &str) -> Result<(Sink, Scratch), RestoreError> {
     ensure_dir(scratch_dir)?;
     let path = scratch_dir.join(format!(".restore-{id}-{}", std::process::id()));
+    let scratch_error =
+        |e: std::io::Error| RestoreError::Scratch(format!("{}: {e}", path.display()));
     let file = OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
-        .map_err(|e| RestoreError::Scratch(format!("{}: {e}", path.display())))?;
-    Ok((file, Unpacked { path, bytes: 0 }))
+        .map_err(scratch_error)?;
+    let unpacked = Unpacked {
+        path: path.clone(),
+        bytes: 0,
+    };
+    let read = file.try_clone().map_err(scratch_error)?;
+    let growing = Growing::new();
+    let sink = Sink {
+        file,
+        growing: growing.clone(),
+    };
+    let scratch = Scratch {
+        unpacked,
+        file: Arc::new(read),
+        growing,
+    };
+    Ok((sink, scratch))
 }
 
 /// What [`decode_into`] read and wrote: the stored bytes' size and hash (and why decoding
@@ -156,22 +208,35 @@ pub(super) fn scratch_file(scratch_dir: &Path, id: &str) -> Result<(File, Unpack
 pub(super) type Decoded = std::io::Result<(stream::ReadBack, u64)>;
 
 /// Reads the stored bytes from `input` (hashing all of them), decrypting with `identity` and
-/// zstd-decoding into `file`; on a blocking thread. The scratch file is thrown away after the
-/// restore, so it is not fsynced: a crash loses nothing that is not read again from the backup.
+/// zstd-decoding into `sink`; on a blocking thread. The readers following the sink are told
+/// the file is complete, or why it is not. The scratch file is thrown away after the restore,
+/// so it is not fsynced: a crash loses nothing that is not read again from the backup.
 pub(super) fn decode_into(
     input: impl std::io::Read,
-    file: File,
+    sink: Sink,
     zstd: bool,
     identity: Option<PathBuf>,
     cancel: CancellationToken,
 ) -> Decoded {
-    let ids = identity
-        .map(|p| verify::load_identities(&p))
-        .transpose()
-        .map_err(std::io::Error::other)?;
-    let mut sink = Cancellable { file, cancel };
-    let read = stream::read_from(input, zstd, ids.as_deref(), Some(&mut sink))?;
-    Ok((read, sink.file.metadata()?.len()))
+    let growing = sink.growing.clone();
+    let mut sink = Cancellable {
+        inner: sink,
+        cancel,
+    };
+    let decoded: Decoded = (|| {
+        let ids = identity
+            .map(|p| verify::load_identities(&p))
+            .transpose()
+            .map_err(std::io::Error::other)?;
+        let read = stream::read_from(input, zstd, ids.as_deref(), Some(&mut sink))?;
+        Ok((read, growing.written()))
+    })();
+    // Before the sink is dropped, which would say the writer ended short.
+    growing.finish(match &decoded {
+        Ok((read, _)) => read.decode_error.as_ref().map(ToString::to_string),
+        Err(e) => Some(e.to_string()),
+    });
+    decoded
 }
 
 /// The bytes written, once the stored bytes (`shown`) matched the manifest's `sha256` and
@@ -184,17 +249,19 @@ pub(super) fn check_unpacked(
     scratch_dir: &Path,
     cancel: &CancellationToken,
 ) -> Result<u64, RestoreError> {
-    // Cancelled while unpacking: whatever the stream made of the sink's refusal.
-    if cancel.is_cancelled() {
-        return Err(RestoreError::Cancelled);
-    }
     let (read, written) = decoded.map_err(|e| RestoreError::Failed(format!("unpacking: {e}")))?;
+    // Damage first: the bytes are hashed whole even when the decoding stopped, and a restore
+    // that failed because of it stopped the decoding.
     if read.written.sha256 != sha256 || read.written.bytes != bytes {
         return Err(RestoreError::Failed(format!(
             "{shown}: checksum mismatch ({} bytes, sha256 {}; the manifest says {bytes} bytes, \
              {sha256})",
             read.written.bytes, read.written.sha256
         )));
+    }
+    // Cancelled while unpacking: whatever the stream made of the sink's refusal.
+    if cancel.is_cancelled() {
+        return Err(RestoreError::Cancelled);
     }
     // The bytes are the ones written and checked at backup time: a failure to decode them
     // into the scratch file is the scratch side's (a full disk), not the archive's; except
@@ -215,22 +282,22 @@ pub(super) fn check_unpacked(
     Ok(written)
 }
 
-/// A file (the scratch file, pg_restore's stdin) as a sink that stops at cancellation.
-pub(super) struct Cancellable {
-    pub(super) file: File,
+/// A sink (the scratch file, pg_restore's stdin) that stops at cancellation.
+pub(super) struct Cancellable<W> {
+    pub(super) inner: W,
     pub(super) cancel: CancellationToken,
 }
 
-impl std::io::Write for Cancellable {
+impl<W: std::io::Write> std::io::Write for Cancellable<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.cancel.is_cancelled() {
             return Err(std::io::Error::other("cancelled"));
         }
-        self.file.write(buf)
+        self.inner.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        self.inner.flush()
     }
 }
 

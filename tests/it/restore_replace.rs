@@ -5,16 +5,14 @@
 //! changes nothing. pg_restore killed in a replace leaves the old database byte-identical
 //! (md5 over its rows) with its session alive, and nothing under a temporary or kept name.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::backup_support::{Fixture, PASSWORD, ROLE, backup_ok};
-use crate::fault_support::pg_tools_naming;
-use crate::harness::wait_until;
 use crate::prune_support::NIGHTLY;
 use crate::restore_support::{
     SOURCE, backed_up, databases, fingerprint, fingerprints, kill_pg_restore, restore,
+    slow_post_pass, wait_post_pass,
 };
 
 /// A psql session of the application role on the source database that stays until ended.
@@ -150,6 +148,7 @@ fn replace_swaps_in_the_backup_and_keeps_the_old_database() {
 fn a_killed_replace_leaves_the_database_and_its_sessions_alone() {
     let fx = Fixture::new();
     fx.create_bulk_table(400_000);
+    slow_post_pass(&fx);
     let daemon = fx.daemon(NIGHTLY).spawn();
     let id = backup_ok(&daemon, "nightly");
     fx.sql("DELETE FROM bulk WHERE id <= 10");
@@ -167,25 +166,7 @@ fn a_killed_replace_leaves_the_database_and_its_sessions_alone() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start atprectl");
-    let restoring = format!("{SOURCE}_atpred_restoring");
-    let copying = || {
-        fx.pg
-            .psql(
-                "postgres",
-                &format!(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = '{restoring}' \
-                     AND query ILIKE 'COPY%'"
-                ),
-            )
-            .trim()
-            != "0"
-    };
-    assert!(
-        wait_until(Duration::from_secs(60), copying),
-        "pg_restore never started copying"
-    );
-    let marker = format!("--dbname={restoring}");
-    let victims = pg_tools_naming(&[Path::new(&marker)]);
+    let victims = wait_post_pass(&format!("{SOURCE}_atpred_restoring"));
     kill_pg_restore(&victims, child);
     assert_eq!(
         fingerprint(&fx, SOURCE, "bulk"),

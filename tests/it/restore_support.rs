@@ -3,6 +3,7 @@
 //! history, and a scan of the daemon's children for secrets while a restore runs.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use serde_json::Value;
 
 use crate::backup_secrets::assert_no_password;
 use crate::backup_support::{DB, Fixture, backup_ok, ctl};
+use crate::fault_support::pg_tools_naming;
 use crate::harness::{CtlOutput, Daemon, DaemonBuilder, process, wait_until};
 use crate::prune_support::NIGHTLY;
 
@@ -112,6 +114,31 @@ pub fn kill_pg_restore(victims: &[(Pid, String)], child: Child) -> Output {
         "{stderr}"
     );
     out
+}
+
+/// Indexes on `bulk` that make pg_restore's pass after the rows (indexes, constraints) last
+/// long enough to be caught.
+pub fn slow_post_pass(fx: &Fixture) {
+    fx.sql(
+        "CREATE INDEX bulk_payload ON bulk (payload); \
+         CREATE INDEX bulk_payload_md5 ON bulk (md5(payload))",
+    );
+}
+
+/// Waits until pg_restore builds what follows the rows in `db` (its `-j 2` pass over the
+/// indexes and constraints, once atpred has copied the rows) and returns its processes.
+pub fn wait_post_pass(db: &str) -> Vec<(Pid, String)> {
+    let marker = format!("--dbname={db}");
+    let mut found = Vec::new();
+    let seen = wait_until(Duration::from_secs(60), || {
+        found = pg_tools_naming(&[Path::new(&marker)])
+            .into_iter()
+            .filter(|(_, cmdline)| cmdline.contains("--jobs=2") && cmdline.contains("--use-list"))
+            .collect();
+        !found.is_empty()
+    });
+    assert!(seen, "pg_restore never started its pass after the rows");
+    found
 }
 
 /// `atprectl restore ID ARGS` left running in the background (stdin not a terminal).
