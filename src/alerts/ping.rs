@@ -91,10 +91,10 @@ pub fn url(base: &str, signal: Signal) -> String {
     out
 }
 
-/// The body of a finish ping: the summary, then as many of the last `lines` as fit, all
-/// redacted, at most [`MAX_BODY`] bytes. `hide` is the ping URL itself, replaced by `shown`
-/// wherever it appears.
-pub fn body(summary: &str, lines: &[String], hide: &str, shown: &str) -> String {
+/// The body of a finish ping: the summary, then as many of the last `lines` as fit (`earlier`
+/// lines came before them and were not kept), all redacted, at most [`MAX_BODY`] bytes. `hide`
+/// is the ping URL itself, replaced by `shown` wherever it appears.
+pub fn body(summary: &str, lines: &[String], earlier: usize, hide: &str, shown: &str) -> String {
     let clean = |s: &str| {
         let s = if hide.is_empty() {
             s.to_owned()
@@ -121,7 +121,7 @@ pub fn body(summary: &str, lines: &[String], hide: &str, shown: &str) -> String 
         used += cost;
         kept.push(line);
     }
-    let left_out = lines.len() - kept.len();
+    let left_out = earlier + lines.len() - kept.len();
     if left_out > 0 {
         out.push_str(&format!("({left_out} earlier lines left out)\n"));
     }
@@ -262,14 +262,20 @@ mod tests {
         let lines: Vec<String> = (0..2000)
             .map(|i| format!("line {i:04} {}", "x".repeat(40)))
             .collect();
-        let b = body(&"s".repeat(5000), &lines, "https://hc/UUID", "https://hc");
+        let b = body(
+            &"s".repeat(5000),
+            &lines,
+            7,
+            "https://hc/UUID",
+            "https://hc",
+        );
         assert!(b.len() <= MAX_BODY, "{}", b.len());
         assert!(b.starts_with(&"s".repeat(100)));
         assert!(b.contains("…"));
         assert!(b.contains("line 1999"), "the newest line is kept");
         assert!(!b.contains("line 0000"));
         assert!(b.contains("earlier lines left out"));
-        let multibyte = body(&"é".repeat(3000), &[], "x", "y");
+        let multibyte = body(&"é".repeat(3000), &[], 0, "x", "y");
         assert!(multibyte.len() <= MAX_SUMMARY);
     }
 
@@ -282,6 +288,7 @@ mod tests {
         let b = body(
             "ping https://hc/ping/UUID-123 x",
             &lines,
+            0,
             "https://hc/ping/UUID-123",
             "https://hc",
         );

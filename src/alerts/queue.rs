@@ -81,13 +81,16 @@ impl Pings {
 
     /// The run of `job` ended as `record` says: send its result (none for a skipped run).
     pub fn run_finished(&self, job: &JobConfig, record: &RunRecord) {
-        let lines = tail::take(&record.run_id);
+        let tail = tail::take(&record.run_id);
         let (Some(url), Some(signal)) = (&job.ping_url, Signal::of(record)) else {
             return;
         };
+        let lines: Vec<String> = tail.lines.into();
+        let summary = ping::summary(record);
         let body = ping::body(
-            &ping::summary(record),
+            &summary,
             &lines,
+            tail.dropped,
             url.expose(),
             &url.redacted(),
         );

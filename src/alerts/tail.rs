@@ -28,7 +28,14 @@ pub const MAX_LINES: usize = 100;
 pub const MAX_LINE: usize = 1000;
 
 /// Kept lines by run id; only watched runs have an entry.
-static TAILS: Mutex<BTreeMap<String, VecDeque<String>>> = Mutex::new(BTreeMap::new());
+static TAILS: Mutex<BTreeMap<String, Tail>> = Mutex::new(BTreeMap::new());
+
+/// The last lines of one run, and how many earlier ones dropped out.
+#[derive(Default)]
+pub struct Tail {
+    pub lines: VecDeque<String>,
+    pub dropped: usize,
+}
 /// How many runs are watched: while none is, events cost one atomic load.
 static WATCHED: AtomicUsize = AtomicUsize::new(0);
 
@@ -36,7 +43,7 @@ static WATCHED: AtomicUsize = AtomicUsize::new(0);
 pub fn watch(run: &RunId) {
     let mut tails = lock();
     if tails
-        .insert(run.as_str().to_owned(), VecDeque::new())
+        .insert(run.as_str().to_owned(), Tail::default())
         .is_none()
     {
         WATCHED.fetch_add(1, Ordering::SeqCst);
@@ -44,18 +51,16 @@ pub fn watch(run: &RunId) {
 }
 
 /// The lines kept for `run`, oldest first, and stops keeping them (empty if never watched).
-pub fn take(run: &RunId) -> Vec<String> {
+pub fn take(run: &RunId) -> Tail {
     let mut tails = lock();
-    match tails.remove(run.as_str()) {
-        Some(lines) => {
-            WATCHED.fetch_sub(1, Ordering::SeqCst);
-            lines.into()
-        }
-        None => Vec::new(),
+    let tail = tails.remove(run.as_str());
+    if tail.is_some() {
+        WATCHED.fetch_sub(1, Ordering::SeqCst);
     }
+    tail.unwrap_or_default()
 }
 
-fn lock() -> std::sync::MutexGuard<'static, BTreeMap<String, VecDeque<String>>> {
+fn lock() -> std::sync::MutexGuard<'static, BTreeMap<String, Tail>> {
     TAILS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -92,13 +97,14 @@ where
             return;
         };
         let mut tails = lock();
-        let Some(lines) = tails.get_mut(&run) else {
+        let Some(tail) = tails.get_mut(&run) else {
             return;
         };
-        if lines.len() == MAX_LINES {
-            lines.pop_front();
+        if tail.lines.len() == MAX_LINES {
+            tail.lines.pop_front();
+            tail.dropped += 1;
         }
-        lines.push_back(format_line(event));
+        tail.lines.push_back(format_line(event));
     }
 }
 
@@ -187,7 +193,9 @@ mod tests {
             });
             tracing::info_span!("run", run_id = %other).in_scope(|| tracing::info!("not mine"));
         });
-        let lines = take(&watched);
+        let tail = take(&watched);
+        assert_eq!(tail.dropped, 6, "hello and lines 0 to 4");
+        let lines = tail.lines;
         assert_eq!(lines.len(), MAX_LINES);
         assert!(lines[0].contains("WARN line 5 "), "{}", lines[0]);
         assert!(lines.iter().all(|l| !l.contains("pw-secret")));
@@ -196,7 +204,7 @@ mod tests {
                 .iter()
                 .all(|l| !l.contains("not mine") && !l.contains("outside"))
         );
-        assert!(take(&watched).is_empty(), "taken once");
-        assert!(take(&other).is_empty());
+        assert!(take(&watched).lines.is_empty(), "taken once");
+        assert!(take(&other).lines.is_empty());
     }
 }
