@@ -4,7 +4,8 @@
 //! Field names are lowercase in the code (`job`, `kind`, `run_id`); journald upper-cases them
 //! (`JOB`, `KIND`, `RUN_ID`), and the field prefix is turned off so that
 //! `journalctl -u atpred JOB=nightly` works. Span fields (every job line runs inside a `run`
-//! span carrying job, kind and run_id) are sent with each event.
+//! span carrying job, kind and run_id) are sent with each event. A [`TailLayer`] also keeps the
+//! last lines of runs that send dead-man pings, for the pings' bodies.
 
 use std::os::unix::fs::MetadataExt;
 
@@ -12,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+use crate::alerts::tail::TailLayer;
 use crate::config::LogTarget;
 
 /// Installs the global subscriber. `level` is an `EnvFilter` directive ("info", "atpred=debug").
@@ -46,6 +48,7 @@ pub fn init(target: LogTarget, level: &str) -> Option<String> {
                 let _ = tracing_subscriber::registry()
                     .with(filter)
                     .with(layer)
+                    .with(TailLayer)
                     .try_init();
                 return None;
             }
@@ -70,6 +73,7 @@ fn init_stderr(filter: EnvFilter) {
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(layer)
+        .with(TailLayer)
         .try_init();
 }
 

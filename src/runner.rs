@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use crate::alerts::Pings;
 use crate::config::{Config, JobConfig, Kind};
 use crate::daemon::history::History;
 use crate::ids::{JobName, RunId};
@@ -86,6 +87,8 @@ pub struct Runner {
     metrics: RunMetrics,
     /// The fleet leases of coordinated jobs as this host last saw them.
     leases: Mutex<std::collections::BTreeMap<JobName, crate::protocol::LeaseStatus>>,
+    /// Where runs' starts and ends are published for their dead-man pings.
+    pings: Pings,
 }
 
 impl Runner {
@@ -108,6 +111,7 @@ impl Runner {
             health: Arc::default(),
             metrics: RunMetrics::default(),
             leases: Mutex::default(),
+            pings: Pings::default(),
         })
     }
 
@@ -128,6 +132,11 @@ impl Runner {
     /// Counters and durations of the runs finished since the daemon started.
     pub fn metrics(&self) -> &RunMetrics {
         &self.metrics
+    }
+
+    /// The dead-man pings of runs (and the daemon's heartbeat counters).
+    pub fn pings(&self) -> &Pings {
+        &self.pings
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
@@ -323,6 +332,7 @@ impl Runner {
         if !run.opts.dry_run {
             self.metrics.observe(&record);
             self.persist(record.clone()).await;
+            self.pings.run_finished(&run.job, &record);
         }
         lock(&self.running).remove(&run.job.name);
         let _ = run.events.send(RunEvent::Finished(record));
@@ -357,6 +367,9 @@ impl Runner {
                 serde_json::Value::Null,
                 0,
             );
+        }
+        if !run.opts.dry_run {
+            self.pings.run_started(&run.job, &run.run_id, run.trigger);
         }
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<String>();
         let events = run.events.clone();

@@ -18,6 +18,7 @@ const COMMON_KEYS: &[&str] = &[
     "retry-delay",
     "catch-up",
     "coordinate",
+    "ping-url",
 ];
 const COMMAND_KEYS: &[&str] = &["command", "working-dir", "env"];
 const MAX_RETRIES: u32 = 10;
@@ -26,7 +27,7 @@ pub(super) fn job(
     check: &Check,
     key: &str,
     name: JobName,
-    raw: RawJob,
+    mut raw: RawJob,
     postgres: &PostgresConfig,
     daemon: &DaemonConfig,
 ) -> Result<JobConfig, ConfigError> {
@@ -92,6 +93,7 @@ pub(super) fn job(
     )?;
     let coordinate = coordinate(check, key, &kind, raw.coordinate)?;
     let description = raw.description.clone();
+    let ping_url = super::ping::url(check, &format!("{key}.ping-url"), raw.ping_url.take())?;
     let spec = match kind.as_str() {
         "backup" => JobSpec::Backup(super::backup::validate(check, key, raw, postgres)?),
         "prune" => JobSpec::Prune(super::prune::validate(check, key, raw)?),
@@ -108,6 +110,7 @@ pub(super) fn job(
         retry_delay,
         catch_up,
         coordinate,
+        ping_url,
         spec,
     })
 }

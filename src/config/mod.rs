@@ -15,6 +15,7 @@ mod jobs;
 mod locate;
 mod metrics;
 mod offsite;
+mod ping;
 mod prune;
 mod raw;
 mod rotate;
@@ -79,6 +80,9 @@ pub struct DaemonConfig {
     /// Besides backup-dir, where `backups fetch --to` may write (see
     /// [`crate::offsite::destination`]).
     pub fetch_dirs: Vec<PathBuf>,
+    /// The daemon's own dead-man ping, sent from the supervisor loop every `heartbeat_every`.
+    pub heartbeat_url: Option<SecretUrl>,
+    pub heartbeat_every: Duration,
 }
 
 /// Where log lines go.
@@ -121,6 +125,8 @@ pub struct JobConfig {
     /// Runs take the fleet lease when `[coordination]` names a backend (see
     /// [`JobConfig::coordinated`]).
     pub coordinate: bool,
+    /// Dead-man pings for each run (`/start`, success, `/fail`); see [`crate::alerts`].
+    pub ping_url: Option<SecretUrl>,
     pub spec: JobSpec,
 }
 

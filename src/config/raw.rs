@@ -79,6 +79,8 @@ pub struct RawDaemon {
     pub log_level: Option<String>,
     pub history_size: Option<u32>,
     pub fetch_dirs: Option<Vec<PathBuf>>,
+    pub heartbeat_url: Option<String>,
+    pub heartbeat_every: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -120,6 +122,9 @@ pub struct RawJob {
     /// backup, prune, command: take the fleet lease (`[coordination]`) for each run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coordinate: Option<bool>,
+    /// Every kind: the dead-man ping URL (healthchecks.io style), see [`crate::alerts::ping`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping_url: Option<String>,
     // kind = "command"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,

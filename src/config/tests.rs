@@ -313,6 +313,24 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         3,
     ),
     (
+        "ping-url over ftp",
+        "[jobs.h]\nkind = \"health\"\nping-url = \"ftp://hc/x\"\n",
+        "jobs.h.ping-url",
+        3,
+    ),
+    (
+        "ping-url with user-info",
+        "[jobs.c]\nkind = \"command\"\ncommand = [\"true\"]\nping-url = \"https://u:p@hc/x\"\n",
+        "jobs.c.ping-url",
+        4,
+    ),
+    (
+        "heartbeat-every under a second",
+        "[daemon]\nheartbeat-every = \"500ms\"\n",
+        "daemon.heartbeat-every",
+        2,
+    ),
+    (
         "backup key in a health job",
         "[jobs.h]\nkind = \"health\"\nkeep-last = 3\n",
         "jobs.h.keep-last",
@@ -574,4 +592,31 @@ fn coordination_defaults_and_opt_out() {
         r.coordination.renew_every(),
         std::time::Duration::from_secs(3)
     );
+}
+
+#[test]
+fn ping_urls_load_and_never_print_their_key() {
+    const KEY: &str = "5b7e0c9e-ping-key";
+    let text = format!(
+        "[daemon]\nheartbeat-url = \"https://hc-ping.com/{KEY}-d\"\n[jobs.c]\nkind = \"command\"\ncommand = [\"true\"]\nping-url = \"https://hc-ping.com/{KEY}\"\n"
+    );
+    let c = load(&text, &[]).unwrap();
+    assert_eq!(c.daemon.heartbeat_every, Duration::from_secs(60));
+    let job = &c.jobs[&"c".parse().unwrap()];
+    let url = job.ping_url.as_ref().unwrap();
+    assert_eq!(url.expose(), format!("https://hc-ping.com/{KEY}"));
+    let shown = format!("{c:?}");
+    assert!(!shown.contains(KEY), "ping key in Debug: {shown}");
+    assert!(shown.contains("https://hc-ping.com"), "{shown}");
+    for bad in [
+        format!("https://user:{KEY}@hc-ping.com/x"),
+        format!("ftp://hc-ping.com/{KEY}"),
+        format!("https://hc-ping.com/{KEY}#x"),
+    ] {
+        let text =
+            format!("[jobs.c]\nkind = \"command\"\ncommand = [\"true\"]\nping-url = \"{bad}\"\n");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("jobs.c.ping-url"), "{err}");
+        assert!(!err.contains(KEY), "the error quotes the key: {err}");
+    }
 }

@@ -273,6 +273,8 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
     }
     let socket_group = raw.socket_group.filter(|g| !g.is_empty());
     let fetch_dirs = fetch_dirs(check, raw.fetch_dirs.unwrap_or_default(), &backup_dir)?;
+    let heartbeat_url = super::ping::url(check, "daemon.heartbeat-url", raw.heartbeat_url)?;
+    let heartbeat_every = super::ping::every(check, raw.heartbeat_every.as_deref())?;
     Ok(DaemonConfig {
         state_dir,
         backup_dir,
@@ -286,6 +288,8 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         log_level,
         history_size: history_size as usize,
         fetch_dirs,
+        heartbeat_url,
+        heartbeat_every,
     })
 }
 

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::history::History;
 use self::state::{Command, Shared};
+use crate::alerts::Heartbeat;
 use crate::cli::DaemonArgs;
 use crate::config::Config;
 use crate::control::{self, ControlContext, peer};
@@ -38,6 +39,8 @@ const LOCK_FILE: &str = "atpred.lock";
 const HISTORY_FILE: &str = "history.jsonl";
 /// After cancelling runs at the stop timeout, how long to wait for their process groups to die.
 const CANCEL_WAIT: Duration = Duration::from_secs(10);
+/// After the last run ended, how long its dead-man pings may take to go out.
+const PING_DRAIN: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -249,6 +252,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     scheduler_stop.cancel();
     let _ = scheduler_task.await;
     supervisor.finish_runs(&runner, &root).await;
+    runner.pings().close(PING_DRAIN).await;
     control_stop.cancel();
     let _ = control_task.await;
     metrics_stop.cancel();
@@ -281,16 +285,25 @@ impl Supervisor {
         let mut next_runs = self.shared.next_runs.clone();
         let mut refresh = tokio::time::interval(Duration::from_secs(60));
         let mut last_status = String::new();
+        let mut heartbeat = Heartbeat::new(
+            self.shared.runner.pings().clone(),
+            &self.config_tx.borrow().daemon,
+        );
         loop {
             tokio::select! {
                 signal = self.signals.next() => match signal {
-                    Some(SIGHUP) => { let _ = self.reload().await; }
+                    Some(SIGHUP) => {
+                        let _ = self.reload().await;
+                        heartbeat.apply(&self.config_tx.borrow().daemon);
+                    }
                     Some(_) | None => return,
                 },
                 Some(Command::Reload { reply }) = self.commands.recv() => {
                     let _ = reply.send(self.reload().await);
+                    heartbeat.apply(&self.config_tx.borrow().daemon);
                 }
                 _ = tick(&mut watchdog) => notify::watchdog(),
+                () = heartbeat.tick() => heartbeat.beat(&self.shared.summary(Utc::now())),
                 _ = runs.changed() => {}
                 _ = next_runs.changed() => {}
                 _ = refresh.tick() => {}

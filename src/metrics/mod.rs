@@ -101,6 +101,17 @@ pub async fn render(shared: &Shared) -> String {
         "how long runs took",
         metrics.duration,
     );
+    let pings = shared.runner.pings();
+    registry.register(
+        "atpred_pings",
+        "dead-man pings of job runs, by outcome (sent, failed after retries, dropped)",
+        pings.counts(),
+    );
+    registry.register(
+        "atpred_heartbeats",
+        "the daemon's heartbeat pings, by outcome (sent, failed, skipped while one was in flight)",
+        pings.heartbeats(),
+    );
     let last_success = Family::<Labels, FloatGauge>::default();
     registry.register(
         "atpred_job_last_success_timestamp_seconds",

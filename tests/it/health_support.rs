@@ -14,12 +14,20 @@ use crate::harness::process::kill_and_reap;
 use crate::harness::{CtlOutput, Daemon, DaemonBuilder, RedisServer, toml_path, toml_str};
 
 /// Answers `GET /health` with 200 "status: fine", anything else with 404; appends every POST
-/// body as one line to the file named by its first argument; serves https with the certificate
+/// body as one line to the file named by its first argument, except pings (`/ping/...`,
+/// plain-text bodies); records every request as a JSON line `{method, path, t, body}` in
+/// `requests.jsonl` beside that file, at its arrival; serves https with the certificate
 /// and key named by the second and third if given; prints its port first.
 const HTTP_SERVER: &str = r#"
-import http.server, sys
+import http.server, json, os, sys, time
+def record(method, path, data):
+    line = json.dumps({"method": method, "path": path, "t": time.time(),
+                       "body": data.decode("utf-8", "replace")})
+    with open(os.path.join(os.path.dirname(sys.argv[1]), "requests.jsonl"), "a") as f:
+        f.write(line + "\n")
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        record("GET", self.path, b"")
         ok = self.path == "/health"
         body = b"status: fine\n" if ok else b"nothing here\n"
         self.send_response(200 if ok else 404)
@@ -28,8 +36,10 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def do_POST(self):
         data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        with open(sys.argv[1], "ab") as f:
-            f.write(data + b"\n")
+        record("POST", self.path, data)
+        if not self.path.startswith("/ping/"):
+            with open(sys.argv[1], "ab") as f:
+                f.write(data + b"\n")
         self.send_response(204)
         self.end_headers()
     def log_message(self, *args):
@@ -82,6 +92,17 @@ impl HttpServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Every request received so far, oldest first: `{method, path, t, body}` (`t` in Unix
+    /// seconds, at arrival).
+    pub fn requests(&self) -> Vec<Value> {
+        let path = self.posts.with_file_name("requests.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// The webhook bodies received so far.

@@ -18,6 +18,8 @@
 //! malformed configs, a fuzzed and flooded control socket) and print a summary table.
 //! `fleet_*` prove fleet-safe scheduling: several daemons sharing one Redis or PostgreSQL take
 //! each tick once, across kill -9, a Redis restart and lost leases; `run-on` and its config.
+//! `alerts_*` prove dead-man pings and the heartbeat against a real healthchecks-style
+//! receiver, and receivers that are down or hang.
 
 // The crate denies unwrap/expect outside tests (Cargo.toml [lints]); this whole binary is tests,
 // where a panic with a message is the way to fail.
@@ -27,6 +29,8 @@
     reason = "integration tests fail by panicking"
 )]
 
+mod alerts_ping;
+mod alerts_support;
 mod backup_crash;
 mod backup_disk;
 mod backup_disturb;

@@ -1,0 +1,132 @@
+//! What the `alerts_*` tests share: the healthchecks-style receiver (the health tests' real
+//! HTTP server, which records every request with its path, arrival time and body), receivers
+//! that are down or hang, and a guard that thaws a frozen daemon.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub use crate::health_support::HttpServer;
+
+/// The pings the receiver got under `/ping/<key>`, oldest first: `(suffix, body)`, where the
+/// suffix is `""` for the bare URL, `"/start"`, `"/fail"` or `"/<status>"`.
+pub fn pings(http: &HttpServer, key: &str) -> Vec<(String, String)> {
+    let prefix = format!("/ping/{key}");
+    http.requests()
+        .into_iter()
+        .filter(|r| r["method"] == "POST")
+        .filter_map(|r| {
+            let path = r["path"].as_str()?;
+            let suffix = path.strip_prefix(&prefix)?;
+            Some((suffix.to_owned(), r["body"].as_str()?.to_owned()))
+        })
+        .collect()
+}
+
+/// The arrival times (Unix seconds) of the requests to `/ping/<key>`.
+pub fn arrivals(http: &HttpServer, key: &str) -> Vec<f64> {
+    let path = format!("/ping/{key}");
+    http.requests()
+        .iter()
+        .filter(|r| r["path"] == path.as_str())
+        .filter_map(|r| r["t"].as_f64())
+        .collect()
+}
+
+/// Now, as the receiver's `t`.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then closed).
+pub fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A receiver that accepts connections and never answers (nor reads): the worst kind.
+pub struct HangingReceiver {
+    pub port: u16,
+    accepted: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl HangingReceiver {
+    pub fn start() -> HangingReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let held = Arc::clone(&accepted);
+        // The thread ends with the test binary; the connections stay open until then.
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                held.lock().unwrap().push(stream);
+            }
+        });
+        HangingReceiver { port, accepted }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.lock().unwrap().len()
+    }
+}
+
+/// Sends SIGCONT to a process when dropped, so a test that froze the daemon never leaves it
+/// frozen, whatever assertion failed.
+pub struct Thaw(pub Pid);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// Every text the daemon produced about itself and its runs that a ping key must stay out of:
+/// its log, `atprectl` replies (plain and `--json`), the history file and the metrics
+/// textfile.
+pub fn outputs(
+    daemon: &crate::harness::Daemon,
+    state: &Path,
+    textfile: &Path,
+) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    for args in [&["status"][..], &["jobs"], &["history"], &["metrics"]] {
+        let plain = daemon.ctl(args);
+        texts.push((format!("atprectl {args:?}"), plain.stdout + &plain.stderr));
+        if args != ["metrics"] {
+            let json = daemon.ctl(std::iter::once("--json").chain(args.iter().copied()));
+            texts.push((
+                format!("atprectl --json {args:?}"),
+                json.stdout + &json.stderr,
+            ));
+        }
+    }
+    for (what, path) in [
+        ("the history file", state.join("history.jsonl")),
+        ("the metrics textfile", textfile.to_owned()),
+    ] {
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{what} ({}): {e}", path.display()));
+        texts.push((what.to_owned(), text));
+    }
+    texts.push(("the daemon log".into(), daemon.log()));
+    texts
+}
+
+/// The value of the sample `name{labels}` in the metrics text, if present.
+pub fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
+    let head = format!("{name}{{{labels}}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&head))
+        .and_then(|v| v.trim().parse().ok())
+}
