@@ -329,13 +329,20 @@ async fn restore_and_check(
 
 /// pg_restore of the whole archive (less the plan's filters) into the restoring database.
 fn whole(env: &Env<'_>, plan: &RestorePlan) -> Result<process::ProcessSpec, RestoreError> {
-    let mut spec = pg::tool_spec(env.server, "pg_restore")
-        .map_err(|e| RestoreError::Failed(e.to_string()))?
-        .args([
-            "--exit-on-error".to_owned(),
-            format!("--jobs={}", plan.jobs),
-            format!("--dbname={}", plan.restoring),
-        ]);
+    Ok(filtered(env, plan)?.args([
+        "--exit-on-error".to_owned(),
+        format!("--jobs={}", plan.jobs),
+        format!("--dbname={}", plan.restoring),
+    ]))
+}
+
+/// pg_restore with the connection, the owner flags and the plan's filters.
+pub(super) fn filtered(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+) -> Result<process::ProcessSpec, RestoreError> {
+    let mut spec =
+        pg::tool_spec(env.server, "pg_restore").map_err(|e| RestoreError::Failed(e.to_string()))?;
     if !plan.keep_owners {
         spec = spec.args(["--no-owner", "--no-privileges"]);
     }

@@ -160,7 +160,7 @@ async fn list(
     plan: &RestorePlan,
     path: &std::path::Path,
 ) -> Result<Vec<(i64, String)>, RestoreError> {
-    let spec = filtered(env, plan)?.args(["--list".as_ref(), path.as_os_str()]);
+    let spec = exec::filtered(env, plan)?.args(["--list".as_ref(), path.as_os_str()]);
     let mut lines = Vec::new();
     let ran = process::run(&spec, env.cancel, |stream, line| {
         if stream == Stream::Stdout
@@ -173,21 +173,6 @@ async fn list(
     .await;
     exec::outcome(ran, plan)?;
     Ok(lines)
-}
-
-/// pg_restore with the connection, the owner flags and the plan's filters.
-fn filtered(env: &Env<'_>, plan: &RestorePlan) -> Result<process::ProcessSpec, RestoreError> {
-    let mut spec = pg::tool_spec(env.server, "pg_restore").map_err(failed)?;
-    if !plan.keep_owners {
-        spec = spec.args(["--no-owner", "--no-privileges"]);
-    }
-    for s in &plan.schemas {
-        spec = spec.args([format!("--schema={s}")]);
-    }
-    for t in &plan.tables {
-        spec = spec.args([format!("--table={t}")]);
-    }
-    Ok(spec)
 }
 
 /// Restores the entries of `lines` (a `pg_restore -L` list, written to a private file beside
@@ -203,7 +188,7 @@ async fn pg_restore(
         return Ok(());
     }
     let list = ListFile::write(path, lines)?;
-    let spec = filtered(env, plan)?.args([
+    let spec = exec::filtered(env, plan)?.args([
         "--exit-on-error".as_ref(),
         jobs.as_ref(),
         format!("--dbname={}", plan.restoring).as_ref(),

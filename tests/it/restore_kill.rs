@@ -13,7 +13,8 @@ use crate::backup_support::{Fixture, backup_ok};
 use crate::harness::wait_until;
 use crate::prune_support::NIGHTLY;
 use crate::restore_support::{
-    SOURCE, databases, fingerprint, kill_pg_restore, slow_post_pass, spawn_restore, wait_post_pass,
+    SOURCE, bulky, fingerprint, kill_pg_restore, nothing_left, slow_post_pass, spawn_restore,
+    wait_post_pass,
 };
 
 #[test]
@@ -62,17 +63,7 @@ fn pg_restore_killed_mid_way_leaves_no_database_and_no_scratch() {
     let out = kill_pg_restore(&victims, child);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pg_restore"), "{stderr}");
-    let dbs = databases(&fx);
-    assert!(
-        !dbs.iter()
-            .any(|d| d == "killed" || d.contains("atpred_restoring")),
-        "{dbs:?}"
-    );
-    assert_eq!(fingerprint(&fx, SOURCE, "bulk"), before);
-    let left: Vec<_> = std::fs::read_dir(&scratch)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "{left:?}");
+    nothing_left(&fx, "killed", &before, &scratch);
     assert_no_password("atprectl's output", &String::from_utf8_lossy(&out.stdout));
     assert_no_password("atprectl's errors", &stderr);
     assert_no_password("the daemon log", &daemon.log());
@@ -80,14 +71,7 @@ fn pg_restore_killed_mid_way_leaves_no_database_and_no_scratch() {
 
 #[test]
 fn a_copy_ended_by_the_server_mid_way_leaves_no_database_and_no_scratch() {
-    let fx = Fixture::new();
-    fx.create_bulk_table(1_500_000);
-    let scratch = fx.dir.path().join("scratch");
-    let daemon = fx
-        .daemon(NIGHTLY)
-        .env("ATPRED__DAEMON__RESTORE_SCRATCH_DIR", &scratch)
-        .spawn();
-    let id = backup_ok(&daemon, "nightly");
+    let (fx, daemon, id, scratch) = bulky(1_500_000);
     let before = fingerprint(&fx, SOURCE, "bulk");
 
     let child = spawn_restore(&daemon, &id, &["--to", "ended", "--yes"]);
@@ -115,15 +99,5 @@ fn a_copy_ended_by_the_server_mid_way_leaves_no_database_and_no_scratch() {
         stderr.contains("COPY into bulk") && stderr.contains("the target database was not touched"),
         "{stderr}"
     );
-    let dbs = databases(&fx);
-    assert!(
-        !dbs.iter()
-            .any(|d| d == "ended" || d.contains("atpred_restoring")),
-        "{dbs:?}"
-    );
-    assert_eq!(fingerprint(&fx, SOURCE, "bulk"), before);
-    let left: Vec<_> = std::fs::read_dir(&scratch)
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "{left:?}");
+    nothing_left(&fx, "ended", &before, &scratch);
 }

@@ -11,27 +11,12 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::backup_support::{Fixture, backup_ok, ctl, ctl_json};
+use crate::backup_support::{ctl, ctl_json};
 use crate::harness::{self, Daemon, wait_until};
-use crate::prune_support::NIGHTLY;
 use crate::restore_support::{
-    SOURCE, backed_up, fingerprint, fingerprints, leftovers_of, restore, restore_runs,
+    SOURCE, backed_up, bulky, fingerprint, fingerprints, leftovers_of, restore, restore_runs,
     spawn_restore, wait_copying_into,
 };
-
-/// A database big enough that pg_restore copies for a while, backed up; the daemon restores
-/// through `scratch`.
-fn bulky() -> (Fixture, Daemon, String, std::path::PathBuf) {
-    let fx = Fixture::new();
-    fx.create_bulk_table(400_000);
-    let scratch = fx.dir.path().join("scratch");
-    let daemon = fx
-        .daemon(NIGHTLY)
-        .env("ATPRED__DAEMON__RESTORE_SCRATCH_DIR", &scratch)
-        .spawn();
-    let id = backup_ok(&daemon, "nightly");
-    (fx, daemon, id, scratch)
-}
 
 fn scratch_entries(scratch: &std::path::Path) -> Vec<std::ffi::OsString> {
     std::fs::read_dir(scratch)
@@ -95,7 +80,7 @@ fn a_restore_is_a_run_in_the_history_and_a_failed_one_a_failed_run() {
 
 #[test]
 fn cancel_restore_leaves_the_target_untouched_and_a_second_one_is_refused_meanwhile() {
-    let (fx, daemon, id, scratch) = bulky();
+    let (fx, daemon, id, scratch) = bulky(400_000);
     fx.sql("DELETE FROM bulk WHERE id <= 10");
     let before = fingerprint(&fx, SOURCE, "bulk");
     let child = spawn_restore(&daemon, &id, &["--to", SOURCE, "--replace", "--yes"]);
@@ -178,7 +163,7 @@ fn cancel_restore_leaves_the_target_untouched_and_a_second_one_is_refused_meanwh
 
 #[test]
 fn a_client_killed_or_interrupted_mid_restore_does_not_stop_it() {
-    let (fx, daemon, id, scratch) = bulky();
+    let (fx, daemon, id, scratch) = bulky(400_000);
     for (n, (to, signal)) in [("killed", Signal::SIGKILL), ("interrupted", Signal::SIGINT)]
         .into_iter()
         .enumerate()
@@ -214,7 +199,7 @@ fn a_client_killed_or_interrupted_mid_restore_does_not_stop_it() {
 
 #[test]
 fn the_daemons_stop_ends_a_restore_at_once_and_cleanly() {
-    let (fx, mut daemon, id, scratch) = bulky();
+    let (fx, mut daemon, id, scratch) = bulky(400_000);
     let before = fingerprint(&fx, SOURCE, "bulk");
     let child = spawn_restore(&daemon, &id, &["--to", "stopped", "--yes"]);
     wait_copying_into(&fx, "stopped_atpred_restoring");

@@ -116,6 +116,36 @@ pub fn kill_pg_restore(victims: &[(Pid, String)], child: Child) -> Output {
     out
 }
 
+/// A database whose `bulk` table of `rows` rows takes a while to restore, backed up; the daemon
+/// restores through the returned scratch folder.
+pub fn bulky(rows: u32) -> (Fixture, Daemon, String, std::path::PathBuf) {
+    let fx = Fixture::new();
+    fx.create_bulk_table(rows);
+    let scratch = fx.dir.path().join("scratch");
+    let daemon = fx
+        .daemon(NIGHTLY)
+        .env("ATPRED__DAEMON__RESTORE_SCRATCH_DIR", &scratch)
+        .spawn();
+    let id = backup_ok(&daemon, "nightly");
+    (fx, daemon, id, scratch)
+}
+
+/// After a failed restore into `to`: no database under its name or a restoring one, `bulk`
+/// on the source as `before`, and nothing in `scratch`.
+pub fn nothing_left(fx: &Fixture, to: &str, before: &str, scratch: &Path) {
+    let dbs = databases(fx);
+    assert!(
+        !dbs.iter()
+            .any(|d| d == to || d.contains("atpred_restoring")),
+        "{dbs:?}"
+    );
+    assert_eq!(fingerprint(fx, SOURCE, "bulk"), before);
+    let left: Vec<_> = std::fs::read_dir(scratch)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// Indexes on `bulk` that make pg_restore's pass after the rows (indexes, constraints) last
 /// long enough to be caught.
 pub fn slow_post_pass(fx: &Fixture) {
