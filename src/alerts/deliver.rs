@@ -115,15 +115,9 @@ impl Client {
 /// reqwest's error and its sources without the URL, the ping URL (`base`) replaced by its
 /// origin should a source print it, and any other URL redacted.
 fn describe(e: reqwest::Error, base: &str, shown: &str) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
+    let text = crate::jobs::health::http::describe(e);
+    if base.is_empty() {
+        return text;
     }
-    if !base.is_empty() {
-        text = text.replace(base, shown);
-    }
-    crate::secret::scrub(&text)
+    crate::secret::scrub(&text.replace(base, shown))
 }

@@ -10,7 +10,7 @@ mod alert;
 pub mod board;
 mod disk;
 mod freshness;
-mod http;
+pub(crate) mod http;
 mod postgres;
 mod redis;
 mod runs;
