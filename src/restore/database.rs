@@ -25,13 +25,23 @@ fn failed(what: &str, e: impl std::fmt::Display) -> RestoreError {
 }
 
 /// A connection to the `postgres` database, or to the configured one when that is refused.
+///
+/// Its commits are synchronous whatever the server's default: the restore's own sessions
+/// commit asynchronously ([`super::ASYNC_COMMIT_SQL`]), and the rename that publishes a restore
+/// is what makes their work durable, since flushing its commit record flushes all the WAL
+/// before it.
 pub(super) async fn maintenance(config: &PostgresConfig) -> Result<Client, RestoreError> {
-    match pg::connect(config, "postgres").await {
-        Ok(c) => Ok(c),
+    let client = match pg::connect(config, "postgres").await {
+        Ok(c) => c,
         Err(_) => pg::connect(config, &config.dbname)
             .await
-            .map_err(|e| failed("connecting to the server", e)),
-    }
+            .map_err(|e| failed("connecting to the server", e))?,
+    };
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .await
+        .map_err(|e| failed("setting up a session", pg::describe(&e)))?;
+    Ok(client)
 }
 
 /// The system identifier of the cluster restored onto (`None` when it cannot tell).

@@ -341,8 +341,9 @@ pub(super) fn filtered(
     env: &Env<'_>,
     plan: &RestorePlan,
 ) -> Result<process::ProcessSpec, RestoreError> {
-    let mut spec =
-        pg::tool_spec(env.server, "pg_restore").map_err(|e| RestoreError::Failed(e.to_string()))?;
+    let mut spec = super::async_commit(
+        pg::tool_spec(env.server, "pg_restore").map_err(|e| RestoreError::Failed(e.to_string()))?,
+    );
     if !plan.keep_owners {
         spec = spec.args(["--no-owner", "--no-privileges"]);
     }

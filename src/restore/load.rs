@@ -260,9 +260,14 @@ async fn copy_rows(
     });
     let next = Arc::new(Mutex::new(next));
     let mut copiers = Vec::new();
+    let mut frozen = None;
     for _ in 0..plan.jobs.max(1) {
         let client = session(env, plan).await?;
-        copiers.push(copier(env, client, toc, scratch, next.clone()));
+        if frozen.is_none() {
+            frozen = Some(Arc::new(freezable(&client).await?));
+        }
+        let frozen = frozen.clone().unwrap_or_default();
+        copiers.push(copier(env, client, toc, scratch, frozen, next.clone()));
     }
     // On a failure the scan is not waited for: it may be waiting for an unpack that is stopped
     // only once this returns, and ends with it.
@@ -287,14 +292,33 @@ async fn session(env: &Env<'_>, plan: &RestorePlan) -> Result<Client, RestoreErr
         .await
         .map_err(|e| RestoreError::Failed(format!("connecting to {}: {e}", plan.restoring)))?;
     client
-        .batch_execute(
+        .batch_execute(&format!(
             "SET statement_timeout = 0; SET lock_timeout = 0; \
              SET idle_in_transaction_session_timeout = 0; SET row_security = off; \
-             SET standard_conforming_strings = on; SET search_path = ''",
-        )
+             SET standard_conforming_strings = on; SET search_path = ''; {}",
+            super::ASYNC_COMMIT_SQL
+        ))
         .await
         .map_err(|e| RestoreError::Failed(format!("setting up a session: {}", pg::describe(&e))))?;
     Ok(client)
+}
+
+/// The tables whose rows can be copied already frozen: plain tables that are not partitions
+/// (a partition's rows may be routed through its root, `--load-via-partition-root`, and a
+/// partitioned table takes no `FREEZE`), by (schema, name).
+async fn freezable(client: &Client) -> Result<HashSet<(String, String)>, RestoreError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname, c.relname FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND NOT c.relispartition",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            RestoreError::Failed(format!("listing the restored tables: {}", pg::describe(&e)))
+        })?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// One connection's loop: takes the next block found and copies it, until there are none.
@@ -303,6 +327,7 @@ async fn copier(
     client: Client,
     toc: &Toc,
     scratch: &Scratch,
+    frozen: Arc<HashSet<(String, String)>>,
     next: Arc<Mutex<mpsc::UnboundedReceiver<(i64, u64)>>>,
 ) -> Result<Vec<(i64, u64)>, RestoreError> {
     if let Some(encoding) = toc.encoding() {
@@ -322,7 +347,7 @@ async fn copier(
         };
         let entry = toc.entry(id).ok_or_else(|| failed("a block of no entry"))?;
         let rows = tokio::select! {
-            rows = copy_block(&client, toc, entry, scratch, at) => rows?,
+            rows = copy_block(&client, toc, entry, scratch, &frozen, at) => rows?,
             () = env.cancel.cancelled() => return Err(RestoreError::Cancelled),
         };
         done.push((id, rows));
@@ -332,12 +357,16 @@ async fn copier(
 /// Copies one table's block: its rows are read (waiting for the unpack) on a blocking thread
 /// and sent in pieces; COPY's answer is the row count. As pg_restore -j does, the table is
 /// emptied in the same transaction first, so that with `wal_level = minimal` the COPY writes
-/// no WAL.
+/// no WAL. That also lets a plain table's rows be copied `FREEZE` (which pg_restore does not
+/// do): they arrive frozen and all-visible, so the index builds that read them next, and the
+/// first queries and vacuums after the restore, find no hint bits to set and write no page
+/// again, and no anti-wraparound vacuum has to rewrite the whole table later.
 async fn copy_block(
     client: &Client,
     toc: &Toc,
     entry: &Entry,
     scratch: &Scratch,
+    frozen: &HashSet<(String, String)>,
     at: u64,
 ) -> Result<u64, RestoreError> {
     let sql = |what: &str| {
@@ -357,7 +386,12 @@ async fn copy_block(
         .await
         .map_err(sql("emptying"))?;
     let statement = entry.copy_stmt.as_deref().unwrap_or_default();
-    let sink = client.copy_in(statement).await.map_err(sql("COPY into"))?;
+    let freeze = frozen.contains(&(namespace.to_owned(), entry.tag.clone()));
+    let statement = match statement.trim_end().strip_suffix(';') {
+        Some(bare) if freeze && bare.ends_with("FROM stdin") => format!("{bare} WITH (FREEZE)"),
+        _ => statement.to_owned(),
+    };
+    let sink = client.copy_in(&statement).await.map_err(sql("COPY into"))?;
     let mut sink = std::pin::pin!(sink);
     let (pieces, mut arriving) = mpsc::channel::<Bytes>(AHEAD);
     let mut block = toc.blocks(

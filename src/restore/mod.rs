@@ -110,3 +110,15 @@ pub enum RestoreError {
 
 /// The default `pg_restore -j` of a restore.
 pub const DEFAULT_JOBS: u32 = 2;
+
+/// The sessions that restore (atpred's and pg_restore's, and a drill's) commit
+/// asynchronously: nothing waits for the WAL to be flushed at each of the dozens of commits a
+/// restore makes. A server crash before the rename loses at most a restore that had not
+/// succeeded yet; the rename commits synchronously ([`database::maintenance`]), and flushing
+/// its commit record flushes every commit before it, so a restore reported done is durable.
+pub const ASYNC_COMMIT_SQL: &str = "SET synchronous_commit = off";
+
+/// [`ASYNC_COMMIT_SQL`] for a libpq program (pg_restore), in its environment.
+pub fn async_commit(spec: crate::process::ProcessSpec) -> crate::process::ProcessSpec {
+    spec.env("PGOPTIONS", "-c synchronous_commit=off")
+}

@@ -280,14 +280,15 @@ fn restore_spec(
             ProcessSpec::new(pg::tool(env.restore_target, "pg_restore").map_err(problem)?)
                 .args(["--file=/dev/null"]),
         ),
-        Some(db) => Ok(pg::tool_spec(env.restore_target, "pg_restore")
-            .map_err(problem)?
-            .args([
-                "--no-owner".to_owned(),
-                "--no-privileges".to_owned(),
-                "--exit-on-error".to_owned(),
-                format!("--dbname={}", db.name),
-            ])),
+        Some(db) => Ok(crate::restore::async_commit(
+            pg::tool_spec(env.restore_target, "pg_restore").map_err(problem)?,
+        )
+        .args([
+            "--no-owner".to_owned(),
+            "--no-privileges".to_owned(),
+            "--exit-on-error".to_owned(),
+            format!("--dbname={}", db.name),
+        ])),
     }
 }
 

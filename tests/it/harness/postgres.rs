@@ -341,6 +341,18 @@ impl PgServer {
         }
     }
 
+    /// Immediate shutdown (SIGQUIT: no checkpoint, WAL not yet flushed is lost, recovery at the
+    /// next start), as a crash of the server, then starts it again on the same socket and data.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.postmaster.take() {
+            let _ = kill(pid_of(&child), Signal::SIGQUIT);
+            if process::wait_timeout(&mut child, STOP_TIMEOUT).is_none() {
+                kill_and_reap(&mut child);
+            }
+        }
+        self.spawn_postmaster();
+    }
+
     /// Stops the server if it runs and starts it again on the same socket and data.
     pub fn restart(&mut self) {
         self.stop();
