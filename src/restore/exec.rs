@@ -90,7 +90,9 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
     preflight(env.scratch_dir, plan.scratch_bytes)?;
     let mut applied = None;
     let done = match &plan.archive {
-        Archive::Unpack { .. } | Archive::Fetch(_) => overlapped(env, plan, &mut applied).await,
+        Archive::Unpack { .. } | Archive::Fetch(_) => {
+            overlapped(env, plan, &mut applied, Then::Publish).await
+        }
         Archive::Direct { path } => in_order(env, plan, &mut applied, Rows::File(path)).await,
         Archive::Stream { .. } => in_order(env, plan, &mut applied, Rows::Stream).await,
     };
@@ -117,6 +119,28 @@ pub async fn run(env: &Env<'_>, plan: &RestorePlan) -> Result<Report, RestoreErr
         restore_ms: done.restore_ms,
         duration_ms: millis(t0),
     })
+}
+
+/// A restore drill's load: the archive of `plan` (`Archive::Unpack`) unpacked and loaded into
+/// the existing, empty `plan.restoring` exactly as a restore loads it, every table's row count
+/// checked against the dump's snapshot, and the database left for the drill's own checks (the
+/// caller drops it, whatever happened). Returns the row counts and the scratch bytes written.
+pub async fn drill(
+    env: &Env<'_>,
+    plan: &RestorePlan,
+) -> Result<(BTreeMap<String, i64>, u64), RestoreError> {
+    preflight(env.scratch_dir, plan.scratch_bytes)?;
+    let done = overlapped(env, plan, &mut None, Then::Keep).await?;
+    Ok((done.counts, done.scratch_bytes))
+}
+
+/// What becomes of the restoring database once loaded and checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// Created here, renamed to the target (or dropped on failure).
+    Publish,
+    /// A drill's scratch database: created, dropped and checked further by the caller.
+    Keep,
 }
 
 /// What a restore that reached its target did.
@@ -146,6 +170,7 @@ async fn overlapped(
     env: &Env<'_>,
     plan: &RestorePlan,
     applied: &mut Option<globals::Applied>,
+    then: Then,
 ) -> Result<Done, RestoreError> {
     let t0 = Instant::now();
     let (sink, scratch) = unpack::scratch_file(env.scratch_dir, &plan.id)?;
@@ -159,7 +184,9 @@ async fn overlapped(
     };
     let loading = async {
         let loaded = async {
-            create(env, plan).await?;
+            if then == Then::Publish {
+                create(env, plan).await?;
+            }
             *applied = globals_first(env, plan).await?;
             load::data(env, plan, &scratch).await
         }
@@ -180,7 +207,9 @@ async fn overlapped(
     let (scratch_bytes, loaded) = match both {
         Ok(both) => both,
         Err(e) => {
-            database::discard(env.server, &plan.restoring).await;
+            if then == Then::Publish {
+                database::discard(env.server, &plan.restoring).await;
+            }
             return Err(e);
         }
     };
@@ -191,7 +220,10 @@ async fn overlapped(
             Rows::File(scratch.unpacked.path())
         }
     };
-    let (counts, replaced) = restore_into_place(env, plan, rows).await?;
+    let (counts, replaced) = match then {
+        Then::Publish => restore_into_place(env, plan, rows).await?,
+        Then::Keep => (restore_and_check(env, plan, rows).await?, None),
+    };
     drop(scratch);
     Ok(Done {
         counts,

@@ -15,13 +15,11 @@ use super::RestoreError;
 use super::exec::Env;
 use super::growing::{Growing, Sink};
 use super::plan::{Archive, RestorePlan};
-use super::toc;
 use crate::jobs::backup::{stream, verify};
 
 /// The unpacked archive in restore-scratch-dir, removed when dropped.
 pub struct Unpacked {
     path: PathBuf,
-    pub(super) bytes: u64,
 }
 
 impl Drop for Unpacked {
@@ -59,15 +57,23 @@ pub(super) async fn unpack(
         plan.id,
         env.scratch_dir.display()
     ));
-    let archive = Packed {
-        id: &plan.id,
+    let stored = Stored {
         from,
         zstd: *zstd,
         identity,
         sha256,
         bytes: *bytes,
     };
-    unpack_into(env.scratch_dir, archive, sink, cancel).await
+    unpack_into(env.scratch_dir, stored, sink, cancel).await
+}
+
+/// A stored archive to unpack: its file, its layers and what its bytes must be.
+struct Stored<'a> {
+    from: &'a Path,
+    zstd: bool,
+    identity: Option<PathBuf>,
+    sha256: &'a str,
+    bytes: u64,
 }
 
 /// The identity to decrypt backup `id` with, checked to be a private file (none when the
@@ -89,60 +95,20 @@ pub fn identity(
     }
 }
 
-/// A stored archive to unpack.
-pub struct Packed<'a> {
-    pub id: &'a str,
-    pub from: &'a Path,
-    pub zstd: bool,
-    pub identity: Option<PathBuf>,
-    pub sha256: &'a str,
-    pub bytes: u64,
-}
-
-/// Decrypts and/or zstd-decodes `archive` into a new 0600 file in `scratch_dir`, checking the
-/// stored bytes against the manifest's size and SHA-256 on the way, and writes the data
-/// offsets pg_restore -j needs into it ([`toc::add_offsets`]). [`RestoreError::Scratch`] says
-/// the scratch side failed (full disk...), not the archive.
-pub async fn unpack_archive(
-    scratch_dir: &Path,
-    archive: Packed<'_>,
-    cancel: &CancellationToken,
-) -> Result<Unpacked, RestoreError> {
-    let (sink, scratch) = scratch_file(scratch_dir, archive.id)?;
-    let id = archive.id.to_owned();
-    let mut unpacked = scratch.unpacked;
-    unpacked.bytes = unpack_into(scratch_dir, archive, sink, cancel).await?;
-    let path = unpacked.path.clone();
-    // An archive not read as expected is left as it is: pg_restore -j then scans (slower,
-    // not wrong).
-    match tokio::task::spawn_blocking(move || toc::add_offsets(&path)).await {
-        Ok(Ok(Ok(_))) => {}
-        Ok(Ok(Err(toc::Unsupported(why)))) => {
-            tracing::info!("{id}: no data offsets for pg_restore -j ({why}): it scans instead")
-        }
-        Ok(Err(e)) => {
-            tracing::warn!("{id}: no data offsets for pg_restore -j (it scans instead): {e}")
-        }
-        Err(e) => return Err(RestoreError::Failed(e.to_string())),
-    }
-    Ok(unpacked)
-}
-
 /// Decodes the stored `archive` into `sink` on a blocking thread and checks it; returns the
 /// bytes written.
 async fn unpack_into(
     scratch_dir: &Path,
-    archive: Packed<'_>,
+    archive: Stored<'_>,
     sink: Sink,
     cancel: &CancellationToken,
 ) -> Result<u64, RestoreError> {
-    let Packed {
+    let Stored {
         from,
         zstd,
         identity,
         sha256,
         bytes,
-        ..
     } = archive;
     let shown = from.display().to_string();
     let from = from.to_owned();
@@ -185,10 +151,7 @@ pub(super) fn scratch_file(scratch_dir: &Path, id: &str) -> Result<(Sink, Scratc
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(&path)
         .map_err(scratch_error)?;
-    let unpacked = Unpacked {
-        path: path.clone(),
-        bytes: 0,
-    };
+    let unpacked = Unpacked { path: path.clone() };
     let read = file.try_clone().map_err(scratch_error)?;
     let growing = Growing::new();
     let sink = Sink {

@@ -1,6 +1,7 @@
 //! Restore drills take restore's path: a zstd-wrapped archive is unpacked into
-//! restore-scratch-dir and restored with `pg_restore -j`, and the scratch file is removed. A
-//! scratch dir too small for it never fails a good backup: the drill then goes through a pipe.
+//! restore-scratch-dir while its rows are copied from the growing file (FREEZE, as a restore
+//! copies them), `pg_restore -j` does the rest, and the scratch file is removed. A scratch dir
+//! too small for it never fails a good backup: the drill then goes through a pipe.
 
 use crate::backup_disturb::Tmpfs;
 use crate::backup_support::{Fixture, backup_ok, manifest};
@@ -17,22 +18,27 @@ fn details(daemon: &crate::harness::Daemon, id: &str) -> String {
         .to_owned()
 }
 
+/// A smoke query that holds only for rows loaded as a restore loads them: copied FREEZE, so
+/// the index build that follows finds every page all-visible and records so.
+const LOADED: &str = "drill-sql = [{ query = \"select relallvisible from pg_class where relname = 'accounts'\", min = 1 }]\n";
+
 #[test]
-fn a_restore_drill_unpacks_into_the_scratch_dir_for_pg_restore_j() {
+fn a_restore_drill_loads_as_a_restore_does() {
     let fx = Fixture::new();
     fx.create_small_schema();
     let scratch = fx.dir.path().join("scratch");
     let daemon = fx
-        .daemon(DRILLED)
+        .daemon(&format!("{DRILLED}{LOADED}"))
         .env("ATPRED__DAEMON__RESTORE_SCRATCH_DIR", &scratch)
         .spawn();
     let id = backup_ok(&daemon, "nightly");
     let d = details(&daemon, &id);
     assert!(
-        d.contains("unpacked into restore-scratch-dir for pg_restore -j 2"),
+        d.contains("loaded as it was unpacked into restore-scratch-dir (COPY on 2 connections"),
         "{d}"
     );
     assert!(d.contains("every row count matches"), "{d}");
+    assert!(d.contains("1 drill-sql query passed"), "{d}");
     let left: Vec<_> = std::fs::read_dir(&scratch)
         .map(|r| r.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

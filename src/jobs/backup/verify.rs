@@ -120,7 +120,7 @@ async fn custom(
     if level == VerifyLevel::Restore
         && (zstd || identities.is_some())
         && let Some(drilled) =
-            drill_unpacked(env, &path, m, file, identities.clone(), &note, facts).await
+            drill_unpacked(env, dir, m, identities.as_deref(), &note, facts).await
     {
         return drilled;
     }
@@ -176,65 +176,71 @@ async fn custom(
     finish(env, level, result, restore_db, m, note, facts).await
 }
 
-/// The restore drill of a zstd-wrapped or encrypted custom archive through restore's own path:
-/// unpacked (checksum checked on the way) into restore-scratch-dir, then `pg_restore -j`.
+/// The restore drill of a zstd-wrapped or encrypted custom archive through restore's own path
+/// ([`crate::restore::exec::drill`]): unpacked into restore-scratch-dir (checksum checked on
+/// the way) while the rows are copied from the growing file, then `pg_restore -j` for the rest.
 /// `None` when the scratch side cannot take it (too little space, a full disk): the caller
 /// then drills through a pipe as before, so a full scratch disk never fails a good backup.
 async fn drill_unpacked(
     env: &VerifyEnv<'_>,
-    path: &Path,
+    dir: &Path,
     m: &Manifest,
-    file: &FileSum,
-    identity: Option<std::path::PathBuf>,
+    identity: Option<&Path>,
     note: &str,
     facts: &mut Facts,
 ) -> Option<Checked> {
-    use crate::restore::{RestoreError, exec, unpack};
+    use crate::restore::{self, RestoreError, exec};
     let level = VerifyLevel::Restore;
     let scratch = env.scratch_dir?;
-    let need = file
-        .bytes
-        .saturating_mul(crate::restore::plan::UNPACK_FACTOR);
-    if let Err(e) = exec::preflight(scratch, need) {
-        tracing::info!("restore drill through a pipe: {e}");
-        return None;
-    }
-    let packed = unpack::Packed {
-        id: &m.id,
-        from: path,
-        zstd: matches!(m.compression, Compression::Zstd { .. }),
-        identity,
-        sha256: &file.sha256,
-        bytes: file.bytes,
-    };
-    let unpacked = match unpack::unpack_archive(scratch, packed, env.cancel).await {
-        Ok(u) => u,
-        Err(RestoreError::Cancelled) => return Some(Err(Found::Cancelled)),
-        Err(e @ RestoreError::Scratch(_)) => {
-            tracing::info!("restore drill through a pipe: {e}");
-            return None;
-        }
-        Err(e) => return Some(Err(Found::Problem(level, e.to_string()))),
-    };
+    let jobs = env.parallel.max(restore::DEFAULT_JOBS);
     let db = match Scratch::create(env.restore_target, &m.database, env.cancel, level).await {
         Ok(db) => db,
         Err(f) => return Some(Err(f)),
     };
-    let jobs = env.parallel.max(crate::restore::DEFAULT_JOBS);
-    let spec = match restore_spec(env, Some(&db), level) {
-        Ok(spec) => spec
-            .args([format!("--jobs={jobs}")])
-            .args([unpacked.path()]),
-        Err(f) => {
+    let options = restore::Options {
+        to: db.name.clone(),
+        jobs,
+        ..restore::Options::default()
+    };
+    let plan = restore::plan::plan(m, dir, &options, None).map(|mut plan| {
+        plan.restoring = db.name.clone();
+        plan
+    });
+    let quiet = |_: String| {};
+    let restore_env = exec::Env {
+        server: env.restore_target,
+        scratch_dir: scratch,
+        identity_file: identity,
+        remote: None,
+        cancel: env.cancel,
+        progress: &quiet,
+    };
+    let drilled = match plan {
+        Ok(plan) => exec::drill(&restore_env, &plan).await,
+        Err(e) => Err(e),
+    };
+    let counts = match drilled {
+        Ok((counts, _)) => counts,
+        Err(e @ (RestoreError::Scratch(_) | RestoreError::NoSpace { .. })) => {
+            tracing::info!("restore drill through a pipe: {e}");
             db.drop_db().await;
-            return Some(Err(f));
+            return None;
+        }
+        Err(e) => {
+            db.drop_db().await;
+            return Some(Err(match e {
+                RestoreError::Cancelled => Found::Cancelled,
+                RestoreError::Failed(why) => Found::Problem(level, why),
+                e => Found::Problem(level, e.to_string()),
+            }));
         }
     };
-    let waited = process::run(&spec, env.cancel, |_, _| {}).await;
-    drop(unpacked);
-    let result = restore_outcome(level, waited);
-    let note = format!("{note}unpacked into restore-scratch-dir for pg_restore -j {jobs}; ");
-    Some(finish(env, level, result, Some(db), m, note, facts).await)
+    let note = format!(
+        "{note}loaded as it was unpacked into restore-scratch-dir (COPY on {jobs} connections, \
+         pg_restore -j {jobs} for the rest), as a restore loads it; "
+    );
+    facts.counted = Some(counts);
+    Some(finish(env, level, Ok(()), Some(db), m, note, facts).await)
 }
 
 async fn directory(
