@@ -162,6 +162,13 @@ fn offsite_targets_one_refusing_the_other_is_copied_and_the_first_catches_up_nex
         "{}",
         neither.stderr
     );
+    let metrics = ctl(&daemon, &["metrics"]).stdout;
+    for (target, stage) in [("eu", "failed"), ("us", "verified")] {
+        let line = format!(
+            "atpred_offsite_copies{{job=\"nightly\",target=\"{target}\",stage=\"{stage}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
     assert!(o.objects_under(EU).is_empty(), "{:?}", o.objects_under(EU));
     assert_eq!(committed(&o, US), [first.as_str()]);
 
@@ -314,6 +321,31 @@ fn offsite_targets_are_pinned_and_pruned_each_with_its_own_retention() {
     assert_eq!(committed(&o, US), ids, "eu's prune leaves us alone");
     assert!(removed(&run_job(&daemon, "prune-us")).is_empty());
     assert_eq!(committed(&o, US), ids, "keep-last = 2 and the pinned one");
+
+    // us refusing: the unpin fails, and the pin already removed at eu is put back.
+    let good = std::fs::read(&o.credentials).unwrap();
+    refuse(&o, &o.credentials);
+    let refused = ctl(&daemon, &["backups", "unpin", &ids[0]]);
+    assert_ne!(refused.status, 0, "{}", refused.stdout);
+    assert!(
+        refused.stderr.contains("stays pinned") && refused.stderr.contains("offsite us"),
+        "{}",
+        refused.stderr
+    );
+    std::fs::write(&o.credentials, good).unwrap();
+    for prefix in [EU, US] {
+        let key = format!("{prefix}/{}/pin.json", ids[0]);
+        assert!(
+            o.objects_under(prefix).iter().any(|(k, _)| *k == key),
+            "{key} is back"
+        );
+    }
+    assert!(
+        backups(&daemon)
+            .iter()
+            .any(|b| b["id"] == ids[0].as_str() && b["pinned"].is_string()),
+        "pinned here still"
+    );
 
     let unpinned = ctl(&daemon, &["backups", "unpin", &ids[0]]);
     assert_eq!(unpinned.status, 0, "{}{}", unpinned.stdout, unpinned.stderr);
