@@ -44,8 +44,9 @@ pub struct BackupSpec {
     pub encrypt_to: Vec<String>,
     pub verify_identity_file: Option<PathBuf>,
     pub min_free_after: FreeSpace,
-    /// The `[offsite.NAME]` target verified backups are copied to.
-    pub offsite: Option<String>,
+    /// The `[offsite.NAME]` targets verified backups are copied to, each independently; empty:
+    /// none.
+    pub offsite: Vec<String>,
     /// Which kind of server the dump may be taken from (`pg_is_in_recovery()`).
     pub run_on: RunOn,
     /// `globals.sql` keeps role passwords (needs a role that can read `pg_authid`).
@@ -260,7 +261,14 @@ pub(super) fn validate(
         encrypt_to,
         verify_identity_file,
         min_free_after,
-        offsite: raw.offsite.filter(|o| !o.is_empty()),
+        // `offsite = ""` (an environment override, say) means no copy, as it always did.
+        offsite: raw
+            .offsite
+            .map(|o| o.into_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect(),
         globals_passwords: raw.globals_passwords.unwrap_or(false),
         drill_sql,
     })

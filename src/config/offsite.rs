@@ -1,5 +1,6 @@
 //! `[offsite.NAME]` tables: S3-compatible targets that verified backups are copied to, and the
-//! cross-checks with the jobs that use them (`offsite = "NAME"` on backup and prune jobs).
+//! cross-checks with the jobs that use them (`offsite = "NAME"` or `["NAME", ...]` on backup
+//! jobs, `offsite = "NAME"` on prune jobs).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,6 +9,9 @@ use std::time::Duration;
 use super::raw::RawOffsite;
 use super::validate::Check;
 use super::{Config, ConfigError, JobSpec};
+
+mod names;
+pub use names::OffsiteNames;
 
 /// One S3-compatible target.
 #[derive(Debug, Clone, PartialEq)]
@@ -188,46 +192,59 @@ fn endpoint(check: &Check, key: &str, e: &str) -> Result<String, ConfigError> {
     Ok(e.trim_end_matches('/').to_owned())
 }
 
-/// The `offsite` of every backup and prune job names a target; a backup job copying
-/// plaintext needs the target's `allow-plaintext`.
+/// Every name in the `offsite` of a backup job, and that of a prune job, names a target, once;
+/// a backup job copying plaintext needs each target's `allow-plaintext`.
 pub(super) fn check_jobs(check: &Check, config: &Config) -> Result<(), ConfigError> {
     for job in config.jobs.values() {
         let key = format!("jobs.{}.offsite", job.name);
-        let (name, encrypted) = match &job.spec {
-            JobSpec::Backup(b) => match &b.offsite {
-                Some(n) => (n, !b.encrypt_to.is_empty()),
-                None => continue,
-            },
+        let (names, encrypted) = match &job.spec {
+            JobSpec::Backup(b) => (b.offsite.as_slice(), !b.encrypt_to.is_empty()),
             JobSpec::Prune(p) => match &p.target {
-                crate::jobs::prune::Target::Offsite(n) => (n, true),
+                crate::jobs::prune::Target::Offsite(n) => (std::slice::from_ref(n), true),
                 crate::jobs::prune::Target::Local => continue,
             },
             _ => continue,
         };
-        let Some(target) = config.offsite.get(name) else {
-            let known: Vec<&str> = config.offsite.keys().map(String::as_str).collect();
-            return Err(check.err(
-                &key,
-                format!(
-                    "no [offsite.{name}] table in this configuration (targets: {})",
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-            ));
-        };
-        if !encrypted && !target.allow_plaintext {
-            return Err(check.err(
-                &key,
-                format!(
-                    "target {name:?} refuses plaintext backups: set encrypt-to on this job \
-                     (backups are encrypted before remote storage), or allow-plaintext = true \
-                     in [offsite.{name}]"
-                ),
-            ));
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(check.err(&key, format!("{name:?} is listed twice")));
+            }
+            check_job_target(check, config, &key, name, encrypted)?;
         }
+    }
+    Ok(())
+}
+
+fn check_job_target(
+    check: &Check,
+    config: &Config,
+    key: &str,
+    name: &str,
+    encrypted: bool,
+) -> Result<(), ConfigError> {
+    let Some(target) = config.offsite.get(name) else {
+        let known: Vec<&str> = config.offsite.keys().map(String::as_str).collect();
+        return Err(check.err(
+            key,
+            format!(
+                "no [offsite.{name}] table in this configuration (targets: {})",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    if !encrypted && !target.allow_plaintext {
+        return Err(check.err(
+            key,
+            format!(
+                "target {name:?} refuses plaintext backups: set encrypt-to on this job \
+                 (backups are encrypted before remote storage), or allow-plaintext = true \
+                 in [offsite.{name}]"
+            ),
+        ));
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Settings of `kind = "prune"` jobs: a retention policy and the backup jobs it applies to.
 
 use super::ConfigError;
+use super::offsite::OffsiteNames;
 use super::raw::RawJob;
 use super::validate::Check;
 use crate::ids::JobName;
@@ -86,7 +87,17 @@ pub(super) fn validate(check: &Check, key: &str, raw: RawJob) -> Result<PruneSpe
         .iter()
         .map(|name| name.parse::<JobName>().map_err(|e| check.err(&k("of"), e)))
         .collect::<Result<Vec<_>, _>>()?;
-    let target = match (raw.target.as_deref().unwrap_or("local"), raw.offsite) {
+    let offsite = match raw.offsite {
+        None => None,
+        Some(OffsiteNames::One(name)) => Some(name),
+        Some(OffsiteNames::Many(_)) => {
+            return Err(check.err(
+                &k("offsite"),
+                "a prune job prunes one target: give each target its own prune job (and its own retention)",
+            ));
+        }
+    };
+    let target = match (raw.target.as_deref().unwrap_or("local"), offsite) {
         ("local", None) => Target::Local,
         ("local", Some(_)) => {
             return Err(check.err(

@@ -157,9 +157,10 @@ pub struct RawJob {
     pub verify_identity_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_free_after: Option<String>,
-    /// Backup: copy to this `[offsite.NAME]`; prune (with `target = "offsite"`): prune there.
+    /// Backup: copy to this `[offsite.NAME]` (or these); prune (with `target = "offsite"`):
+    /// prune there.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub offsite: Option<String>,
+    pub offsite: Option<super::offsite::OffsiteNames>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_on: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

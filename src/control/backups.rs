@@ -53,15 +53,22 @@ pub(super) fn summary(e: catalog::Entry, offsite: Option<String>) -> BackupSumma
     }
 }
 
-/// The stage of the backup's copy at its job's offsite target, if the job has one.
+/// The stage of the backup's copy at each of its job's offsite targets, in the job's order:
+/// `eu: verified, us: failed` (`none`: no copy tried yet); `None` when the job has no target.
 fn offsite_stage(config: &Config, m: &Manifest) -> Option<String> {
-    let target = config.jobs.values().find_map(|j| match &j.spec {
-        JobSpec::Backup(b) if j.name.as_str() == m.job => b.offsite.as_deref(),
+    let targets = config.jobs.values().find_map(|j| match &j.spec {
+        JobSpec::Backup(b) if j.name.as_str() == m.job && !b.offsite.is_empty() => Some(&b.offsite),
         _ => None,
     })?;
-    let stage = crate::offsite::state::read(&config.daemon.state_dir, target, &m.id)
-        .map_or("none", |r| r.stage.as_str());
-    Some(format!("{target}: {stage}"))
+    let stages: Vec<String> = targets
+        .iter()
+        .map(|target| {
+            let stage = crate::offsite::state::read(&config.daemon.state_dir, target, &m.id)
+                .map_or("none", |r| r.stage.as_str());
+            format!("{target}: {stage}")
+        })
+        .collect();
+    Some(stages.join(", "))
 }
 
 pub fn show(config: &Config, id: &str) -> Response {

@@ -1,10 +1,11 @@
 //! Handlers of `backup_pin` and `backup_unpin`: the pin in the backup folder ([`crate::pins`])
-//! and the same pin beside the copy at the making job's offsite target.
+//! and the same pin beside the copy at each of the making job's offsite targets.
 //!
 //! Order matters for "never removed while pinned": pinning writes the local pin first and the
-//! remote one second (a copy committed in between carries the local pin over itself, see
-//! [`crate::offsite::pins::push_local`]); unpinning removes the remote pin first, so a failure
-//! leaves the backup pinned everywhere rather than half.
+//! remote ones second (a copy committed in between carries the local pin over itself, see
+//! [`crate::offsite::pins::push_local`]); a target that fails does not stop the others from
+//! being pinned. Unpinning removes the remote pins first, and if one target fails, puts the pin
+//! back where it was removed, so a failure leaves the backup pinned everywhere rather than half.
 
 use chrono::Utc;
 
@@ -36,35 +37,45 @@ pub async fn pin(config: &Config, id: &str, reason: Option<String>) -> Response 
         );
     }
     tracing::info!(backup = id, "pinned backup {id} ({})", pin.label());
-    let offsite = match remote_of(config, &manifest) {
-        None => None,
-        Some(Err(e)) => return error(ErrorCode::Internal, format!("pinned {id} here, but {e}")),
-        Some(Ok(remote)) => match offsite::catalog::read_manifest(&remote, id).await {
-            Err(e) if e.is_not_found() => Some(format!(
-                "{}: no committed copy yet; the copy carries the pin",
-                remote.name()
-            )),
-            Err(e) => {
-                return error(
-                    ErrorCode::Internal,
-                    format!("pinned {id} here, but not at {}: {e}", remote.name()),
-                );
-            }
-            Ok(_) => match offsite::pins::put(&remote, id, &pin).await {
-                Ok(()) => Some(format!("{}: pinned", remote.name())),
-                Err(e) => {
-                    return error(
-                        ErrorCode::Internal,
-                        format!("pinned {id} here, but not at {}: {e}", remote.name()),
-                    );
-                }
-            },
-        },
-    };
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for remote in remotes_of(config, &manifest) {
+        match pin_at(remote, id, &pin).await {
+            Ok(said) => done.push(said),
+            Err(e) => failed.push(e),
+        }
+    }
+    if !failed.is_empty() {
+        let pinned = if done.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", done.join(", "))
+        };
+        return error(
+            ErrorCode::Internal,
+            format!("pinned {id} here{pinned}, but {}", failed.join("; ")),
+        );
+    }
     Response::PinState {
         id: id.to_owned(),
         pin: Some(pin),
-        offsite,
+        offsite: (!done.is_empty()).then(|| done.join(", ")),
+    }
+}
+
+/// Pins the committed copy at one target: `NAME: pinned`, or why not.
+async fn pin_at(remote: Result<Remote, String>, id: &str, pin: &Pin) -> Result<String, String> {
+    let remote = remote?;
+    let name = remote.name();
+    match offsite::catalog::read_manifest(&remote, id).await {
+        Err(e) if e.is_not_found() => Ok(format!(
+            "{name}: no committed copy yet; the copy carries the pin"
+        )),
+        Err(e) => Err(format!("not at {name}: {e}")),
+        Ok(_) => match offsite::pins::put(&remote, id, pin).await {
+            Ok(()) => Ok(format!("{name}: pinned")),
+            Err(e) => Err(format!("not at {name}: {e}")),
+        },
     }
 }
 
@@ -73,14 +84,30 @@ pub async fn unpin(config: &Config, id: &str) -> Response {
         Ok(found) => found,
         Err(r) => return *r,
     };
-    let offsite = match remote_of(config, &manifest) {
-        None => None,
-        Some(Err(e)) => return error(ErrorCode::Internal, format!("{id} stays pinned: {e}")),
-        Some(Ok(remote)) => match offsite::pins::delete(&remote, id).await {
-            Ok(()) => Some(format!("{}: unpinned", remote.name())),
-            Err(e) => return error(ErrorCode::Internal, format!("{id} stays pinned: {e}")),
-        },
-    };
+    let mut unpinned: Vec<Remote> = Vec::new();
+    for remote in remotes_of(config, &manifest) {
+        let result = match remote {
+            Ok(remote) => offsite::pins::delete(&remote, id)
+                .await
+                .map(|()| remote)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(remote) => unpinned.push(remote),
+            Err(e) => {
+                repin(&dir, id, &unpinned).await;
+                return error(ErrorCode::Internal, format!("{id} stays pinned: {e}"));
+            }
+        }
+    }
+    let offsite = (!unpinned.is_empty()).then(|| {
+        unpinned
+            .iter()
+            .map(|r| format!("{}: unpinned", r.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
     match pins::remove(&dir) {
         Ok(was) => {
             if was {
@@ -93,6 +120,20 @@ pub async fn unpin(config: &Config, id: &str) -> Response {
             }
         }
         Err(e) => error(ErrorCode::Internal, format!("cannot unpin {id}: {e}")),
+    }
+}
+
+/// An unpin failed at one target: the local pin goes back to the targets already unpinned.
+async fn repin(dir: &std::path::Path, id: &str, unpinned: &[Remote]) {
+    for remote in unpinned {
+        if let Err(e) = offsite::pins::push_local(remote, dir, id).await {
+            tracing::warn!(
+                backup = id,
+                offsite = remote.name(),
+                "{id} stays pinned here but could not be pinned again at {}: {e}",
+                remote.name()
+            );
+        }
     }
 }
 
@@ -110,12 +151,16 @@ fn backup(config: &Config, id: &str) -> Result<(std::path::PathBuf, Manifest), B
     Ok((dir, manifest))
 }
 
-/// The offsite target of the job that made the backup, opened; `None` when it has none.
-fn remote_of(config: &Config, manifest: &Manifest) -> Option<Result<Remote, String>> {
-    let name = config.jobs.values().find_map(|j| match &j.spec {
-        JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.offsite.clone(),
+/// The offsite targets of the job that made the backup, each opened (or why not).
+fn remotes_of(config: &Config, manifest: &Manifest) -> Vec<Result<Remote, String>> {
+    let names = config.jobs.values().find_map(|j| match &j.spec {
+        JobSpec::Backup(b) if j.name.as_str() == manifest.job => Some(b.offsite.clone()),
         _ => None,
-    })?;
-    let target = config.offsite.get(&name)?;
-    Some(Remote::open(target).map_err(|e| e.to_string()))
+    });
+    names
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|name| config.offsite.get(name))
+        .map(|target| Remote::open(target).map_err(|e| e.to_string()))
+        .collect()
 }

@@ -290,7 +290,7 @@ fn stale_unfinished<'a>(
         }
         ctx.config.jobs.values().any(|j| {
             j.name.as_str() == job
-                && matches!(&j.spec, crate::config::JobSpec::Backup(b) if b.offsite.as_deref() == Some(target))
+                && matches!(&j.spec, crate::config::JobSpec::Backup(b) if b.offsite.iter().any(|t| t == target))
         })
     };
     unfinished

@@ -213,10 +213,9 @@ fn backups(config: &crate::config::Config, catalog: &[catalog::Entry], registry:
     }
 }
 
-/// Per backup job with an `offsite` target: its local backups by the stage of their copy
-/// (`none` when no copy was tried), and when a copy was last committed.
+/// Per backup job and each of its `offsite` targets: its local backups by the stage of their
+/// copy there (`none` when no copy was tried), and when a copy was last committed there.
 fn offsite(config: &crate::config::Config, catalog: &[catalog::Entry], registry: &mut Registry) {
-    use crate::offsite::state;
     let copies = Family::<Labels, FloatGauge>::default();
     registry.register(
         "atpred_offsite_copies",
@@ -233,48 +232,59 @@ fn offsite(config: &crate::config::Config, catalog: &[catalog::Entry], registry:
         let JobSpec::Backup(spec) = &job.spec else {
             continue;
         };
-        let Some(target) = &spec.offsite else {
-            continue;
-        };
-        let name = job.name.as_str();
-        let records = state::list(&config.daemon.state_dir, target);
-        let labels = |stage: &str| {
-            vec![
-                ("job".to_owned(), name.to_owned()),
-                ("target".to_owned(), target.clone()),
-                ("stage".to_owned(), stage.to_owned()),
-            ]
-        };
-        let mut counts: std::collections::BTreeMap<&str, usize> =
-            ["none", "pending", "uploaded", "verified", "failed"]
-                .into_iter()
-                .map(|s| (s, 0))
-                .collect();
-        for e in catalog
+        for target in &spec.offsite {
+            let gauges = (&copies, &last);
+            offsite_target(config, catalog, job.name.as_str(), target, gauges);
+        }
+    }
+}
+
+/// [`offsite`]'s figures for one job and one of its targets.
+fn offsite_target(
+    config: &crate::config::Config,
+    catalog: &[catalog::Entry],
+    name: &str,
+    target: &str,
+    (copies, last): (&Family<Labels, FloatGauge>, &Family<Labels, FloatGauge>),
+) {
+    use crate::offsite::state;
+    let records = state::list(&config.daemon.state_dir, target);
+    let labels = |stage: &str| {
+        vec![
+            ("job".to_owned(), name.to_owned()),
+            ("target".to_owned(), target.to_owned()),
+            ("stage".to_owned(), stage.to_owned()),
+        ]
+    };
+    let mut counts: std::collections::BTreeMap<&str, usize> =
+        ["none", "pending", "uploaded", "verified", "failed"]
+            .into_iter()
+            .map(|s| (s, 0))
+            .collect();
+    for e in catalog
+        .iter()
+        .filter(|e| e.state == State::Verified && entry_job(e) == Some(name))
+    {
+        let stage = records
             .iter()
-            .filter(|e| e.state == State::Verified && entry_job(e) == Some(name))
-        {
-            let stage = records
-                .iter()
-                .find(|r| r.id == e.id)
-                .map_or("none", |r| r.stage.as_str());
-            *counts.entry(stage).or_default() += 1;
-        }
-        for (stage, n) in counts {
-            copies.get_or_create(&labels(stage)).set(n as f64);
-        }
-        if let Some(at) = records
-            .iter()
-            .filter(|r| r.job == name && r.stage == state::Stage::Verified)
-            .map(|r| r.at)
-            .max()
-        {
-            last.get_or_create(&vec![
-                ("job".to_owned(), name.to_owned()),
-                ("target".to_owned(), target.clone()),
-            ])
-            .set(at.timestamp_millis() as f64 / 1000.0);
-        }
+            .find(|r| r.id == e.id)
+            .map_or("none", |r| r.stage.as_str());
+        *counts.entry(stage).or_default() += 1;
+    }
+    for (stage, n) in counts {
+        copies.get_or_create(&labels(stage)).set(n as f64);
+    }
+    if let Some(at) = records
+        .iter()
+        .filter(|r| r.job == name && r.stage == state::Stage::Verified)
+        .map(|r| r.at)
+        .max()
+    {
+        last.get_or_create(&vec![
+            ("job".to_owned(), name.to_owned()),
+            ("target".to_owned(), target.to_owned()),
+        ])
+        .set(at.timestamp_millis() as f64 / 1000.0);
     }
 }
 

@@ -377,8 +377,8 @@ pub struct BackupSummary {
     pub verified_level: Option<VerifyLevel>,
     /// Why the entry is unreadable.
     pub problem: Option<String>,
-    /// The offsite copy's stage (`pending`, `uploaded`, `verified`, `failed`) at the making
-    /// job's target, in a local listing.
+    /// The offsite copy's stage (`pending`, `uploaded`, `verified`, `failed`, `none`) at each
+    /// of the making job's targets, in a local listing: `eu: verified, us: failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offsite: Option<String>,
     /// `pinned: REASON` when the backup is pinned.

@@ -48,7 +48,7 @@ pub async fn take(
     };
     let mut spec = spec.clone();
     spec.dbname = to.to_owned();
-    spec.offsite = None;
+    spec.offsite = Vec::new();
     spec.verify = VerifyLevel::Full;
     spec.verify_every = None;
     let safety = SafetyFor {

@@ -88,6 +88,7 @@ mod offsite_faults;
 mod offsite_fetch_to;
 mod offsite_prune;
 mod offsite_support;
+mod offsite_targets;
 mod pin_offsite;
 mod pin_prune;
 mod prune_busy;

@@ -64,10 +64,15 @@ impl Offsite {
 
     /// Every key under the test prefix, with its size.
     pub fn objects(&self) -> Vec<(String, u64)> {
+        self.objects_under(PREFIX)
+    }
+
+    /// Every key under `prefix`, with its size.
+    pub fn objects_under(&self, prefix: &str) -> Vec<(String, u64)> {
         let store = self.garage.store();
         let mut all: Vec<(String, u64)> = block_on(async {
             store
-                .list(Some(&Key::from(PREFIX)))
+                .list(Some(&Key::from(prefix)))
                 .try_collect::<Vec<_>>()
                 .await
                 .expect("list the bucket")

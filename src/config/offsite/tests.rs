@@ -41,7 +41,7 @@ fn a_minimal_target_loads_with_defaults() {
     let JobSpec::Backup(b) = &c.jobs[&"nightly".parse().unwrap()].spec else {
         panic!("a backup job")
     };
-    assert_eq!(b.offsite.as_deref(), Some("s3"));
+    assert_eq!(b.offsite, ["s3"], "the single-string form");
 
     let c = load(
         &with(
@@ -62,6 +62,34 @@ fn a_minimal_target_loads_with_defaults() {
         panic!("a prune job")
     };
     assert_eq!(p.target, Target::Offsite("s3".into()));
+}
+
+const US: &str =
+    "[offsite.us]\nbucket = \"atpre-us\"\ncredentials-file = \"/etc/atpre/us.credentials\"\n";
+
+fn offsite_of(c: &crate::config::Config) -> Vec<String> {
+    let JobSpec::Backup(b) = &c.jobs[&"nightly".parse().unwrap()].spec else {
+        panic!("a backup job")
+    };
+    b.offsite.clone()
+}
+
+#[test]
+fn a_backup_job_copies_to_a_list_of_targets_in_its_order() {
+    let job = format!(
+        "{US}[jobs.nightly]\nkind = \"backup\"\noffsite = [\"us\", \"s3\"]\nencrypt-to = [\"{RECIPIENT}\"]\n"
+    );
+    let c = load(&with(TARGET, &job), &[]).unwrap();
+    assert_eq!(offsite_of(&c), ["us", "s3"]);
+    // An environment override is a string: one target, as before.
+    let c = load(
+        &with(TARGET, &job),
+        &[("ATPRED__JOBS__NIGHTLY__OFFSITE", "us")],
+    )
+    .unwrap();
+    assert_eq!(offsite_of(&c), ["us"]);
+    let job = "[jobs.nightly]\nkind = \"backup\"\noffsite = []\n";
+    assert!(offsite_of(&load(&with(TARGET, job), &[]).unwrap()).is_empty());
 }
 
 /// (what is wrong, target lines, job tables, the key the error names, words it must say)
@@ -170,6 +198,34 @@ const BAD: &[(&str, &str, &str, &str, &str)] = &[
         "[jobs.nightly]\nkind = \"backup\"\noffsite = \"s4\"\nencrypt-to = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n",
         "jobs.nightly.offsite",
         "no [offsite.s4]",
+    ),
+    (
+        "a list naming an unknown target",
+        TARGET,
+        "[jobs.nightly]\nkind = \"backup\"\noffsite = [\"s3\", \"eu\"]\nencrypt-to = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n",
+        "jobs.nightly.offsite",
+        "no [offsite.eu]",
+    ),
+    (
+        "a list naming a target twice",
+        TARGET,
+        "[jobs.nightly]\nkind = \"backup\"\noffsite = [\"s3\", \"s3\"]\nencrypt-to = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n",
+        "jobs.nightly.offsite",
+        "listed twice",
+    ),
+    (
+        "offsite neither a name nor a list",
+        TARGET,
+        "[jobs.nightly]\nkind = \"backup\"\noffsite = 3\n",
+        "jobs.nightly.offsite",
+        "a list of them",
+    ),
+    (
+        "a prune job naming several targets",
+        TARGET,
+        "[jobs.p]\nkind = \"prune\"\nkeep-last = 1\ntarget = \"offsite\"\noffsite = [\"s3\"]\n",
+        "jobs.p.offsite",
+        "its own prune job",
     ),
     (
         "a plaintext backup job",

@@ -1,25 +1,35 @@
-//! After a backup is published: its copy to the job's `offsite` target, then the job's earlier
-//! copies still owed (left `pending` by a crash or `failed` by an outage), a few per run.
+//! After a backup is published: its copy to each of the job's `offsite` targets, then the
+//! job's earlier copies still owed there (left `pending` by a crash or `failed` by an outage),
+//! a few per run.
+//!
+//! Each target is its own task, run side by side: a target that is down, or slow to time out,
+//! fails or delays only its own copies, and its state (`state-dir/offsite/<target>/`) is its
+//! own, so it catches up on the next run after it comes back.
 
-use crate::config::BackupSpec;
+use futures::future::join_all;
+
+use crate::config::{BackupSpec, OffsiteTarget};
 use crate::jobs::JobContext;
 use crate::jobs::backup::manifest::Manifest;
 use crate::jobs::catalog;
 use crate::offsite::ship::{self, Shipped};
 use crate::offsite::state::{self, Stage};
 
-/// Earlier copies taken up again per run, newest first, so one outage does not make a run
-/// spend hours catching up.
+/// Earlier copies taken up again per run and target, newest first, so one outage does not make
+/// a run spend hours catching up.
 const OWED_PER_RUN: usize = 3;
 
 pub async fn copy_offsite(ctx: &JobContext, spec: &BackupSpec, id: &str) -> Vec<Shipped> {
-    let Some(target) = spec
+    let targets = spec
         .offsite
-        .as_ref()
-        .and_then(|n| ctx.config.offsite.get(n))
-    else {
-        return Vec::new();
-    };
+        .iter()
+        .filter_map(|n| ctx.config.offsite.get(n))
+        .map(|target| copy_to(ctx, target, id));
+    join_all(targets).await.into_iter().flatten().collect()
+}
+
+/// The new backup `id` and what is owed to `target`, one after the other.
+async fn copy_to(ctx: &JobContext, target: &OffsiteTarget, id: &str) -> Vec<Shipped> {
     let backup_dir = &ctx.config.daemon.backup_dir;
     let state_dir = &ctx.config.daemon.state_dir;
     let progress = |m: String| ctx.progress(m);
