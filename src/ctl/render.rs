@@ -264,6 +264,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             vec![
                 b.id.clone(),
                 b.job.clone().unwrap_or_else(dash),
+                b.source.clone().unwrap_or_else(dash),
                 b.database.clone().unwrap_or_else(dash),
                 b.started.map_or_else(dash, |t| timefmt::relative(t, now)),
                 b.bytes.map_or_else(dash, crate::jobs::backup::dump::mib),
@@ -280,6 +281,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
         &[
             "ID",
             "JOB",
+            "SOURCE",
             "DATABASE",
             "WHEN",
             "SIZE",

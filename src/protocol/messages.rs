@@ -369,6 +369,9 @@ pub struct BackupSummary {
     /// `verified`, `failed` (kept apart after a failed verification) or `unreadable`.
     pub state: String,
     pub job: Option<String>,
+    /// What the backup holds: `postgres` or `redis` (the manifest's `source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub database: Option<String>,
     pub started: Option<DateTime<Utc>>,
     pub bytes: Option<u64>,

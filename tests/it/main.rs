@@ -97,6 +97,8 @@ mod prune_failed;
 mod prune_offline;
 mod prune_plan;
 mod prune_support;
+mod redis_backup;
+mod redis_support;
 mod restore_drill;
 mod restore_evidence;
 mod restore_globals;
