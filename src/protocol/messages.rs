@@ -179,6 +179,10 @@ pub enum Response {
     Restored {
         report: crate::restore::exec::Report,
     },
+    /// The answer to `restore` with `redis_dir`: the RDB staged there and the steps to load it.
+    RedisStaged {
+        staged: crate::restore::redis_dir::Staged,
+    },
     /// The answer to `backup_pin` and `backup_unpin`: the backup's pin now (`None`: unpinned),
     /// and what was done at its offsite target, if its job has one.
     PinState {

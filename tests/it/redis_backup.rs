@@ -26,6 +26,8 @@ fn redis_backup_checks_the_rdb_and_drills_it_with_identical_key_counts() {
     assert_eq!(m["manifest_version"], 2);
     assert_eq!(m["redis"]["keyspace"], keyspace_json(&fx.redis), "{m:#}");
     assert_eq!(m["redis"]["aof_enabled"], false);
+    // Redis 7 sends a diskless RDB to a replica that can take it: the `$EOF:<mark>` form.
+    assert_eq!(m["redis"]["transfer"], "eof-marker");
     assert!(
         m["redis"]["version"]
             .as_str()
@@ -76,6 +78,8 @@ fn redis_backup_checks_the_rdb_and_drills_it_with_identical_key_counts() {
 fn redis_backup_with_aof_on_is_encrypted_and_drilled() {
     let fx = RedisFixture::new(true);
     fx.populate();
+    // A disk-based transfer: the `$<len>` bulk form.
+    fx.redis.cmd(&["CONFIG", "SET", "repl-diskless-sync", "no"]);
     let key = fx.dir.path().join("drill.key");
     let out = shell(&format!("age-keygen -o {} 2>&1", quote(&key)));
     let recipient = out
@@ -93,6 +97,7 @@ fn redis_backup_with_aof_on_is_encrypted_and_drilled() {
     let id = backup_ok(&daemon, "cache");
     let m = manifest(&daemon, &id);
     assert_eq!(m["redis"]["aof_enabled"], true, "{m:#}");
+    assert_eq!(m["redis"]["transfer"], "bulk", "{m:#}");
     assert_eq!(m["files"][0]["path"], "redis.rdb.zst.age");
     assert_eq!(m["verification"]["level"], "restore", "{m:#}");
     assert_eq!(m["verification"]["outcome"], "passed", "{m:#}");

@@ -3,6 +3,8 @@
 //! job, and the dataset as the server itself reports it (`DUMP` and `PEXPIRETIME` of every
 //! key), so a restored server can be compared key by key.
 
+use std::collections::BTreeMap;
+
 use crate::harness::{self, Daemon, DaemonBuilder, RedisServer, Resp, RespConnection};
 
 /// Distinctive enough to grep for.
@@ -88,6 +90,62 @@ fn call(c: &mut RespConnection, args: &[&str]) -> Resp {
         .unwrap_or_else(|e| panic!("redis {args:?}: {e}"));
     assert!(!matches!(r, Resp::Error(_)), "redis {args:?}: {r:?}");
     r
+}
+
+/// Every key of every database: (db, key) -> (TYPE, DUMP bytes (a set: its sorted members),
+/// PEXPIRETIME).
+pub fn dataset(redis: &RedisServer) -> BTreeMap<(u32, String), (String, Vec<u8>, i64)> {
+    let mut c = redis.connect().expect("connect to redis");
+    let mut out = BTreeMap::new();
+    for db in 0..16u32 {
+        call(&mut c, &["SELECT", &db.to_string()]);
+        let Resp::Array(Some(keys)) = call(&mut c, &["KEYS", "*"]) else {
+            panic!("KEYS did not answer a list");
+        };
+        for key in keys {
+            let key = key.as_text().expect("a key name");
+            let kind = call(&mut c, &["TYPE", &key]).as_text().expect("type");
+            // A set's DUMP lists members in hash-table order, which a reload may change.
+            let dump = if kind == "set" {
+                let Resp::Array(Some(members)) = call(&mut c, &["SMEMBERS", &key]) else {
+                    panic!("SMEMBERS {key}");
+                };
+                let mut members: Vec<String> = members.iter().filter_map(Resp::as_text).collect();
+                members.sort();
+                members.join("\0").into_bytes()
+            } else {
+                let Resp::Bulk(Some(dump)) = call(&mut c, &["DUMP", &key]) else {
+                    panic!("DUMP {key}");
+                };
+                dump
+            };
+            let Resp::Integer(at) = call(&mut c, &["PEXPIRETIME", &key]) else {
+                panic!("PEXPIRETIME {key}");
+            };
+            out.insert((db, key), (kind, dump, at));
+        }
+    }
+    out
+}
+
+/// Fails unless `got` has exactly the keys of `want`, naming the first that differ.
+pub fn assert_same_keys(
+    got: &BTreeMap<(u32, String), (String, Vec<u8>, i64)>,
+    want: &BTreeMap<(u32, String), (String, Vec<u8>, i64)>,
+    what: &str,
+) {
+    let differ: Vec<_> = want
+        .keys()
+        .chain(got.keys())
+        .filter(|k| got.get(*k) != want.get(*k))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: {} keys, {} wanted; these differ: {differ:?}",
+        got.len(),
+        want.len()
+    );
 }
 
 /// `INFO keyspace` of the server as the manifest writes it: {"0": {"keys": n, "expires": m}}.

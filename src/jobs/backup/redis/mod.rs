@@ -1,8 +1,8 @@
 //! `source = "redis"`: the `[redis]` server's whole dataset as one RDB, taken over the
 //! replication protocol ([`sync`]), streamed through the same zstd/age/SHA-256 pipeline and
 //! partial folder as a pg_dump, verified by `redis-check-rdb` ([`check`]) and, at level
-//! `restore`, loaded into a scratch redis-server ([`drill`]); [`restore_dir`] prepares it for
-//! a server's directory.
+//! `restore`, loaded into a scratch redis-server ([`drill`]); [`crate::restore::redis_dir`]
+//! prepares it for a server's directory.
 //!
 //! A run: `INFO` (version, AOF, keyspace per database) and a sample of keys over the redis
 //! crate's connection -> `.partial-<id>/redis.rdb[.zst][.age]` by SYNC -> `INFO keyspace`
@@ -13,7 +13,6 @@
 pub mod check;
 mod drill;
 pub mod observe;
-pub mod restore_dir;
 mod sync;
 
 use std::time::Instant;
