@@ -99,6 +99,7 @@ mod prune_plan;
 mod prune_support;
 mod redis_backup;
 mod redis_restore;
+mod redis_shared;
 mod redis_support;
 mod restore_drill;
 mod restore_evidence;
