@@ -101,7 +101,20 @@ fn own(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
         .read(true)
         .custom_flags(nix::libc::O_NOFOLLOW)
         .open(path)?;
-    std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    let meta = f.metadata()?;
+    // Only root may give a file away (and the shipped unit filters chown): skip it when the
+    // owner is already right, and say what to do when it cannot be done.
+    if (meta.uid(), meta.gid()) != (uid, gid) {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot give it to {uid}:{gid} as Redis's dump.rdb is ({e}); the daemon \
+                     must run as root for --redis-dir, or stage into a folder of its own user"
+                ),
+            )
+        })?;
+    }
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
     f.sync_all()
 }
