@@ -51,7 +51,7 @@ pub fn run(env: &Env) -> Result<Rows> {
         .redis
         .as_ref()
         .context("the redis group needs --redis-socket and --redis-password-file (run it through benches/run)")?;
-    let dir = env.work.join("redis");
+    let dir = env.work.join("redis-bench");
     let _ = fs::remove_dir_all(&dir);
     let url = format!("redis+unix://{}", redis.socket.display());
     let jobs = format!(
