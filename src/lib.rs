@@ -48,6 +48,7 @@ pub mod pins;
 pub mod process;
 pub mod protocol;
 pub mod publish;
+pub mod redis_login;
 pub mod restore;
 pub mod runner;
 pub mod scheduler;

@@ -9,6 +9,7 @@ mod core_figures;
 mod daemon;
 mod health;
 mod offsite;
+mod redis;
 mod report;
 mod restore;
 mod retention;
@@ -42,6 +43,8 @@ pub struct Env {
     pub out: Option<PathBuf>,
     /// The S3-compatible server of the offsite group (all four `--s3-*`/`--aws` arguments).
     pub s3: Option<offsite::S3>,
+    /// The redis-server of the redis group (`--redis-socket`, `--redis-password-file`).
+    pub redis: Option<redis::RedisServer>,
 }
 
 fn parse_args() -> Result<Env> {
@@ -61,7 +64,9 @@ fn parse_args() -> Result<Env> {
         only: None,
         out: None,
         s3: None,
+        redis: None,
     };
+    let mut redis = [None, None];
     let mut s3 = [None, None, None, None];
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -90,6 +95,8 @@ fn parse_args() -> Result<Env> {
             "--s3-bucket" => s3[1] = Some(value),
             "--s3-credentials" => s3[2] = Some(value),
             "--aws" => s3[3] = Some(value),
+            "--redis-socket" => redis[0] = Some(value),
+            "--redis-password-file" => redis[1] = Some(value),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -102,6 +109,12 @@ fn parse_args() -> Result<Env> {
             bucket,
             credentials: credentials.into(),
             aws: aws.into(),
+        });
+    }
+    if let [Some(socket), Some(password_file)] = redis {
+        env.redis = Some(redis::RedisServer {
+            socket: socket.into(),
+            password_file: password_file.into(),
         });
     }
     if env.runs < 3 {
@@ -174,6 +187,12 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let redis = if wanted("redis") && env.redis.is_some() {
+        eprintln!("redis: {} rounds", env.runs);
+        Some(redis::run(&env)?)
+    } else {
+        None
+    };
     let restores = if wanted("restore") {
         eprintln!("restore: {} rounds", env.runs);
         Some(restore::run(&env)?)
@@ -218,10 +237,14 @@ fn run() -> Result<()> {
     if let Some(r) = &restores {
         restore::table(&mut out, r);
     }
+    if let Some(r) = &redis {
+        redis::table(&mut out, r);
+    }
     report::every_run(&mut out, core.as_ref(), &rows);
     out.push_str(METHOD);
     out.push_str(offsite::METHOD);
     out.push_str(restore::METHOD);
+    out.push_str(redis::METHOD);
     print!("{out}");
     if let Some(path) = &env.out {
         std::fs::write(path, &out).with_context(|| format!("write {}", path.display()))?;

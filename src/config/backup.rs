@@ -9,6 +9,7 @@ use super::{ConfigError, PostgresConfig};
 
 /// The keys a backup job accepts besides the common ones.
 pub(super) const KEYS: &[&str] = &[
+    "source",
     "dbname",
     "format",
     "parallel",
@@ -27,9 +28,43 @@ pub(super) const KEYS: &[&str] = &[
     "drill-sql",
 ];
 
+/// The keys that mean something to pg_dump only, refused with `source = "redis"`.
+const POSTGRES_ONLY: &[&str] = &[
+    "dbname",
+    "format",
+    "parallel",
+    "restore-target",
+    "run-on",
+    "globals-passwords",
+    "drill-sql",
+];
+
+/// `source`: what a backup job takes. Each source has its module under
+/// [`crate::jobs::backup`]; the catalog, manifest, encryption, offsite copy, retention and pins
+/// are the same for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupSource {
+    /// One database, by pg_dump (the default).
+    #[default]
+    Postgres,
+    /// The `[redis]` server's whole dataset, an RDB taken over the replication protocol.
+    Redis,
+}
+
+impl BackupSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupSource::Postgres => "postgres",
+            BackupSource::Redis => "redis",
+        }
+    }
+}
+
 /// `kind = "backup"`: one database dumped with pg_dump, verified, published atomically.
 #[derive(Debug, Clone)]
 pub struct BackupSpec {
+    pub source: BackupSource,
     pub dbname: String,
     pub format: DumpFormat,
     /// pg_dump -j for the directory format.
@@ -143,6 +178,7 @@ pub(super) fn validate(
     postgres: &PostgresConfig,
 ) -> Result<BackupSpec, ConfigError> {
     let k = |name: &str| format!("{key}.{name}");
+    let source = source(check, key, &raw)?;
     let format = match raw.format.as_deref().unwrap_or("custom") {
         "custom" => DumpFormat::Custom,
         "directory" => DumpFormat::Directory,
@@ -164,6 +200,12 @@ pub(super) fn validate(
         ));
     }
     let compress = compression(check, &k, &raw, format)?;
+    if source == BackupSource::Redis && matches!(compress, Compression::Gzip { .. }) {
+        return Err(check.err(
+            &k("compress"),
+            "gzip is pg_dump's; an RDB is compressed with \"zstd\" or \"none\"",
+        ));
+    }
     let verify = match raw.verify.as_deref() {
         None => VerifyLevel::Full,
         Some(v) => VerifyLevel::parse(v).ok_or_else(|| {
@@ -250,6 +292,7 @@ pub(super) fn validate(
         }
     };
     Ok(BackupSpec {
+        source,
         run_on,
         dbname: raw.dbname.unwrap_or_else(|| postgres.dbname.clone()),
         format,
@@ -272,6 +315,34 @@ pub(super) fn validate(
         globals_passwords: raw.globals_passwords.unwrap_or(false),
         drill_sql,
     })
+}
+
+fn source(check: &Check, key: &str, raw: &RawJob) -> Result<BackupSource, ConfigError> {
+    let source = match raw.source.as_deref().unwrap_or("postgres") {
+        "postgres" => BackupSource::Postgres,
+        "redis" => BackupSource::Redis,
+        other => {
+            return Err(check.err(
+                &format!("{key}.source"),
+                format!("{other:?} is not \"postgres\" or \"redis\""),
+            ));
+        }
+    };
+    if source != BackupSource::Postgres
+        && let Some(k) = raw
+            .set_keys()
+            .into_iter()
+            .find(|k| POSTGRES_ONLY.contains(&k.as_str()))
+    {
+        return Err(check.err(
+            &format!("{key}.{k}"),
+            format!(
+                "a setting of PostgreSQL backups; not with source = {:?}",
+                source.as_str()
+            ),
+        ));
+    }
+    Ok(source)
 }
 
 fn compression(

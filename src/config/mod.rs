@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 
-pub use backup::{BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel};
+pub use backup::{
+    BackupSource, BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel,
+};
 pub use coordination::{Backend, CoordinationConfig};
 pub use drill_sql::DrillSql;
 pub use error::{ConfigError, Invalid};

@@ -133,6 +133,9 @@ pub struct RawJob {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
     // kind = "backup"
+    /// What the backup takes: `postgres` (default) or `redis`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dbname: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

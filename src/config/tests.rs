@@ -66,6 +66,10 @@ fn the_reference_config_loads() {
         c.jobs[&"health".parse().unwrap()].spec,
         JobSpec::Health(_)
     ));
+    assert!(matches!(
+        &c.jobs[&"cache".parse().unwrap()].spec,
+        JobSpec::Backup(b) if b.source == super::BackupSource::Redis
+    ));
 }
 
 /// (what is wrong, file text appended to or replacing BASE, the key the error must name,
@@ -412,6 +416,24 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         "run-on in a prune job",
         "[jobs.p]\nkind = \"prune\"\nkeep-last = 3\nrun-on = \"replica\"\n",
         "jobs.p.run-on",
+        4,
+    ),
+    (
+        "an unknown backup source",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"mysql\"\n",
+        "jobs.b.source",
+        3,
+    ),
+    (
+        "a pg_dump setting on a redis backup",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"redis\"\nformat = \"directory\"\n",
+        "jobs.b.format",
+        4,
+    ),
+    (
+        "gzip on a redis backup",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"redis\"\ncompress = \"gzip\"\n",
+        "jobs.b.compress",
         4,
     ),
     (

@@ -42,6 +42,7 @@ pub(super) fn summary(e: catalog::Entry, offsite: Option<String>) -> BackupSumma
         }
         .into(),
         job: m.map(|m| m.job.clone()),
+        source: m.map(|m| m.source.as_str().to_owned()),
         database: m.map(|m| m.database.clone()),
         started: m.map(|m| m.started),
         bytes: m.map(|m| m.bytes),

@@ -16,6 +16,7 @@ mod offsite;
 pub mod peer;
 mod pins;
 mod restore;
+mod restore_redis;
 pub mod slots;
 
 use std::sync::Arc;

@@ -86,6 +86,7 @@ pub async fn list(config: &Config, name: Option<&str>) -> Response {
         id: u.id,
         state: "unfinished".into(),
         job: None,
+        source: None,
         database: None,
         started: None,
         bytes: Some(u.bytes),

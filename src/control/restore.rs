@@ -41,6 +41,10 @@ pub async fn restore(
         let _ = out.send(error(code, message));
         return;
     }
+    if let Some(dir) = &options.redis_dir {
+        super::restore_redis::stage(runner, &config, id, options, dir, &out).await;
+        return;
+    }
     if let Err(e) = start(runner, config, id, options, dry_run, &out).await {
         tracing::warn!(backup = id, "restore of {id} into {:?}: {e}", options.to);
         let _ = out.send(refusal(&e));
@@ -186,6 +190,12 @@ fn local(
             "{id} failed its verification; it is not restored"
         )));
     }
+    if manifest.source != crate::config::BackupSource::Postgres {
+        return Err(RestoreError::BadRequest(format!(
+            "{id} is a {} backup: restore it with --redis-dir DIR",
+            manifest.source.as_str()
+        )));
+    }
     let plan = plan::plan(&manifest, &dir, options, target_cluster)?;
     Ok((manifest, plan))
 }
@@ -260,7 +270,7 @@ async fn safety_first(
     Ok(Some(taken))
 }
 
-fn refusal(e: &RestoreError) -> Response {
+pub(super) fn refusal(e: &RestoreError) -> Response {
     let code = match e {
         RestoreError::BadRequest(_) => ErrorCode::BadRequest,
         RestoreError::UnknownBackup(_) => ErrorCode::UnknownBackup,

@@ -15,11 +15,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use redis::IntoConnectionInfo;
 use redis::aio::MultiplexedConnection;
 
 use super::{Acquired, Claim, CoordError, Holder, Lease, key, unreachable};
 use crate::config::{CoordinationConfig, RedisConfig};
+use crate::redis_login::shown_error;
 
 const BACKEND: &str = "redis";
 
@@ -244,27 +244,7 @@ async fn connect(
     timeout: Duration,
 ) -> Result<MultiplexedConnection, CoordError> {
     let shown = redis.url.redacted();
-    let mut info = redis.url.expose().into_connection_info().map_err(|e| {
-        unreachable(
-            BACKEND,
-            format!("{shown}: invalid URL: {}", shown_error(&e)),
-        )
-    })?;
-    if let Some(path) = &redis.password_file {
-        crate::secret::check_private_file(path)
-            .map_err(|e| unreachable(BACKEND, format!("password-file: {e}")))?;
-        let pw = std::fs::read_to_string(path).map_err(|e| {
-            unreachable(
-                BACKEND,
-                format!("cannot read password-file {}: {e}", path.display()),
-            )
-        })?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_password(pw.trim_end_matches(['\n', '\r']));
-        info = info.set_redis_settings(settings);
-    }
+    let info = crate::redis_login::connection_info(redis).map_err(|e| unreachable(BACKEND, e))?;
     let client = redis::Client::open(info)
         .map_err(|e| unreachable(BACKEND, format!("{shown}: {}", shown_error(&e))))?;
     let timeouts = redis::AsyncConnectionConfig::new()
@@ -295,11 +275,6 @@ async fn bounded<T>(
             format!("no reply within {}ms", timeout.as_millis()),
         )),
     }
-}
-
-/// The redis crate's error text with any URL in it redacted.
-fn shown_error(e: &redis::RedisError) -> String {
-    crate::secret::scrub(&e.to_string())
 }
 
 fn millis(d: Duration) -> u64 {

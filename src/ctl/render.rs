@@ -65,6 +65,7 @@ pub fn print(response: &Response) {
             kept(r),
             super::restore::globals_lines(r.globals.as_deref())
         ),
+        Response::RedisStaged { staged } => redis_staged(staged),
         Response::PinState { id, pin, offsite } => format!(
             "backup {id}: {}{}\n",
             pin.as_ref()
@@ -77,6 +78,23 @@ pub fn print(response: &Response) {
         Response::Error { .. } => String::new(),
     };
     write_stdout(text.as_bytes());
+}
+
+/// The staged RDB of `restore --redis-dir`, then the numbered steps.
+fn redis_staged(s: &crate::restore::redis_dir::Staged) -> String {
+    let mut out = format!(
+        "staged {} in {} ({}, owner {}:{}, mode {:o}); atpred stops no server: to load it,\n",
+        s.id,
+        s.staged.display(),
+        crate::jobs::backup::dump::mib(s.rdb_bytes),
+        s.uid,
+        s.gid,
+        s.mode
+    );
+    for (i, step) in s.steps.iter().enumerate() {
+        out.push_str(&format!("  {}. {step}\n", i + 1));
+    }
+    out
 }
 
 /// What `--replace` kept of the old database: its safety backup and the database itself.
@@ -264,6 +282,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             vec![
                 b.id.clone(),
                 b.job.clone().unwrap_or_else(dash),
+                b.source.clone().unwrap_or_else(dash),
                 b.database.clone().unwrap_or_else(dash),
                 b.started.map_or_else(dash, |t| timefmt::relative(t, now)),
                 b.bytes.map_or_else(dash, crate::jobs::backup::dump::mib),
@@ -280,6 +299,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
         &[
             "ID",
             "JOB",
+            "SOURCE",
             "DATABASE",
             "WHEN",
             "SIZE",

@@ -30,13 +30,16 @@ pub const EXIT_SAFETY_BACKUP: u8 = 16;
 
 /// The request, or the exit code of a refusal made here.
 pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
-    if !args.dry_run && !args.yes {
-        confirm(&args.to)?;
+    let to = args.to.clone().unwrap_or_default();
+    // Staging an RDB beside a server's dump.rdb changes nothing the server uses: no question.
+    if !args.dry_run && !args.yes && args.redis_dir.is_none() {
+        confirm(&to)?;
     }
     Ok(Request::Restore {
         id: args.id.clone(),
         options: Options {
-            to: args.to.clone(),
+            to,
+            redis_dir: args.redis_dir.as_deref().map(super::absolute),
             jobs: args.jobs.unwrap_or(0),
             schemas: args.schema.clone(),
             tables: args.table.clone(),

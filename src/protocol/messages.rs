@@ -179,6 +179,10 @@ pub enum Response {
     Restored {
         report: crate::restore::exec::Report,
     },
+    /// The answer to `restore` with `redis_dir`: the RDB staged there and the steps to load it.
+    RedisStaged {
+        staged: crate::restore::redis_dir::Staged,
+    },
     /// The answer to `backup_pin` and `backup_unpin`: the backup's pin now (`None`: unpinned),
     /// and what was done at its offsite target, if its job has one.
     PinState {
@@ -369,6 +373,9 @@ pub struct BackupSummary {
     /// `verified`, `failed` (kept apart after a failed verification) or `unreadable`.
     pub state: String,
     pub job: Option<String>,
+    /// What the backup holds: `postgres` or `redis` (the manifest's `source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub database: Option<String>,
     pub started: Option<DateTime<Utc>>,
     pub bytes: Option<u64>,

@@ -11,7 +11,9 @@
 //! the checks ([`swap`]) and kept under another name. A restore is a run ([`run`]): in the
 //! history as kind `restore`, cancelled by `atprectl cancel restore`, one at a time. With
 //! `--globals` ([`globals`]) the backup's roles are applied to the cluster first and owners and
-//! grants are kept. `--target` ([`remote`]) restores from an offsite copy.
+//! grants are kept. `--target` ([`remote`]) restores from an offsite copy. A Redis backup is
+//! restored with `--redis-dir` ([`redis_dir`]): its RDB is staged there, the server is the
+//! operator's to restart.
 
 pub mod database;
 pub mod evidence;
@@ -21,6 +23,7 @@ pub mod growing;
 pub mod load;
 pub mod pipe;
 pub mod plan;
+pub mod redis_dir;
 pub mod remote;
 pub mod run;
 pub mod safety;
@@ -61,6 +64,10 @@ pub struct Options {
     /// verify-identity-file (root and the daemon's user only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<std::path::PathBuf>,
+    /// `--redis-dir DIR`: stage a Redis backup's RDB in this Redis data folder ([`redis_dir`]);
+    /// `to` is then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a restore was refused or failed. The refusals each have their own

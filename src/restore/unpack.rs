@@ -265,7 +265,7 @@ impl<W: std::io::Write> std::io::Write for Cancellable<W> {
 }
 
 /// restore-scratch-dir: created 0700 when missing.
-pub(super) fn ensure_dir(dir: &Path) -> Result<(), RestoreError> {
+pub fn ensure_dir(dir: &Path) -> Result<(), RestoreError> {
     if dir.is_dir() {
         return Ok(());
     }

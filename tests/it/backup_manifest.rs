@@ -92,7 +92,7 @@ fn backup_manifest_tells_the_truth_and_files_are_private_under_umask_000() {
         )
         .expect("manifest.json is JSON");
         assert_eq!(m, on_disk, "`backups show` is the stored manifest");
-        assert_eq!(m["manifest_version"], 1);
+        assert_eq!(m["manifest_version"], 2);
         assert_eq!(m["id"], id.as_str());
         assert!(
             id.ends_with(&format!("-{job}")) && id.len() == 17 + job.len(),

@@ -209,6 +209,11 @@ impl BackgroundRun {
         }
     }
 
+    /// Whether atprectl still follows the run (it ends when the run does).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the run to end and returns its record.
     pub fn finish(mut self) -> Value {
         let status = process::wait_timeout(&mut self.child, RUN_TIMEOUT)

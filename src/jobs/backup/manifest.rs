@@ -1,9 +1,11 @@
 //! `manifest.json`: what a backup holds and how it was verified. Written last; a folder without
 //! a valid manifest is never a backup.
 //!
-//! Format (version 1, stable field names; new fields may be added):
+//! Format (`manifest_version` 2, stable field names; new fields may be added without a new
+//! version, a field changing meaning or going away takes one). Version 2 added `source`
+//! (version 1 manifests are read as `"postgres"`) and the `redis` facts:
 //! ```json
-//! { "manifest_version": 1, "id": "20261128T023000Z-nightly", "job": "nightly",
+//! { "manifest_version": 2, "source": "postgres", "id": "20261128T023000Z-nightly", "job": "nightly",
 //!   "database": "atp_re", "server": { "host": "/run/postgresql", "port": 5432, "version": "15.18",
 //!     "system_identifier": "7715723601679924271" },
 //!   "pg_dump_version": "pg_dump (PostgreSQL) 15.18", "format": "custom",
@@ -15,6 +17,13 @@
 //!   "verification": { "level": "full", "at": "…", "outcome": "passed", "details": "…" },
 //!   "daemon_version": "0.1.0" }
 //! ```
+//! A Redis backup (`"source": "redis"`) has `"database": "redis"`, the server's redacted URL and
+//! Redis version in `server`, no `pg_dump_version` and no tables, and
+//! `"redis": { "version": "7.0.15", "aof_enabled": false, "transfer": "eof-marker",
+//! "rdb_bytes": 1234, "keyspace": { "0": { "keys": 5, "expires": 1 } }, "keyspace_after": {…},
+//! "sample": [ { "db": 0, "key_sha256": "…", "type": "hash", "expire_at_ms": null } ] }`
+//! ([`super::redis::RedisFacts`]).
+//!
 //! A safety backup (taken before `restore --replace`) also has
 //! `"safety_for": { "database": "app", "restore_of": "20261128T023000Z-nightly" }`.
 //! `SHA256SUMS` beside it lists the same checksums for `sha256sum -c SHA256SUMS`.
@@ -25,20 +34,24 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Compression, DumpFormat, VerifyLevel};
+use crate::config::{BackupSource, Compression, DumpFormat, VerifyLevel};
 use crate::publish;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const SUMS: &str = "SHA256SUMS";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub manifest_version: u32,
+    /// What was backed up; version 1 manifests (before Redis backups) say nothing: postgres.
+    #[serde(default)]
+    pub source: BackupSource,
     pub id: String,
     pub job: String,
     pub database: String,
     pub server: Server,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pg_dump_version: String,
     pub format: DumpFormat,
     pub compression: Compression,
@@ -63,6 +76,9 @@ pub struct Manifest {
     /// `restore --replace` swapped it out; absent on every other backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_for: Option<SafetyFor>,
+    /// What a Redis backup found on its server (`source = "redis"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<super::redis::RedisFacts>,
 }
 
 /// What a safety backup was taken for.
@@ -137,9 +153,9 @@ impl Manifest {
     /// Parses and checks a manifest read from `shown` (a path or an object key).
     pub fn parse(bytes: &[u8], shown: &str) -> Result<Manifest, String> {
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| format!("{shown}: {e}"))?;
-        if m.manifest_version != VERSION {
+        if !(1..=VERSION).contains(&m.manifest_version) {
             return Err(format!(
-                "{shown}: manifest version {} is not {VERSION}",
+                "{shown}: manifest version {} is not between 1 and {VERSION}",
                 m.manifest_version
             ));
         }

@@ -10,9 +10,11 @@
 mod copy;
 mod drill;
 pub mod dump;
+mod finish;
 pub mod globals;
 pub mod manifest;
 pub(crate) mod partial;
+pub mod redis;
 mod scratch_db;
 pub(crate) mod snapshot;
 pub(crate) mod stream;
@@ -25,17 +27,20 @@ use serde_json::json;
 
 use self::manifest::{Encryption, Manifest, SafetyFor, Server, Verification, VerifyOutcome};
 use self::partial::Partial;
-use self::verify::VerifyEnv;
 use super::catalog::{self, State};
 use super::{JobContext, JobError, JobReport};
-use crate::config::{BackupSpec, VerifyLevel};
+use crate::config::{BackupSource, BackupSpec, VerifyLevel};
 use crate::pg;
 
 /// The id suffix of a safety backup: `<time>-<job>.safety`.
 pub const SAFETY_SUFFIX: &str = ".safety";
 
+/// One run of the job, by its source.
 pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobError> {
-    take(ctx, spec, None).await
+    match spec.source {
+        BackupSource::Postgres => take(ctx, spec, None).await,
+        BackupSource::Redis => redis::take(ctx, spec).await,
+    }
 }
 
 /// One backup through the whole pipeline. With `safety` it is a safety backup of
@@ -120,8 +125,9 @@ pub async fn take(
     let _ = snap.client.batch_execute("COMMIT").await;
     let finished = Utc::now();
     let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-    let mut manifest = Manifest {
+    let manifest = Manifest {
         manifest_version: manifest::VERSION,
+        source: BackupSource::Postgres,
         id: id.clone(),
         job: ctx.job.name.to_string(),
         database: spec.dbname.clone(),
@@ -154,74 +160,21 @@ pub async fn take(
         },
         daemon_version: crate::VERSION.to_owned(),
         safety_for: safety.cloned(),
+        redis: None,
     };
 
-    ctx.progress(format!("verify: {level:?}, {}", dump::mib(bytes)));
-    let env = VerifyEnv {
-        cancel: &ctx.cancel,
-        restore_target: &spec.restore_target,
-        identity_file: spec.verify_identity_file.as_deref(),
-        parallel: spec.parallel,
-        scratch_dir: Some(&ctx.config.daemon.restore_scratch_dir),
-        drill_sql: &spec.drill_sql,
-    };
-    manifest.verification = verify::verify(&env, partial.path(), &manifest, level).await?;
-    ctx.progress("publish");
-    let verified = manifest.verified();
-    manifest
-        .write(partial.path())
-        .map_err(|e| JobError::permanent(format!("writing the manifest: {e}")))?;
-    let dump_secs = (manifest.duration_ms as f64 / 1000.0).max(0.001);
     let details = json!({
         "id": id,
         "bytes": bytes,
-        "duration_ms": manifest.duration_ms,
-        "throughput_bytes_per_s": (bytes as f64 / dump_secs) as u64,
         "database_bytes": snap.database_bytes,
         "tables": manifest.table_count,
-        "verify": manifest.verification,
     });
-    if verified && let Some(safety) = safety {
-        pin_safety(partial.path(), safety, ctx.now)?;
-    }
-    if verified {
-        partial
-            .publish()
-            .map_err(|e| JobError::permanent(format!("publishing {id}: {e}")))?;
-        tracing::info!(backup = %id, bytes, "backup {id} published ({}, verified: {})", dump::mib(bytes), manifest.verification.details);
-        let mut details = details;
-        let shipped = match safety {
-            Some(_) => Vec::new(),
-            None => copy::copy_offsite(ctx, spec, &id).await,
-        };
-        if !shipped.is_empty() {
-            details["offsite"] = serde_json::to_value(&shipped).unwrap_or_default();
-        }
-        Ok(JobReport {
-            message: format!(
-                "backup {id}: {}, verified ({level:?}){}",
-                dump::mib(bytes),
-                copy::summary(&shipped)
-            ),
-            details,
-        })
-    } else {
-        partial
-            .keep_failed()
-            .map_err(|e| JobError::permanent(format!("keeping {id} apart: {e}")))?;
-        Err(JobError::Permanent {
-            message: format!(
-                "backup {id} failed verification ({level:?}): {}",
-                manifest.verification.details
-            ),
-            details,
-        })
-    }
+    finish::verify_and_publish(ctx, spec, partial, manifest, level, details, safety).await
 }
 
 /// Pins the safety backup in its partial folder, so the published backup is pinned from its
 /// first moment.
-fn pin_safety(
+pub(super) fn pin_safety(
     dir: &std::path::Path,
     safety: &SafetyFor,
     now: DateTime<Utc>,
@@ -237,7 +190,7 @@ fn pin_safety(
 }
 
 /// `verify`, raised to a restore drill when `verify-every` says one is due.
-fn effective_level(ctx: &JobContext, spec: &BackupSpec) -> VerifyLevel {
+pub(super) fn effective_level(ctx: &JobContext, spec: &BackupSpec) -> VerifyLevel {
     let Some(every) = spec.verify_every else {
         return spec.verify;
     };
@@ -259,7 +212,7 @@ fn effective_level(ctx: &JobContext, spec: &BackupSpec) -> VerifyLevel {
 }
 
 /// Backup bytes per database byte of the job's newest verified backup.
-fn last_ratio(dir: &std::path::Path, job: &crate::ids::JobName) -> Option<f64> {
+pub(super) fn last_ratio(dir: &std::path::Path, job: &crate::ids::JobName) -> Option<f64> {
     let newest = catalog::list(dir)
         .ok()?
         .into_iter()
@@ -279,7 +232,7 @@ fn transient(e: pg::PgError) -> JobError {
 }
 
 /// Awaits `fut` unless the run is cancelled first.
-async fn cancellable<T>(
+pub(super) async fn cancellable<T>(
     ctx: &JobContext,
     fut: impl std::future::Future<Output = T>,
 ) -> Result<T, JobError> {

@@ -20,7 +20,7 @@ use super::drill::{self, Facts, finish};
 use super::manifest::{FileSum, Manifest, Verification, VerifyOutcome};
 use super::scratch_db::Scratch;
 use super::stream;
-use crate::config::{Compression, DrillSql, DumpFormat, PostgresConfig, VerifyLevel};
+use crate::config::{BackupSource, Compression, DrillSql, DumpFormat, PostgresConfig, VerifyLevel};
 use crate::jobs::JobError;
 use crate::pg;
 use crate::process::{self, ProcessError, ProcessSpec};
@@ -48,6 +48,9 @@ pub async fn verify(
     manifest: &Manifest,
     level: VerifyLevel,
 ) -> Result<Verification, JobError> {
+    if manifest.source == BackupSource::Redis {
+        return super::redis::verify(env, dir, manifest, level).await;
+    }
     let t0 = Instant::now();
     let mut facts = Facts::default();
     let result = match manifest.format {
@@ -74,6 +77,29 @@ pub async fn verify(
     Ok(verification)
 }
 
+/// The identity file to decrypt `m`'s backup with above level checksum; without one an
+/// encrypted backup is verified at level checksum only, which the note says.
+pub(super) fn identity_for(
+    env: &VerifyEnv<'_>,
+    m: &Manifest,
+    level: VerifyLevel,
+) -> Result<(VerifyLevel, String, Option<std::path::PathBuf>), Found> {
+    if !m.encrypted() || level == VerifyLevel::Checksum {
+        return Ok((level, String::new(), None));
+    }
+    match env.identity_file {
+        Some(id) => {
+            crate::secret::check_private_file(id).map_err(|e| Found::Problem(level, e))?;
+            Ok((level, String::new(), Some(id.to_owned())))
+        }
+        None => Ok((
+            VerifyLevel::Checksum,
+            "encrypted and no verify-identity-file: checksum only; ".into(),
+            None,
+        )),
+    }
+}
+
 pub(super) enum Found {
     Cancelled,
     Problem(VerifyLevel, String),
@@ -94,23 +120,7 @@ async fn custom(
         .ok_or(Found::Problem(level, "the manifest lists no file".into()))?;
     let path = dir.join(&file.path);
     let zstd = matches!(m.compression, Compression::Zstd { .. });
-    let mut level = level;
-    let mut note = String::new();
-    let identities = if m.encrypted() && level > VerifyLevel::Checksum {
-        match env.identity_file {
-            Some(id) => {
-                crate::secret::check_private_file(id).map_err(|e| Found::Problem(level, e))?;
-                Some(id.to_owned())
-            }
-            None => {
-                note = "encrypted and no verify-identity-file: checksum only; ".into();
-                level = VerifyLevel::Checksum;
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let (level, note, identities) = identity_for(env, m, level)?;
     if level == VerifyLevel::Checksum {
         let sums = vec![file.clone()];
         return check_sums(dir, sums)
@@ -330,7 +340,7 @@ async fn side_files(dir: &Path, m: &Manifest, level: VerifyLevel) -> Result<(), 
     })
 }
 
-async fn check_sums(dir: &Path, files: Vec<FileSum>) -> Result<String, Found> {
+pub(super) async fn check_sums(dir: &Path, files: Vec<FileSum>) -> Result<String, Found> {
     let dir = dir.to_owned();
     let level = VerifyLevel::Checksum;
     let checked = tokio::task::spawn_blocking(move || -> Result<usize, String> {

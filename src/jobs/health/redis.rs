@@ -5,11 +5,10 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use redis::IntoConnectionInfo;
-
 use super::board::Probe;
 use crate::config::RedisConfig;
 use crate::protocol::HealthStatus;
+use crate::redis_login::shown_error;
 
 const WARN_SHARE: f64 = 0.8;
 
@@ -24,21 +23,7 @@ async fn probe(config: &RedisConfig) -> Result<Probe, String> {
     // Ours show the redacted URL only; the crate's own texts go through `shown_error` in
     // case a version of it quotes the URL.
     let shown = config.url.redacted();
-    let mut info = config
-        .url
-        .expose()
-        .into_connection_info()
-        .map_err(|e| format!("{shown}: invalid URL: {}", shown_error(&e)))?;
-    if let Some(path) = &config.password_file {
-        crate::secret::check_private_file(path).map_err(|e| format!("password-file: {e}"))?;
-        let pw = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read password-file {}: {e}", path.display()))?;
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_password(pw.trim_end_matches(['\n', '\r']));
-        info = info.set_redis_settings(settings);
-    }
+    let info = crate::redis_login::connection_info(config)?;
     let client = redis::Client::open(info).map_err(|e| format!("{shown}: {}", shown_error(&e)))?;
     // No timeouts of the crate's own (1 s to connect, 500 ms per reply): `check-timeout`
     // bounds the whole probe, as for every other check.
@@ -67,11 +52,6 @@ async fn probe(config: &RedisConfig) -> Result<Probe, String> {
     let mut probe = judge(&parse_info(&text));
     probe.latency = latency;
     Ok(probe)
-}
-
-/// The redis crate's error text with any URL in it redacted.
-fn shown_error(e: &redis::RedisError) -> String {
-    crate::secret::scrub(&e.to_string())
 }
 
 fn parse_info(text: &str) -> HashMap<&str, &str> {

@@ -21,6 +21,8 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
     binary: PathBuf,
     password: Option<String>,
+    /// `--appendonly yes` at the next start.
+    aof: bool,
     child: Option<Child>,
 }
 
@@ -35,7 +37,16 @@ impl RedisServer {
         Self::start_with(Some(password.to_string()))
     }
 
+    /// A server with `password` and AOF on (`--appendonly yes`).
+    pub fn start_with_password_and_aof(password: &str) -> RedisServer {
+        Self::start_opts(Some(password.to_string()), true)
+    }
+
     fn start_with(password: Option<String>) -> RedisServer {
+        Self::start_opts(password, false)
+    }
+
+    fn start_opts(password: Option<String>, aof: bool) -> RedisServer {
         let from_env = std::env::var_os("ATPRED_REDIS_SERVER").map(PathBuf::from);
         let binary = locate_redis_server(from_env, process::find_in_path("redis-server"))
             .unwrap_or_else(|e| panic!("{e}"));
@@ -48,6 +59,7 @@ impl RedisServer {
             dir,
             binary,
             password,
+            aof,
             child: None,
         };
         server.spawn();
@@ -70,7 +82,7 @@ impl RedisServer {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.aof { "yes" } else { "no" },
             ])
             .args(["--daemonize", "no", "--dir"])
             .arg(self.dir.path())
@@ -103,6 +115,16 @@ impl RedisServer {
             );
         }
         self.child = Some(child);
+    }
+
+    /// The server's `--dir` (where it keeps `dump.rdb` and its AOF folder).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Whether the next start has AOF on (as an edited redis.conf would say).
+    pub fn set_aof(&mut self, on: bool) {
+        self.aof = on;
     }
 
     pub fn socket_path(&self) -> PathBuf {

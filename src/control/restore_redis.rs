@@ -1,0 +1,91 @@
+//! Handler of `restore --redis-dir DIR`: the refusals (unknown, failed or non-Redis backup, a
+//! copy at an offsite target, a missing identity), then the RDB staged by
+//! [`crate::restore::redis_dir`] while retention is kept off the backup.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::restore::refusal;
+use crate::config::{BackupSource, Config, JobSpec};
+use crate::jobs::backup::manifest::Manifest;
+use crate::jobs::catalog;
+use crate::protocol::Response;
+use crate::restore::{Options, RestoreError, redis_dir, unpack};
+use crate::runner::Runner;
+
+/// Stages backup `id` in `dir`; the answer (or refusal) goes to `out`.
+pub async fn stage(
+    runner: &Arc<Runner>,
+    config: &Config,
+    id: &str,
+    options: &Options,
+    dir: &Path,
+    out: &mpsc::UnboundedSender<Response>,
+) {
+    let answer = match staged(runner, config, id, options, dir).await {
+        Ok(staged) => {
+            tracing::info!(
+                backup = id,
+                "restore of {id}: RDB staged as {}",
+                staged.staged.display()
+            );
+            Response::RedisStaged { staged }
+        }
+        Err(e) => {
+            tracing::warn!(backup = id, "restore of {id} into {}: {e}", dir.display());
+            refusal(&e)
+        }
+    };
+    let _ = out.send(answer);
+}
+
+async fn staged(
+    runner: &Arc<Runner>,
+    config: &Config,
+    id: &str,
+    options: &Options,
+    dir: &Path,
+) -> Result<redis_dir::Staged, RestoreError> {
+    if options.target.is_some() {
+        return Err(RestoreError::BadRequest(
+            "--redis-dir restores from backup-dir only; fetch the copy first (backups fetch)"
+                .into(),
+        ));
+    }
+    let folder = catalog::path_of(&config.daemon.backup_dir, id)
+        .ok_or_else(|| RestoreError::UnknownBackup(format!("no backup {id:?}")))?;
+    let manifest =
+        Manifest::read(&folder).map_err(|e| RestoreError::UnknownBackup(format!("{id}: {e}")))?;
+    if !manifest.verified() {
+        return Err(RestoreError::UnknownBackup(format!(
+            "{id} failed its verification; it is not restored"
+        )));
+    }
+    if manifest.source != BackupSource::Redis {
+        return Err(RestoreError::BadRequest(format!(
+            "{id} is a {} backup: --redis-dir takes Redis backups",
+            manifest.source.as_str()
+        )));
+    }
+    let identity = options.identity.clone().or_else(|| {
+        config.jobs.values().find_map(|j| match &j.spec {
+            JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
+            _ => None,
+        })
+    });
+    let identity = unpack::identity(id, manifest.encrypted(), identity.as_deref())?;
+    // Retention must not remove it while it is read.
+    let _claim = runner.in_use().claim(id).ok_or_else(|| {
+        RestoreError::Failed(format!(
+            "backup {id} is being verified or removed right now"
+        ))
+    })?;
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        redis_dir::stage(&folder, &manifest, identity.as_deref(), &dir)
+    })
+    .await
+    .map_err(|e| RestoreError::Failed(e.to_string()))?
+}
