@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::alerts::Pings;
+use crate::alerts::{Notifier, Pings};
 use crate::config::{Config, JobConfig, Kind};
 use crate::daemon::history::History;
 use crate::ids::{JobName, RunId};
@@ -89,6 +89,8 @@ pub struct Runner {
     leases: Mutex<std::collections::BTreeMap<JobName, crate::protocol::LeaseStatus>>,
     /// Where runs' starts and ends are published for their dead-man pings.
     pings: Pings,
+    /// Where runs' events are published for the `[notify.NAME]` channels.
+    notifier: Notifier,
 }
 
 impl Runner {
@@ -112,6 +114,7 @@ impl Runner {
             metrics: RunMetrics::default(),
             leases: Mutex::default(),
             pings: Pings::default(),
+            notifier: Notifier::default(),
         })
     }
 
@@ -137,6 +140,11 @@ impl Runner {
     /// The dead-man pings of runs (and the daemon's heartbeat counters).
     pub fn pings(&self) -> &Pings {
         &self.pings
+    }
+
+    /// The notifications: channels, outbox, events.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {

@@ -14,11 +14,15 @@
 //! replied. A ping that fails is logged and counted in `atpred_pings_total{job,outcome}`; it
 //! never changes a run's outcome.
 
+pub mod channel;
 pub mod deliver;
+pub mod event;
 pub mod heartbeat;
+pub mod notifier;
 pub mod ping;
 pub mod queue;
 pub mod tail;
 
 pub use heartbeat::Heartbeat;
+pub use notifier::Notifier;
 pub use queue::Pings;

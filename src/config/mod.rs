@@ -14,6 +14,7 @@ mod health;
 mod jobs;
 mod locate;
 mod metrics;
+mod notify;
 mod offsite;
 mod ping;
 mod prune;
@@ -34,6 +35,7 @@ pub use drill_sql::DrillSql;
 pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;
+pub use notify::{ChannelKind, NotifyChannel, SmtpChannel, SmtpTls};
 pub use offsite::OffsiteTarget;
 pub use rotate::{Method, Naming, Reopen, RotateSpec, SuUser};
 
@@ -58,6 +60,8 @@ pub struct Config {
     /// `[offsite.NAME]` targets, by name.
     pub offsite: BTreeMap<String, OffsiteTarget>,
     pub coordination: CoordinationConfig,
+    /// `[notify.NAME]` channels, by name.
+    pub notify: BTreeMap<String, NotifyChannel>,
 }
 
 #[derive(Debug, Clone)]

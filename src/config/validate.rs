@@ -184,6 +184,7 @@ pub(super) fn validate(
     let metrics = super::metrics::validate(&check, raw.metrics)?;
     let offsite = super::offsite::validate(&check, raw.offsite)?;
     let coordination = super::coordination::validate(&check, raw.coordination)?;
+    let notify = super::notify::validate(&check, raw.notify)?;
     let mut jobs = BTreeMap::new();
     for (name, job) in raw.jobs {
         let key = format!("jobs.{name}");
@@ -209,6 +210,7 @@ pub(super) fn validate(
         metrics,
         offsite,
         coordination,
+        notify,
     };
     super::prune::check_targets(&check, &config)?;
     super::offsite::check_jobs(&check, &config)?;

@@ -29,6 +29,7 @@
     reason = "integration tests fail by panicking"
 )]
 
+mod alerts_channels;
 mod alerts_ping;
 mod alerts_support;
 mod backup_crash;
