@@ -100,6 +100,7 @@ impl Runner {
         root: CancellationToken,
     ) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(config.borrow().daemon.max_concurrent_jobs));
+        let notifier = Notifier::new(config.clone());
         Arc::new(Runner {
             config,
             running: Mutex::new(HashMap::new()),
@@ -114,7 +115,7 @@ impl Runner {
             metrics: RunMetrics::default(),
             leases: Mutex::default(),
             pings: Pings::default(),
-            notifier: Notifier::default(),
+            notifier,
         })
     }
 
@@ -260,7 +261,8 @@ impl Runner {
         tracing::warn!(job = %job.name, kind = %job.spec.kind(), run_id = %record.run_id, outcome = "skipped",
             "tick skipped: job {} is still running (run {busy_with})", job.name);
         self.metrics.observe(&record);
-        self.persist(record).await;
+        self.persist(record.clone()).await;
+        self.notifier.run_finished(job, &record, &self.history);
     }
 
     /// Applies a new `max-concurrent-jobs` without touching running jobs.
@@ -341,6 +343,7 @@ impl Runner {
             self.metrics.observe(&record);
             self.persist(record.clone()).await;
             self.pings.run_finished(&run.job, &record);
+            self.notifier.run_finished(&run.job, &record, &self.history);
         }
         lock(&self.running).remove(&run.job.name);
         let _ = run.events.send(RunEvent::Finished(record));
@@ -378,6 +381,8 @@ impl Runner {
         }
         if !run.opts.dry_run {
             self.pings.run_started(&run.job, &run.run_id, run.trigger);
+            self.notifier
+                .run_started(&run.job, &run.run_id, run.trigger);
         }
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<String>();
         let events = run.events.clone();

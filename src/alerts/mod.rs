@@ -17,8 +17,11 @@
 pub mod channel;
 pub mod deliver;
 pub mod event;
+pub mod events;
 pub mod heartbeat;
+pub mod noise;
 pub mod notifier;
+pub mod outbox;
 pub mod ping;
 pub mod queue;
 pub mod tail;

@@ -1,26 +1,58 @@
 //! [`Notifier`]: the one handle everything that raises a notification holds (the runner, the
-//! supervisor, the control server). It owns the HTTP client of the channels and the outbox,
-//! and sends `atprectl notify test` messages directly, so their answer can be reported.
+//! supervisor, the control server). Events go through the noise control ([`super::noise`])
+//! into the [`Outbox`]; `atprectl notify test` messages are sent directly, so their answer can
+//! be reported.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::channel::{self, Failed};
 use super::deliver::Client;
 use super::event::{Event, EventKind, Severity};
-use crate::config::NotifyChannel;
+use super::events;
+use super::noise::Streaks;
+use super::outbox::Outbox;
+use crate::config::{Config, JobConfig, NotifyChannel};
+use crate::daemon::history::History;
+use crate::ids::RunId;
+use crate::protocol::{RunRecord, Trigger};
+
+/// Runs of a job read from the history to seed its failure streak.
+const SEED_RUNS: usize = 1000;
 
 /// Cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Notifier {
-    inner: std::sync::Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
-    client: Client,
+    config: watch::Receiver<Arc<Config>>,
+    client: Arc<Client>,
+    outbox: Outbox,
+    streaks: Streaks,
 }
 
 impl Notifier {
+    /// Opens the outbox under state-dir and resumes what it holds.
+    pub fn new(config: watch::Receiver<Arc<Config>>) -> Notifier {
+        let client = Arc::new(Client::default());
+        let outbox = Outbox::open(config.clone(), Arc::clone(&client));
+        Notifier {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                outbox,
+                streaks: Streaks::default(),
+            }),
+        }
+    }
+
     /// Sends a test message on `channel` now (not through the outbox) and returns its answer.
     pub async fn test(&self, channel: &NotifyChannel) -> Result<String, Failed> {
         let event = Event::new(
@@ -35,12 +67,51 @@ impl Notifier {
                 channel.name
             ),
         );
-        channel::send(
-            channel,
-            &event,
-            &self.inner.client,
-            &CancellationToken::new(),
-        )
-        .await
+        let client = &self.inner.client;
+        channel::send(channel, &event, client, &CancellationToken::new()).await
+    }
+
+    /// A run of `job` starts working.
+    pub fn run_started(&self, job: &JobConfig, run: &RunId, trigger: Trigger) {
+        if !job.notify.channels.is_empty() && job.notify.on.contains(&EventKind::Start) {
+            let event = events::started(job, run, trigger);
+            self.inner.outbox.publish(&job.notify.channels, &event);
+        }
+    }
+
+    /// A run of `job` ended as `record` says (already in `history`).
+    pub fn run_finished(&self, job: &JobConfig, record: &RunRecord, history: &History) {
+        if job.notify.channels.is_empty() {
+            return;
+        }
+        let verdict = self.inner.streaks.observe(record, &job.notify, || {
+            let mut earlier = history.recent(Some(&job.name), SEED_RUNS);
+            earlier.retain(|r| r.run_id != record.run_id);
+            earlier
+        });
+        for event in events::finished(job, record, &verdict) {
+            self.inner.outbox.publish(&job.notify.channels, &event);
+        }
+    }
+
+    /// A daemon event, for `[daemon] notify`.
+    pub fn daemon(&self, event: &Event) {
+        let channels = self.inner.config.borrow().daemon.notify.clone();
+        self.inner.outbox.publish(&channels, event);
+    }
+
+    /// Sends `event` to `channels`.
+    pub fn publish(&self, channels: &[String], event: &Event) {
+        self.inner.outbox.publish(channels, event);
+    }
+
+    /// `atpred_notifications_total{channel,outcome}`.
+    pub fn counts(&self) -> Family<Vec<(String, String)>, Counter> {
+        self.inner.outbox.counts()
+    }
+
+    /// At shutdown: see [`Outbox::close`].
+    pub async fn close(&self, limit: Duration) {
+        self.inner.outbox.close(limit).await;
     }
 }

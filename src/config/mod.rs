@@ -35,7 +35,9 @@ pub use drill_sql::DrillSql;
 pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;
-pub use notify::{ChannelKind, NotifyChannel, SmtpChannel, SmtpTls};
+pub use notify::{
+    ChannelKind, DEFAULT_ON as NOTIFY_ON_DEFAULT, JobNotify, NotifyChannel, SmtpChannel, SmtpTls,
+};
 pub use offsite::OffsiteTarget;
 pub use rotate::{Method, Naming, Reopen, RotateSpec, SuUser};
 
@@ -87,6 +89,8 @@ pub struct DaemonConfig {
     /// The daemon's own dead-man ping, sent from the supervisor loop every `heartbeat_every`.
     pub heartbeat_url: Option<SecretUrl>,
     pub heartbeat_every: Duration,
+    /// `[notify.NAME]` channels for the daemon's own events (reload refused, unclean stop...).
+    pub notify: Vec<String>,
 }
 
 /// Where log lines go.
@@ -131,6 +135,8 @@ pub struct JobConfig {
     pub coordinate: bool,
     /// Dead-man pings for each run (`/start`, success, `/fail`); see [`crate::alerts`].
     pub ping_url: Option<SecretUrl>,
+    /// Which channels hear of which of its events; see [`crate::alerts`].
+    pub notify: JobNotify,
     pub spec: JobSpec,
 }
 

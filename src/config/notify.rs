@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::ConfigError;
-use super::raw::RawNotify;
+use super::raw::{RawJob, RawNotify};
 use super::validate::Check;
+use crate::alerts::event::EventKind;
 use crate::secret::SecretUrl;
 
 /// Keys of each kind, besides `kind` and `timeout`.
@@ -278,6 +279,92 @@ fn mailbox(check: &Check, key: &str, address: &str) -> Result<(), ConfigError> {
         .parse::<lettre::message::Mailbox>()
         .map(|_| ())
         .map_err(|e| check.err(key, format!("{address:?} is not a mail address: {e}")))
+}
+
+/// What a job notifies: `notify`, `notify-on`, `repeat-every`, `fail-after`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobNotify {
+    /// `[notify.NAME]` channels; none: the job notifies nobody.
+    pub channels: Vec<String>,
+    pub on: Vec<EventKind>,
+    /// While the job keeps failing, a failure is notified at most this often.
+    pub repeat_every: Duration,
+    /// Failing runs in a row before the first failure is notified.
+    pub fail_after: u32,
+}
+
+/// `notify-on` when the key is absent.
+pub const DEFAULT_ON: [EventKind; 2] = [EventKind::Failure, EventKind::Recovery];
+const DEFAULT_REPEAT: Duration = Duration::from_secs(6 * 3600);
+
+pub(super) fn job(check: &Check, key: &str, raw: &mut RawJob) -> Result<JobNotify, ConfigError> {
+    let k = |n: &str| format!("{key}.{n}");
+    let on = match raw.notify_on.take() {
+        None => DEFAULT_ON.to_vec(),
+        Some(names) => {
+            let mut on = Vec::new();
+            for name in &names {
+                let kind = EventKind::parse(name).ok_or_else(|| {
+                    let known: Vec<&str> = EventKind::JOB.iter().map(|k| k.as_str()).collect();
+                    check.err(
+                        &k("notify-on"),
+                        format!(
+                            "unknown event {name:?}: expected some of {}",
+                            known.join(", ")
+                        ),
+                    )
+                })?;
+                if !on.contains(&kind) {
+                    on.push(kind);
+                }
+            }
+            on
+        }
+    };
+    let repeat_every = check.duration(
+        &k("repeat-every"),
+        raw.repeat_every.take().as_deref(),
+        DEFAULT_REPEAT,
+    )?;
+    let fail_after = raw.fail_after.take().unwrap_or(1);
+    if !(1..=1000).contains(&fail_after) {
+        return Err(check.err(&k("fail-after"), "must be between 1 and 1000"));
+    }
+    Ok(JobNotify {
+        channels: raw.notify.take().unwrap_or_default(),
+        on,
+        repeat_every,
+        fail_after,
+    })
+}
+
+/// Every `notify` (of a job, of `[daemon]`) names configured channels.
+pub(super) fn check_names(check: &Check, config: &super::Config) -> Result<(), ConfigError> {
+    let lists = config
+        .jobs
+        .values()
+        .map(|j| (format!("jobs.{}.notify", j.name), &j.notify.channels))
+        .chain(std::iter::once((
+            "daemon.notify".to_owned(),
+            &config.daemon.notify,
+        )));
+    for (key, names) in lists {
+        if let Some(name) = names.iter().find(|n| !config.notify.contains_key(*n)) {
+            let known: Vec<&str> = config.notify.keys().map(String::as_str).collect();
+            return Err(check.err(
+                &key,
+                format!(
+                    "no channel [notify.{name}] (configured: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -123,6 +123,7 @@ pub struct RawDaemon {
     pub fetch_dirs: Option<Vec<PathBuf>>,
     pub heartbeat_url: Option<String>,
     pub heartbeat_every: Option<String>,
+    pub notify: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -167,6 +168,15 @@ pub struct RawJob {
     /// Every kind: the dead-man ping URL (healthchecks.io style), see [`crate::alerts::ping`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ping_url: Option<String>,
+    /// Every kind: `[notify.NAME]` channels for this job's events (see [`crate::alerts`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_on: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_after: Option<u32>,
     // kind = "command"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,

@@ -215,6 +215,7 @@ pub(super) fn validate(
     super::prune::check_targets(&check, &config)?;
     super::offsite::check_jobs(&check, &config)?;
     super::health::check_unique(&check, &config)?;
+    super::notify::check_names(&check, &config)?;
     Ok(config)
 }
 
@@ -292,6 +293,7 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         fetch_dirs,
         heartbeat_url,
         heartbeat_every,
+        notify: raw.notify.unwrap_or_default(),
     })
 }
 

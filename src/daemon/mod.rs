@@ -253,6 +253,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let _ = scheduler_task.await;
     supervisor.finish_runs(&runner, &root).await;
     runner.pings().close(PING_DRAIN).await;
+    runner.notifier().close(PING_DRAIN).await;
     control_stop.cancel();
     let _ = control_task.await;
     metrics_stop.cancel();

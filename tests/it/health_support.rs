@@ -45,7 +45,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *args):
         pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+s = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("TEST_HTTP_PORT", "0"))), H)
 if len(sys.argv) > 3:
     import ssl
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -64,20 +64,26 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(dir: &Path) -> HttpServer {
-        Self::spawn(dir, &[])
+        Self::spawn(dir, &[], 0)
+    }
+
+    /// The same server on a given port (a receiver that comes back where it was).
+    pub fn start_on(dir: &Path, port: u16) -> HttpServer {
+        Self::spawn(dir, &[], port)
     }
 
     /// The same server over https with the PEM certificate chain and key given.
     pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> HttpServer {
-        Self::spawn(dir, &[cert, key])
+        Self::spawn(dir, &[cert, key], 0)
     }
 
-    fn spawn(dir: &Path, tls: &[&Path]) -> HttpServer {
+    fn spawn(dir: &Path, tls: &[&Path], port: u16) -> HttpServer {
         let posts = dir.join("webhook-posts.jsonl");
         let mut child = Command::new("python3")
             .args(["-c", HTTP_SERVER])
             .arg(&posts)
             .args(tls)
+            .env("TEST_HTTP_PORT", port.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("python3 (apt-get install python3): {e}"));
