@@ -411,6 +411,7 @@ impl Runner {
             if matches!(run.job.spec, crate::config::JobSpec::Health(_)) {
                 ctx.health = Arc::clone(&self.health);
                 ctx.recent_runs = self.history.recent(None, usize::MAX);
+                ctx.notifier = Some(self.notifier.clone());
             }
             ctx.running = self
                 .running()

@@ -15,6 +15,7 @@
 //! never changes a run's outcome.
 
 pub mod channel;
+pub mod daemon_events;
 pub mod deliver;
 pub mod event;
 pub mod events;

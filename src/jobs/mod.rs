@@ -44,6 +44,8 @@ pub struct JobContext {
     pub health: Arc<health::board::Board>,
     /// The run history, newest first (given to health jobs only, for their `jobs` check).
     pub recent_runs: Vec<crate::protocol::RunRecord>,
+    /// Where health jobs publish their transitions (`[daemon] notify`).
+    pub notifier: Option<crate::alerts::Notifier>,
     progress: mpsc::UnboundedSender<String>,
 }
 
@@ -68,6 +70,7 @@ impl JobContext {
             in_use: Arc::default(),
             health: Arc::default(),
             recent_runs: Vec::new(),
+            notifier: None,
             progress,
         }
     }

@@ -6,29 +6,10 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use serde_json::Value;
 
-use crate::alerts_support::{HttpServer, closed_port, sample};
+use crate::alerts_support::{HttpServer, closed_port, events, sample, webhook};
 use crate::core_support::sh_job;
-use crate::harness::{Daemon, tempdir, toml_str, wait_until};
-
-/// The events the receiver got under `/hook/<key>`, oldest first.
-pub fn events(http: &HttpServer, key: &str) -> Vec<Value> {
-    let path = format!("/hook/{key}");
-    http.requests()
-        .into_iter()
-        .filter(|r| r["method"] == "POST" && r["path"] == path.as_str())
-        .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
-        .collect()
-}
-
-/// `[notify.NAME]` of kind webhook posting to `/hook/<key>` on `port`.
-pub fn webhook(name: &str, port: u16, key: &str) -> String {
-    format!(
-        "[notify.{name}]\nkind = \"webhook\"\nurl = {}\ntimeout = \"2s\"\n",
-        toml_str(&format!("http://127.0.0.1:{port}/hook/{key}"))
-    )
-}
+use crate::harness::{Daemon, tempdir, wait_until};
 
 fn outbox_files(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir.join("state/outbox"))

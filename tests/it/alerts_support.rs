@@ -223,3 +223,21 @@ impl Drop for SmtpServer {
         crate::harness::process::kill_and_reap(&mut self.child);
     }
 }
+
+/// The events the receiver got under `/hook/<key>`, oldest first.
+pub fn events(http: &HttpServer, key: &str) -> Vec<serde_json::Value> {
+    let path = format!("/hook/{key}");
+    http.requests()
+        .into_iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == path.as_str())
+        .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// `[notify.NAME]` of kind webhook posting to `/hook/<key>` on `port`.
+pub fn webhook(name: &str, port: u16, key: &str) -> String {
+    format!(
+        "[notify.{name}]\nkind = \"webhook\"\nurl = {}\ntimeout = \"2s\"\n",
+        crate::harness::toml_str(&format!("http://127.0.0.1:{port}/hook/{key}"))
+    )
+}

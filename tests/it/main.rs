@@ -30,6 +30,7 @@
 )]
 
 mod alerts_channels;
+mod alerts_events;
 mod alerts_outbox;
 mod alerts_ping;
 mod alerts_support;
