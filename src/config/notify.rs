@@ -432,6 +432,33 @@ mod tests {
             let err = load(&format!("{BASE}[notify.x]\n{table}\n"), &[]).expect_err(what);
             assert_eq!(err.key(), Some(key), "{what}: {err}");
         }
+        let job = "[jobs.j]\nkind = \"command\"\ncommand = [\"true\"]\n";
+        for (what, extra, key) in [
+            ("unknown channel", "notify = [\"nope\"]", "jobs.j.notify"),
+            (
+                "unknown event",
+                "notify-on = [\"reload\"]",
+                "jobs.j.notify-on",
+            ),
+            ("fail-after 0", "fail-after = 0", "jobs.j.fail-after"),
+            (
+                "bad repeat",
+                "repeat-every = \"often\"",
+                "jobs.j.repeat-every",
+            ),
+        ] {
+            let err = load(&format!("{BASE}{job}{extra}\n"), &[]).expect_err(what);
+            assert_eq!(err.key(), Some(key), "{what}: {err}");
+        }
+        let err = load(&format!("{BASE}notify = [\"ops\"]\n"), &[]).unwrap_err();
+        assert_eq!(err.key(), Some("daemon.notify"), "{err}");
+        let c = load(&format!("{BASE}{job}"), &[]).unwrap();
+        let j = c.jobs.values().next().unwrap();
+        assert_eq!(j.notify.on, DEFAULT_ON.to_vec());
+        assert_eq!(
+            (j.notify.fail_after, j.notify.repeat_every),
+            (1, DEFAULT_REPEAT)
+        );
         let err = load(
             &format!("{BASE}[notify.x]\nkind = \"slack\"\nurl = \"ftp://h/SECRETPATH\"\n"),
             &[],
