@@ -83,6 +83,14 @@ fn each_event_kind_reaches_the_channel() {
     std::fs::write(&config, &good).unwrap();
 
     let got = wait_events(&http, "EVENTS", 7, &daemon);
+    // Delivery is at least once: a kill between a send and the removal of its file would
+    // send it again, so the kill waits for the outbox to be empty.
+    let outbox = dir.path().join("state/outbox");
+    assert!(wait_until(Duration::from_secs(10), || std::fs::read_dir(
+        &outbox
+    )
+    .map(|d| d.count() == 0)
+    .unwrap_or(false)));
     daemon.signal(Signal::SIGKILL);
     assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
     daemon.restart();
@@ -184,7 +192,7 @@ fn a_job_failing_ten_times_then_recovering_is_damped() {
             &script,
             &format!(
                 "notify = [\"ops\"]\nfail-after = 3\nrepeat-every = {}",
-                toml_str("3s")
+                toml_str("5s")
             ),
         ))
         .spawn();
@@ -194,9 +202,9 @@ fn a_job_failing_ten_times_then_recovering_is_damped() {
         }
     };
     // Runs 1-5 well within repeat-every of the message at run 3, a pause past it, runs 6-10
-    // (the message at run 6 repeats, 7-10 are again within 3s of it), then the success.
+    // (the message at run 6 repeats, 7-10 are again within 5s of it), then the success.
     run(5);
-    std::thread::sleep(Duration::from_millis(3500));
+    std::thread::sleep(Duration::from_millis(5500));
     run(5);
     run(1);
     let got = wait_events(&http, "NOISE", 3, &daemon);
@@ -233,5 +241,37 @@ fn a_job_failing_ten_times_then_recovering_is_damped() {
             .as_str()
             .unwrap()
             .contains("6 times in a row")
+    );
+}
+
+#[test]
+fn a_tick_skipped_while_the_job_still_runs_is_notified_when_asked() {
+    let dir = tempdir();
+    let http = HttpServer::start(dir.path());
+    let daemon = Daemon::builder(dir.path())
+        .toml(&webhook("ops", http.port, "SKIPS"))
+        .toml(&sh_job(
+            "busy",
+            "sleep 3",
+            "schedule = \"every 1s\"\nnotify = [\"ops\"]\nnotify-on = [\"skipped\"]",
+        ))
+        .spawn();
+    let got = wait_events(&http, "SKIPS", 1, &daemon);
+    assert_eq!(got[0]["kind"], "skipped", "{got:#?}");
+    assert_eq!(got[0]["job"], "busy");
+    assert_eq!(got[0]["severity"], "warning");
+    assert!(
+        got[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("still running from run"),
+        "{}",
+        got[0]["message"]
+    );
+    assert!(
+        events(&http, "SKIPS")
+            .iter()
+            .all(|e| e["kind"] == "skipped"),
+        "nothing else was asked for"
     );
 }
