@@ -408,10 +408,10 @@ impl Runner {
             ctx.dry_run = run.opts.dry_run;
             ctx.force = run.opts.force;
             ctx.in_use = Arc::clone(&self.in_use);
+            ctx.notifier = Some(self.notifier.clone());
             if matches!(run.job.spec, crate::config::JobSpec::Health(_)) {
                 ctx.health = Arc::clone(&self.health);
                 ctx.recent_runs = self.history.recent(None, usize::MAX);
-                ctx.notifier = Some(self.notifier.clone());
             }
             ctx.running = self
                 .running()

@@ -61,3 +61,18 @@ pub fn health(job: &str, check: &str, status: &str, previous: &str, message: &st
     e.previous = Some(previous.to_owned());
     e
 }
+
+/// The free-space preflight refused to start a backup.
+pub fn preflight_refused(job: &str, why: &str) -> Event {
+    let mut e = Event::new(
+        EventKind::PreflightRefused,
+        Severity::Critical,
+        &format!("backup {job} refused: not enough free space"),
+        &format!(
+            "The backup job {job} did not start its dump: {why}\n\n\
+             Look: df -h; atprectl backups\n      journalctl -u atpred JOB={job}"
+        ),
+    );
+    e.job = Some(job.to_owned());
+    e
+}

@@ -115,3 +115,13 @@ impl Notifier {
         self.inner.outbox.close(limit).await;
     }
 }
+
+/// The backup of `ctx` was refused by its free-space preflight: tells `[daemon] notify`.
+pub fn preflight_refused(ctx: &crate::jobs::JobContext, why: &str) {
+    if let Some(notifier) = &ctx.notifier {
+        notifier.daemon(&super::daemon_events::preflight_refused(
+            ctx.job.name.as_str(),
+            why,
+        ));
+    }
+}

@@ -44,7 +44,8 @@ pub struct JobContext {
     pub health: Arc<health::board::Board>,
     /// The run history, newest first (given to health jobs only, for their `jobs` check).
     pub recent_runs: Vec<crate::protocol::RunRecord>,
-    /// Where health jobs publish their transitions (`[daemon] notify`).
+    /// Where jobs publish daemon events (`[daemon] notify`): health transitions, a refused
+    /// backup.
     pub notifier: Option<crate::alerts::Notifier>,
     progress: mpsc::UnboundedSender<String>,
 }

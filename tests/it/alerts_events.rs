@@ -275,3 +275,23 @@ fn a_tick_skipped_while_the_job_still_runs_is_notified_when_asked() {
         "nothing else was asked for"
     );
 }
+
+#[test]
+fn a_backup_refused_by_the_free_space_preflight_is_a_daemon_event() {
+    let fx = crate::backup_support::Fixture::new();
+    let http = HttpServer::start(fx.dir.path());
+    let daemon = fx
+        .daemon(&format!(
+            "{}[jobs.nightly]\nkind = \"backup\"\nmin-free-after = \"99.99%\"",
+            webhook("ops", http.port, "PREFLIGHT")
+        ))
+        .set("daemon", "notify", "[\"ops\"]")
+        .spawn();
+    assert_eq!(daemon.ctl(["run", "nightly", "--wait"]).status, 1);
+    let got = wait_events(&http, "PREFLIGHT", 1, &daemon);
+    assert_eq!(kinds(&got), ["preflight_refused nightly"], "{got:#?}");
+    assert_eq!(got[0]["severity"], "critical");
+    let text = got[0]["message"].as_str().unwrap();
+    assert!(text.contains("not enough space in"), "{text}");
+    assert!(text.contains("min-free-after"), "{text}");
+}
