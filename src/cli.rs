@@ -97,6 +97,11 @@ pub enum CtlCommand {
     },
     /// Prometheus metrics (OpenMetrics text), as served by `[metrics] listen`.
     Metrics,
+    /// The [notify.NAME] channels: `test NAME` sends a test message and shows the answer.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyCommand,
+    },
     /// Try a retention policy offline: reads RFC 3339 timestamps (one per line) on stdin and
     /// prints which backups it would keep and why. Needs no daemon.
     Retention(RetentionArgs),
@@ -111,6 +116,12 @@ pub enum CtlCommand {
         #[arg(long)]
         daemon: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message on a channel now; exits 1 when the channel does not take it.
+    Test { name: String },
 }
 
 #[derive(Debug, Subcommand)]

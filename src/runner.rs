@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::alerts::Pings;
+use crate::alerts::{Notifier, Pings};
 use crate::config::{Config, JobConfig, Kind};
 use crate::daemon::history::History;
 use crate::ids::{JobName, RunId};
@@ -89,6 +89,8 @@ pub struct Runner {
     leases: Mutex<std::collections::BTreeMap<JobName, crate::protocol::LeaseStatus>>,
     /// Where runs' starts and ends are published for their dead-man pings.
     pings: Pings,
+    /// Where runs' events are published for the `[notify.NAME]` channels.
+    notifier: Notifier,
 }
 
 impl Runner {
@@ -98,6 +100,7 @@ impl Runner {
         root: CancellationToken,
     ) -> Arc<Self> {
         let permits = Arc::new(Semaphore::new(config.borrow().daemon.max_concurrent_jobs));
+        let notifier = Notifier::new(config.clone());
         Arc::new(Runner {
             config,
             running: Mutex::new(HashMap::new()),
@@ -112,6 +115,7 @@ impl Runner {
             metrics: RunMetrics::default(),
             leases: Mutex::default(),
             pings: Pings::default(),
+            notifier,
         })
     }
 
@@ -137,6 +141,11 @@ impl Runner {
     /// The dead-man pings of runs (and the daemon's heartbeat counters).
     pub fn pings(&self) -> &Pings {
         &self.pings
+    }
+
+    /// The notifications: channels, outbox, events.
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
@@ -252,7 +261,8 @@ impl Runner {
         tracing::warn!(job = %job.name, kind = %job.spec.kind(), run_id = %record.run_id, outcome = "skipped",
             "tick skipped: job {} is still running (run {busy_with})", job.name);
         self.metrics.observe(&record);
-        self.persist(record).await;
+        self.persist(record.clone()).await;
+        self.notifier.run_finished(job, &record, &self.history);
     }
 
     /// Applies a new `max-concurrent-jobs` without touching running jobs.
@@ -333,6 +343,7 @@ impl Runner {
             self.metrics.observe(&record);
             self.persist(record.clone()).await;
             self.pings.run_finished(&run.job, &record);
+            self.notifier.run_finished(&run.job, &record, &self.history);
         }
         lock(&self.running).remove(&run.job.name);
         let _ = run.events.send(RunEvent::Finished(record));
@@ -370,6 +381,8 @@ impl Runner {
         }
         if !run.opts.dry_run {
             self.pings.run_started(&run.job, &run.run_id, run.trigger);
+            self.notifier
+                .run_started(&run.job, &run.run_id, run.trigger);
         }
         let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<String>();
         let events = run.events.clone();
@@ -395,6 +408,7 @@ impl Runner {
             ctx.dry_run = run.opts.dry_run;
             ctx.force = run.opts.force;
             ctx.in_use = Arc::clone(&self.in_use);
+            ctx.notifier = Some(self.notifier.clone());
             if matches!(run.job.spec, crate::config::JobSpec::Health(_)) {
                 ctx.health = Arc::clone(&self.health);
                 ctx.recent_runs = self.history.recent(None, usize::MAX);

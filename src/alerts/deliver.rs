@@ -38,7 +38,9 @@ pub enum Delivered {
 pub struct Client(OnceLock<Result<reqwest::Client, String>>);
 
 impl Client {
-    fn get(&self) -> Result<&reqwest::Client, String> {
+    /// The client itself, for the notification channels (which set their own timeout per
+    /// request).
+    pub fn get(&self) -> Result<&reqwest::Client, String> {
         self.0
             .get_or_init(|| {
                 reqwest::Client::builder()
@@ -114,7 +116,7 @@ impl Client {
 
 /// reqwest's error and its sources without the URL, the ping URL (`base`) replaced by its
 /// origin should a source print it, and any other URL redacted.
-fn describe(e: reqwest::Error, base: &str, shown: &str) -> String {
+pub fn describe(e: reqwest::Error, base: &str, shown: &str) -> String {
     let text = crate::jobs::health::http::describe(e);
     if base.is_empty() {
         return text;

@@ -14,11 +14,19 @@
 //! replied. A ping that fails is logged and counted in `atpred_pings_total{job,outcome}`; it
 //! never changes a run's outcome.
 
+pub mod channel;
+pub mod daemon_events;
 pub mod deliver;
+pub mod event;
+pub mod events;
 pub mod heartbeat;
+pub mod noise;
+pub mod notifier;
+pub mod outbox;
 pub mod ping;
 pub mod queue;
 pub mod tail;
 
 pub use heartbeat::Heartbeat;
+pub use notifier::Notifier;
 pub use queue::Pings;

@@ -19,6 +19,10 @@ const COMMON_KEYS: &[&str] = &[
     "catch-up",
     "coordinate",
     "ping-url",
+    "notify",
+    "notify-on",
+    "repeat-every",
+    "fail-after",
 ];
 const COMMAND_KEYS: &[&str] = &["command", "working-dir", "env"];
 const MAX_RETRIES: u32 = 10;
@@ -94,6 +98,7 @@ pub(super) fn job(
     let coordinate = coordinate(check, key, &kind, raw.coordinate)?;
     let description = raw.description.clone();
     let ping_url = super::ping::url(check, &format!("{key}.ping-url"), raw.ping_url.take())?;
+    let notify = super::notify::job(check, key, &mut raw)?;
     let spec = match kind.as_str() {
         "backup" => JobSpec::Backup(super::backup::validate(check, key, raw, postgres)?),
         "prune" => JobSpec::Prune(super::prune::validate(check, key, raw)?),
@@ -111,6 +116,7 @@ pub(super) fn job(
         catch_up,
         coordinate,
         ping_url,
+        notify,
         spec,
     })
 }

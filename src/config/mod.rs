@@ -14,6 +14,7 @@ mod health;
 mod jobs;
 mod locate;
 mod metrics;
+mod notify;
 mod offsite;
 mod ping;
 mod prune;
@@ -36,6 +37,9 @@ pub use drill_sql::DrillSql;
 pub use error::{ConfigError, Invalid};
 pub use health::{CheckKind, HealthSpec, Threshold};
 pub use metrics::MetricsConfig;
+pub use notify::{
+    ChannelKind, DEFAULT_ON as NOTIFY_ON_DEFAULT, JobNotify, NotifyChannel, SmtpChannel, SmtpTls,
+};
 pub use offsite::OffsiteTarget;
 pub use rotate::{Method, Naming, Reopen, RotateSpec, SuUser};
 
@@ -60,6 +64,8 @@ pub struct Config {
     /// `[offsite.NAME]` targets, by name.
     pub offsite: BTreeMap<String, OffsiteTarget>,
     pub coordination: CoordinationConfig,
+    /// `[notify.NAME]` channels, by name.
+    pub notify: BTreeMap<String, NotifyChannel>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +91,8 @@ pub struct DaemonConfig {
     /// The daemon's own dead-man ping, sent from the supervisor loop every `heartbeat_every`.
     pub heartbeat_url: Option<SecretUrl>,
     pub heartbeat_every: Duration,
+    /// `[notify.NAME]` channels for the daemon's own events (reload refused, unclean stop...).
+    pub notify: Vec<String>,
 }
 
 /// Where log lines go.
@@ -129,6 +137,8 @@ pub struct JobConfig {
     pub coordinate: bool,
     /// Dead-man pings for each run (`/start`, success, `/fail`); see [`crate::alerts`].
     pub ping_url: Option<SecretUrl>,
+    /// Which channels hear of which of its events; see [`crate::alerts`].
+    pub notify: JobNotify,
     pub spec: JobSpec,
 }
 

@@ -27,6 +27,48 @@ pub struct RawConfig {
     pub offsite: BTreeMap<String, RawOffsite>,
     #[serde(default)]
     pub coordination: RawCoordination,
+    #[serde(default)]
+    pub notify: BTreeMap<String, RawNotify>,
+}
+
+/// One `[notify.NAME]` channel; which keys its kind accepts is checked during validation.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RawNotify {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl RawNotify {
+    /// The kebab-case names of the keys present in this table.
+    pub fn set_keys(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// One `[offsite.NAME]` table.
@@ -81,6 +123,7 @@ pub struct RawDaemon {
     pub fetch_dirs: Option<Vec<PathBuf>>,
     pub heartbeat_url: Option<String>,
     pub heartbeat_every: Option<String>,
+    pub notify: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
@@ -125,6 +168,15 @@ pub struct RawJob {
     /// Every kind: the dead-man ping URL (healthchecks.io style), see [`crate::alerts::ping`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ping_url: Option<String>,
+    /// Every kind: `[notify.NAME]` channels for this job's events (see [`crate::alerts`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_on: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repeat_every: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fail_after: Option<u32>,
     // kind = "command"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,

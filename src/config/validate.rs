@@ -184,6 +184,7 @@ pub(super) fn validate(
     let metrics = super::metrics::validate(&check, raw.metrics)?;
     let offsite = super::offsite::validate(&check, raw.offsite)?;
     let coordination = super::coordination::validate(&check, raw.coordination)?;
+    let notify = super::notify::validate(&check, raw.notify)?;
     let mut jobs = BTreeMap::new();
     for (name, job) in raw.jobs {
         let key = format!("jobs.{name}");
@@ -209,10 +210,12 @@ pub(super) fn validate(
         metrics,
         offsite,
         coordination,
+        notify,
     };
     super::prune::check_targets(&check, &config)?;
     super::offsite::check_jobs(&check, &config)?;
     super::health::check_unique(&check, &config)?;
+    super::notify::check_names(&check, &config)?;
     Ok(config)
 }
 
@@ -290,6 +293,7 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         fetch_dirs,
         heartbeat_url,
         heartbeat_every,
+        notify: raw.notify.unwrap_or_default(),
     })
 }
 

@@ -265,6 +265,9 @@ async fn handle(
         }
         Request::Health { now } => send(conn, super::health::health(shared, now).await).await,
         Request::Metrics => send(conn, super::health::metrics(shared).await).await,
+        Request::NotifyTest { channel } => {
+            send(conn, super::notify::test(shared, &channel).await).await
+        }
         Request::Reload => {
             let (reply, answer) = oneshot::channel();
             if shared

@@ -12,6 +12,7 @@ mod bind;
 mod connection;
 mod health;
 mod identity;
+mod notify;
 mod offsite;
 pub mod peer;
 mod pins;

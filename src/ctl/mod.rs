@@ -171,6 +171,11 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
         },
         CtlCommand::Health { now } => Request::Health { now: *now },
         CtlCommand::Metrics => Request::Metrics,
+        CtlCommand::Notify {
+            action: crate::cli::NotifyCommand::Test { name },
+        } => Request::NotifyTest {
+            channel: name.clone(),
+        },
         CtlCommand::Completions { .. }
         | CtlCommand::Man { .. }
         | CtlCommand::Retention(_)
@@ -233,9 +238,10 @@ fn show(response: &Response, json: bool) -> u8 {
                 eprintln!("atprectl: {message}");
             }
             match code {
-                ErrorCode::UnknownJob | ErrorCode::UnknownBackup | ErrorCode::BadRequest => {
-                    EXIT_USAGE
-                }
+                ErrorCode::UnknownJob
+                | ErrorCode::UnknownBackup
+                | ErrorCode::UnknownChannel
+                | ErrorCode::BadRequest => EXIT_USAGE,
                 ErrorCode::NotPermitted => EXIT_NOPERM,
                 ErrorCode::Busy | ErrorCode::RestoreBusy => EXIT_BUSY,
                 ErrorCode::RestoreSourceDatabase => restore::EXIT_SOURCE_DATABASE,

@@ -75,6 +75,11 @@ pub fn print(response: &Response) {
                 .map_or_else(String::new, |o| format!(" (offsite {o})"))
         ),
         Response::Metrics { text } => text.clone(),
+        Response::NotifySent {
+            channel,
+            kind,
+            answer,
+        } => format!("{channel} ({kind}): sent; the channel answered: {answer}\n"),
         Response::Error { .. } => String::new(),
     };
     write_stdout(text.as_bytes());

@@ -146,14 +146,20 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             history_path.display()
         );
     }
-    match crate::process::registry::start(&config.daemon.state_dir.join("groups")) {
+    let groups = config.daemon.state_dir.join("groups");
+    let unclean = crate::process::registry::unclean_previous(&groups);
+    let ended = match crate::process::registry::start(&groups) {
         Ok(ended) => {
-            for line in ended {
+            for line in &ended {
                 tracing::warn!("{line}");
             }
+            ended
         }
-        Err(e) => tracing::warn!("cannot keep the process group registry: {e}"),
-    }
+        Err(e) => {
+            tracing::warn!("cannot keep the process group registry: {e}");
+            Vec::new()
+        }
+    };
     for stale in crate::jobs::catalog::remove_stale_partials(&config.daemon.backup_dir) {
         tracing::warn!("removed {stale}: an unfinished backup left by a crash");
     }
@@ -193,6 +199,12 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let (commands_tx, commands_rx) = mpsc::channel(16);
     let root = CancellationToken::new();
     let runner = Runner::new(config_rx.clone(), history, root.clone());
+    if let Some(pid) = unclean {
+        tracing::warn!("the previous daemon (pid {pid}) did not stop cleanly");
+        runner
+            .notifier()
+            .daemon(&crate::alerts::daemon_events::unclean_stop(&pid, &ended));
+    }
     let shared = Arc::new(Shared {
         started: Utc::now(),
         config: config_rx.clone(),
@@ -253,6 +265,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     let _ = scheduler_task.await;
     supervisor.finish_runs(&runner, &root).await;
     runner.pings().close(PING_DRAIN).await;
+    runner.notifier().close(PING_DRAIN).await;
     control_stop.cancel();
     let _ = control_task.await;
     metrics_stop.cancel();
@@ -343,6 +356,9 @@ impl Supervisor {
                 let message = e.to_string();
                 tracing::error!(
                     "reload refused, the previous configuration stays in force: {message}"
+                );
+                self.shared.runner.notifier().daemon(
+                    &crate::alerts::daemon_events::reload_refused(&old.source, &message),
                 );
                 self.reload_error_tx.send_replace(Some(message.clone()));
                 Err(message)

@@ -44,6 +44,9 @@ pub struct JobContext {
     pub health: Arc<health::board::Board>,
     /// The run history, newest first (given to health jobs only, for their `jobs` check).
     pub recent_runs: Vec<crate::protocol::RunRecord>,
+    /// Where jobs publish daemon events (`[daemon] notify`): health transitions, a refused
+    /// backup.
+    pub notifier: Option<crate::alerts::Notifier>,
     progress: mpsc::UnboundedSender<String>,
 }
 
@@ -68,6 +71,7 @@ impl JobContext {
             in_use: Arc::default(),
             health: Arc::default(),
             recent_runs: Vec::new(),
+            notifier: None,
             progress,
         }
     }

@@ -112,6 +112,11 @@ pub async fn render(shared: &Shared) -> String {
         "the daemon's heartbeat pings, by outcome (sent, failed, skipped while one was in flight)",
         pings.heartbeats(),
     );
+    registry.register(
+        "atpred_notifications",
+        "notifications by channel and outcome (sent, retried after a failed attempt, failed when given up, dropped beyond the outbox's bound)",
+        shared.runner.notifier().counts(),
+    );
     let last_success = Family::<Labels, FloatGauge>::default();
     registry.register(
         "atpred_job_last_success_timestamp_seconds",

@@ -81,6 +81,12 @@ pub fn start(dir: &Path) -> std::io::Result<Vec<String>> {
     Ok(ended)
 }
 
+/// The pid of the previous daemon when it did not stop cleanly (its run file is still there);
+/// read before [`start`] replaces that file.
+pub fn unclean_previous(dir: &Path) -> Option<String> {
+    read_previous(&run_file(dir)).map(|p| p.pid)
+}
+
 /// Records that this daemon stopped cleanly: every child has ended, and the next start sweeps
 /// nothing.
 pub fn stopped_cleanly() {

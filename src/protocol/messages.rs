@@ -98,6 +98,8 @@ pub enum Request {
     },
     /// Prometheus metrics in the OpenMetrics text format.
     Metrics,
+    /// Send a test message on the `[notify.NAME]` channel now and report its answer.
+    NotifyTest { channel: String },
 }
 
 fn default_history_limit() -> u32 {
@@ -195,6 +197,12 @@ pub enum Response {
     Metrics {
         text: String,
     },
+    /// The answer to `notify_test`: the channel took the message and said `answer`.
+    NotifySent {
+        channel: String,
+        kind: String,
+        answer: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -236,6 +244,10 @@ pub enum ErrorCode {
     RestoreBusy,
     /// `restore --replace` refused: the safety backup of the target could not be taken.
     RestoreSafetyBackup,
+    /// No `[notify.NAME]` channel of that name.
+    UnknownChannel,
+    /// The channel did not take the test message; the message says what it answered.
+    NotifyFailed,
 }
 
 /// How a run was started.

@@ -130,3 +130,114 @@ pub fn sample(metrics: &str, name: &str, labels: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&head))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// An SMTP server (aiosmtpd) on loopback, TLS only: STARTTLS required before anything else, or
+/// implicit TLS; AUTH only over TLS, accepting one user and password. Each mail is recorded as
+/// a JSON line `{from, to, data, login, tls}` in the file named by the first argument; prints
+/// its port first.
+const SMTP_SERVER: &str = r#"
+import asyncio, json, socket, ssl, sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+out, cert, key, mode, user, password = sys.argv[1:7]
+tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+tls.load_cert_chain(cert, key)
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        rec = {"from": envelope.mail_from, "to": envelope.rcpt_tos,
+               "data": envelope.content.decode("utf-8", "replace"),
+               "login": session.auth_data,
+               "tls": server.transport.get_extra_info("ssl_object") is not None}
+        with open(out, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        return "250 2.0.0 queued as TESTQ1"
+def authenticate(server, session, envelope, mechanism, data):
+    ok = data.login.decode() == user and data.password.decode() == password
+    return AuthResult(success=ok, auth_data=data.login.decode() if ok else None)
+probe = socket.socket(); probe.bind(("127.0.0.1", 0)); port = probe.getsockname()[1]; probe.close()
+kw = dict(hostname="127.0.0.1", port=port, authenticator=authenticate)
+if mode == "starttls":
+    c = Controller(Handler(), tls_context=tls, require_starttls=True, auth_require_tls=True, **kw)
+else:
+    # aiosmtpd knows TLS only from STARTTLS: over implicit TLS it must be told AUTH is fine.
+    c = Controller(Handler(), ssl_context=tls, auth_require_tls=False, **kw)
+c.start()
+print(port, flush=True)
+while True:
+    time.sleep(3600)
+"#;
+
+/// A TLS-only SMTP server with one account, stopped on drop.
+pub struct SmtpServer {
+    child: std::process::Child,
+    pub port: u16,
+    mails: std::path::PathBuf,
+}
+
+impl SmtpServer {
+    /// `mode`: "starttls" or "implicit"; `cert` and `key` are the server's PEM files.
+    pub fn start(
+        dir: &Path,
+        mode: &str,
+        cert: &Path,
+        key: &Path,
+        user: &str,
+        password: &str,
+    ) -> SmtpServer {
+        use std::io::BufRead;
+        let mails = dir.join(format!("mails-{mode}.jsonl"));
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", SMTP_SERVER])
+            .arg(&mails)
+            .args([cert, key])
+            .args([mode, user, password])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("python3 (apt-get install python3): {e}"));
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "the test SMTP server printed {line:?}, not its port \
+                 (python3 -m pip install aiosmtpd; .ci/deps installs it)"
+            )
+        });
+        SmtpServer { child, port, mails }
+    }
+
+    /// The mails received so far, oldest first.
+    pub fn mails(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.mails)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        crate::harness::process::kill_and_reap(&mut self.child);
+    }
+}
+
+/// The events the receiver got under `/hook/<key>`, oldest first.
+pub fn events(http: &HttpServer, key: &str) -> Vec<serde_json::Value> {
+    let path = format!("/hook/{key}");
+    http.requests()
+        .into_iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == path.as_str())
+        .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+        .collect()
+}
+
+/// `[notify.NAME]` of kind webhook posting to `/hook/<key>` on `port`.
+pub fn webhook(name: &str, port: u16, key: &str) -> String {
+    format!(
+        "[notify.{name}]\nkind = \"webhook\"\nurl = {}\ntimeout = \"2s\"\n",
+        crate::harness::toml_str(&format!("http://127.0.0.1:{port}/hook/{key}"))
+    )
+}

@@ -15,14 +15,15 @@ use crate::harness::{CtlOutput, Daemon, DaemonBuilder, RedisServer, toml_path, t
 
 /// Answers `GET /health` with 200 "status: fine", anything else with 404; appends every POST
 /// body as one line to the file named by its first argument, except pings (`/ping/...`,
-/// plain-text bodies); records every request as a JSON line `{method, path, t, body}` in
+/// plain-text bodies); records every request as a JSON line `{method, path, t, body, headers}` in
 /// `requests.jsonl` beside that file, at its arrival; serves https with the certificate
 /// and key named by the second and third if given; prints its port first.
 const HTTP_SERVER: &str = r#"
 import http.server, json, os, sys, time
-def record(method, path, data):
+def record(method, path, data, headers=None):
     line = json.dumps({"method": method, "path": path, "t": time.time(),
-                       "body": data.decode("utf-8", "replace")})
+                       "body": data.decode("utf-8", "replace"),
+                       "headers": dict(headers or {})})
     with open(os.path.join(os.path.dirname(sys.argv[1]), "requests.jsonl"), "a") as f:
         f.write(line + "\n")
 class H(http.server.BaseHTTPRequestHandler):
@@ -36,7 +37,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def do_POST(self):
         data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        record("POST", self.path, data)
+        record("POST", self.path, data, self.headers)
         if not self.path.startswith("/ping/"):
             with open(sys.argv[1], "ab") as f:
                 f.write(data + b"\n")
@@ -44,7 +45,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *args):
         pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+s = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("TEST_HTTP_PORT", "0"))), H)
 if len(sys.argv) > 3:
     import ssl
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -63,20 +64,26 @@ pub struct HttpServer {
 
 impl HttpServer {
     pub fn start(dir: &Path) -> HttpServer {
-        Self::spawn(dir, &[])
+        Self::spawn(dir, &[], 0)
+    }
+
+    /// The same server on a given port (a receiver that comes back where it was).
+    pub fn start_on(dir: &Path, port: u16) -> HttpServer {
+        Self::spawn(dir, &[], port)
     }
 
     /// The same server over https with the PEM certificate chain and key given.
     pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> HttpServer {
-        Self::spawn(dir, &[cert, key])
+        Self::spawn(dir, &[cert, key], 0)
     }
 
-    fn spawn(dir: &Path, tls: &[&Path]) -> HttpServer {
+    fn spawn(dir: &Path, tls: &[&Path], port: u16) -> HttpServer {
         let posts = dir.join("webhook-posts.jsonl");
         let mut child = Command::new("python3")
             .args(["-c", HTTP_SERVER])
             .arg(&posts)
             .args(tls)
+            .env("TEST_HTTP_PORT", port.to_string())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("python3 (apt-get install python3): {e}"));
@@ -94,8 +101,8 @@ impl HttpServer {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Every request received so far, oldest first: `{method, path, t, body}` (`t` in Unix
-    /// seconds, at arrival).
+    /// Every request received so far, oldest first: `{method, path, t, body, headers}` (`t` in
+    /// Unix seconds, at arrival; `headers` of POSTs only).
     pub fn requests(&self) -> Vec<Value> {
         let path = self.posts.with_file_name("requests.jsonl");
         std::fs::read_to_string(path)

@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::harness::{Daemon, toml_path, toml_str};
 use crate::health_support::{HttpServer, Stack, health_now};
 
-fn openssl(dir: &Path, args: &[&str]) {
+pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -17,7 +17,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA in `dir` (ca.pem, ca.key).
-fn make_ca(dir: &Path) -> PathBuf {
+pub fn make_ca(dir: &Path) -> PathBuf {
     openssl(
         dir,
         &[
@@ -42,7 +42,7 @@ fn make_ca(dir: &Path) -> PathBuf {
 }
 
 /// A certificate for 127.0.0.1 signed by the CA, valid for `days`: (chain, key).
-fn make_leaf(dir: &Path, days: u32) -> (PathBuf, PathBuf) {
+pub fn make_leaf(dir: &Path, days: u32) -> (PathBuf, PathBuf) {
     let (key, csr, pem) = (
         format!("leaf{days}.key"),
         format!("leaf{days}.csr"),

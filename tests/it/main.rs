@@ -29,6 +29,9 @@
     reason = "integration tests fail by panicking"
 )]
 
+mod alerts_channels;
+mod alerts_events;
+mod alerts_outbox;
 mod alerts_ping;
 mod alerts_support;
 mod backup_crash;

@@ -98,6 +98,7 @@ pub async fn take(
         last_ratio(backup_dir, &ctx.job.name),
         spec.min_free_after,
     )
+    .inspect_err(|why| crate::alerts::notifier::preflight_refused(ctx, why))
     .map_err(JobError::permanent)?;
     // The io error alone ("Read-only file system") would not say where.
     let partial = Partial::create(backup_dir, &id).map_err(|e| {

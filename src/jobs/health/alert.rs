@@ -1,6 +1,7 @@
-//! Alerts on a transition: the `on-change` command (argv, no shell, in its own process group)
-//! and the `webhook` JSON POST, each bounded by `check-timeout`. Their failures are logged and
-//! never fail the health run.
+//! Alerts on a transition: an event for the `[daemon] notify` channels (through the outbox),
+//! and the deprecated aliases kept for one release, the `on-change` command (argv, no shell,
+//! in its own process group) and the `webhook` JSON POST, each bounded by `check-timeout`.
+//! Their failures are logged and never fail the health run.
 
 use serde_json::json;
 
@@ -11,6 +12,15 @@ use crate::process::{self, ProcessSpec};
 use crate::secret::SecretUrl;
 
 pub async fn send(ctx: &JobContext, spec: &HealthSpec, t: &Transition) {
+    if let Some(notifier) = &ctx.notifier {
+        notifier.daemon(&crate::alerts::daemon_events::health(
+            ctx.job.name.as_str(),
+            &t.check,
+            t.status.as_str(),
+            t.previous_str(),
+            &t.message,
+        ));
+    }
     if let Some(argv) = &spec.on_change {
         run_command(ctx, spec, argv, t).await;
     }

@@ -1,0 +1,127 @@
+//! [`Notifier`]: the one handle everything that raises a notification holds (the runner, the
+//! supervisor, the control server). Events go through the noise control ([`super::noise`])
+//! into the [`Outbox`]; `atprectl notify test` messages are sent directly, so their answer can
+//! be reported.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::channel::{self, Failed};
+use super::deliver::Client;
+use super::event::{Event, EventKind, Severity};
+use super::events;
+use super::noise::Streaks;
+use super::outbox::Outbox;
+use crate::config::{Config, JobConfig, NotifyChannel};
+use crate::daemon::history::History;
+use crate::ids::RunId;
+use crate::protocol::{RunRecord, Trigger};
+
+/// Runs of a job read from the history to seed its failure streak.
+const SEED_RUNS: usize = 1000;
+
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: watch::Receiver<Arc<Config>>,
+    client: Arc<Client>,
+    outbox: Outbox,
+    streaks: Streaks,
+}
+
+impl Notifier {
+    /// Opens the outbox under state-dir and resumes what it holds.
+    pub fn new(config: watch::Receiver<Arc<Config>>) -> Notifier {
+        let client = Arc::new(Client::default());
+        let outbox = Outbox::open(config.clone(), Arc::clone(&client));
+        Notifier {
+            inner: Arc::new(Inner {
+                config,
+                client,
+                outbox,
+                streaks: Streaks::default(),
+            }),
+        }
+    }
+
+    /// Sends a test message on `channel` now (not through the outbox) and returns its answer.
+    pub async fn test(&self, channel: &NotifyChannel) -> Result<String, Failed> {
+        let event = Event::new(
+            EventKind::Test,
+            Severity::Info,
+            &format!("test message on channel {}", channel.name),
+            &format!(
+                "This is a test message from atpred, sent by `atprectl notify test {}`.\n\
+                 If you can read it, the {} channel {:?} works.",
+                channel.name,
+                channel.kind.name(),
+                channel.name
+            ),
+        );
+        let client = &self.inner.client;
+        channel::send(channel, &event, client, &CancellationToken::new()).await
+    }
+
+    /// A run of `job` starts working.
+    pub fn run_started(&self, job: &JobConfig, run: &RunId, trigger: Trigger) {
+        if !job.notify.channels.is_empty() && job.notify.on.contains(&EventKind::Start) {
+            let event = events::started(job, run, trigger);
+            self.inner.outbox.publish(&job.notify.channels, &event);
+        }
+    }
+
+    /// A run of `job` ended as `record` says (already in `history`).
+    pub fn run_finished(&self, job: &JobConfig, record: &RunRecord, history: &History) {
+        if job.notify.channels.is_empty() {
+            return;
+        }
+        let verdict = self.inner.streaks.observe(record, &job.notify, || {
+            let mut earlier = history.recent(Some(&job.name), SEED_RUNS);
+            earlier.retain(|r| r.run_id != record.run_id);
+            earlier
+        });
+        for event in events::finished(job, record, &verdict) {
+            self.inner.outbox.publish(&job.notify.channels, &event);
+        }
+    }
+
+    /// A daemon event, for `[daemon] notify`.
+    pub fn daemon(&self, event: &Event) {
+        let channels = self.inner.config.borrow().daemon.notify.clone();
+        self.inner.outbox.publish(&channels, event);
+    }
+
+    /// Sends `event` to `channels`.
+    pub fn publish(&self, channels: &[String], event: &Event) {
+        self.inner.outbox.publish(channels, event);
+    }
+
+    /// `atpred_notifications_total{channel,outcome}`.
+    pub fn counts(&self) -> Family<Vec<(String, String)>, Counter> {
+        self.inner.outbox.counts()
+    }
+
+    /// At shutdown: see [`Outbox::close`].
+    pub async fn close(&self, limit: Duration) {
+        self.inner.outbox.close(limit).await;
+    }
+}
+
+/// The backup of `ctx` was refused by its free-space preflight: tells `[daemon] notify`.
+pub fn preflight_refused(ctx: &crate::jobs::JobContext, why: &str) {
+    if let Some(notifier) = &ctx.notifier {
+        notifier.daemon(&super::daemon_events::preflight_refused(
+            ctx.job.name.as_str(),
+            why,
+        ));
+    }
+}
