@@ -204,7 +204,7 @@ fn run() -> Result<()> {
     let _ = writeln!(
         out,
         "Written by `{}` on {} (commit {}). Medians of {} runs unless a row says otherwise; \
-         every value is under [Every run](#every-run).\n",
+         every value is in its table's \"every run\" column or under [Every run](#every-run).\n",
         env.command,
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         env.commit,

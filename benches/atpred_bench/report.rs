@@ -307,6 +307,10 @@ fn signed(x: f64) -> String {
 }
 
 pub fn every_run(out: &mut String, core: Option<&Core>, rows: &[Row]) {
+    if core.is_none() && rows.is_empty() {
+        // The groups that ran list every run in their own tables.
+        return;
+    }
     let _ = writeln!(out, "## Every run\n");
     if let Some(c) = core {
         let _ = writeln!(out, "- idle VmRSS MiB: {}", list(&c.rss_mib, 1));
