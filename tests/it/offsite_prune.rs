@@ -7,19 +7,6 @@ use crate::offsite_support::{Offsite, PREFIX, backup_copied};
 
 const PRUNE: &str = "[jobs.prune-s3]\nkind = \"prune\"\ntarget = \"offsite\"\noffsite = \"s3\"\nkeep-last = 2\nof = [\"nightly\"]\n";
 
-fn remote_ids(o: &Offsite) -> Vec<String> {
-    let mut ids: Vec<String> = o
-        .objects()
-        .iter()
-        .filter_map(|(k, _)| {
-            k.strip_suffix("/manifest.json")
-                .map(|p| p.rsplit('/').next().unwrap().to_owned())
-        })
-        .collect();
-    ids.sort();
-    ids
-}
-
 #[test]
 fn offsite_prune_applies_the_policy_to_the_remote_catalog_only() {
     let mut o = Offsite::new();
@@ -39,7 +26,7 @@ fn offsite_prune_applies_the_policy_to_the_remote_catalog_only() {
         assert_eq!(copy["stage"], "verified");
         ids.push(id);
     }
-    assert_eq!(remote_ids(&o), ids);
+    assert_eq!(o.committed_under(PREFIX), ids);
     // Someone else's files under the same prefix: not listed, never touched.
     let foreign = [
         format!("{PREFIX}/test-setup/data.bin"),
@@ -63,7 +50,7 @@ fn offsite_prune_applies_the_policy_to_the_remote_catalog_only() {
         "{}",
         dry.stdout
     );
-    assert_eq!(remote_ids(&o), ids, "a dry run removes nothing");
+    assert_eq!(o.committed_under(PREFIX), ids, "a dry run removes nothing");
 
     // A manifest at the target that cannot be read: nothing is removed.
     let bad = format!("{PREFIX}/{}/manifest.json", ids[1]);
@@ -78,7 +65,7 @@ fn offsite_prune_applies_the_policy_to_the_remote_catalog_only() {
             .contains("removing nothing"),
         "{refused:#}"
     );
-    assert_eq!(remote_ids(&o), ids);
+    assert_eq!(o.committed_under(PREFIX), ids);
     o.put(&bad, good);
 
     // The target down: nothing removed, the run says why.
@@ -93,7 +80,7 @@ fn offsite_prune_applies_the_policy_to_the_remote_catalog_only() {
         "{down:#}"
     );
     o.garage.restart();
-    assert_eq!(remote_ids(&o), ids);
+    assert_eq!(o.committed_under(PREFIX), ids);
 
     let pruned = run_job(&daemon, "prune-s3");
     assert_eq!(pruned["outcome"], "succeeded", "{pruned:#}");
@@ -101,7 +88,11 @@ fn offsite_prune_applies_the_policy_to_the_remote_catalog_only() {
         serde_json::from_value(pruned["details"]["removed"].clone()).unwrap();
     removed.sort();
     assert_eq!(removed, ids[..2].to_vec(), "{pruned:#}");
-    assert_eq!(remote_ids(&o), ids[2..].to_vec(), "the two newest stay");
+    assert_eq!(
+        o.committed_under(PREFIX),
+        ids[2..].to_vec(),
+        "the two newest stay"
+    );
     assert!(
         !o.objects()
             .iter()

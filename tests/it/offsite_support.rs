@@ -67,6 +67,20 @@ impl Offsite {
         self.objects_under(PREFIX)
     }
 
+    /// The ids of the backups committed under `prefix` (those with a manifest), sorted.
+    pub fn committed_under(&self, prefix: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .objects_under(prefix)
+            .iter()
+            .filter_map(|(k, _)| {
+                k.strip_suffix("/manifest.json")
+                    .map(|p| p.rsplit('/').next().unwrap().to_owned())
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Every key under `prefix`, with its size.
     pub fn objects_under(&self, prefix: &str) -> Vec<(String, u64)> {
         let store = self.garage.store();

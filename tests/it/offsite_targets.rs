@@ -72,20 +72,6 @@ fn triple(target: &str, id: &str, stage: &str) -> (String, String, String) {
     (target.to_owned(), id.to_owned(), stage.to_owned())
 }
 
-/// The backups committed under `prefix` (those with a manifest), oldest first.
-fn committed(o: &Offsite, prefix: &str) -> Vec<String> {
-    let mut ids: Vec<String> = o
-        .objects_under(prefix)
-        .iter()
-        .filter_map(|(k, _)| {
-            k.strip_suffix("/manifest.json")
-                .map(|p| p.rsplit('/').next().unwrap().to_owned())
-        })
-        .collect();
-    ids.sort();
-    ids
-}
-
 /// `backups --remote --target NAME`: (id, state) of each listed backup.
 fn listed_at(daemon: &crate::harness::Daemon, target: &str) -> Vec<(String, String)> {
     let out = ctl_json(daemon, &["backups", "--remote", "--target", target]);
@@ -170,7 +156,7 @@ fn offsite_targets_one_refusing_the_other_is_copied_and_the_first_catches_up_nex
         assert!(metrics.contains(&line), "{line} in {metrics}");
     }
     assert!(o.objects_under(EU).is_empty(), "{:?}", o.objects_under(EU));
-    assert_eq!(committed(&o, US), [first.as_str()]);
+    assert_eq!(o.committed_under(US), [first.as_str()]);
 
     // eu accepts us again: the next run copies the new backup to both and eu catches up.
     o.garage.credentials_file(eu.parent().unwrap());
@@ -197,8 +183,8 @@ fn offsite_targets_one_refusing_the_other_is_copied_and_the_first_catches_up_nex
     for id in [&first, &second] {
         assert_eq!(offsite_column(&daemon, id), "eu: verified, us: verified");
     }
-    assert_eq!(committed(&o, EU), [first.clone(), second.clone()]);
-    assert_eq!(committed(&o, US), [first.clone(), second.clone()]);
+    assert_eq!(o.committed_under(EU), [first.clone(), second.clone()]);
+    assert_eq!(o.committed_under(US), [first.clone(), second.clone()]);
     assert_eq!(
         listed_at(&daemon, "eu"),
         [
@@ -257,7 +243,7 @@ fn offsite_targets_a_hanging_target_does_not_hold_up_another() {
         hanging.accepted() >= 1,
         "eu's requests went to the hanging server"
     );
-    assert_eq!(committed(&o, US), [id.as_str()]);
+    assert_eq!(o.committed_under(US), [id.as_str()]);
     let run = run.finish();
     assert_eq!(run["outcome"], "succeeded", "{run:#}");
     assert_eq!(
@@ -296,8 +282,8 @@ fn offsite_targets_are_pinned_and_pruned_each_with_its_own_retention() {
         );
         ids.push(id);
     }
-    assert_eq!(committed(&o, EU), ids);
-    assert_eq!(committed(&o, US), ids);
+    assert_eq!(o.committed_under(EU), ids);
+    assert_eq!(o.committed_under(US), ids);
 
     // A pin goes beside the copy at every target.
     let pinned = ctl(&daemon, &["backups", "pin", &ids[0], "--reason", "audit"]);
@@ -317,10 +303,14 @@ fn offsite_targets_are_pinned_and_pruned_each_with_its_own_retention() {
 
     // Each target's prune job applies its own policy to that target only.
     assert_eq!(removed(&run_job(&daemon, "prune-eu")), [ids[1].clone()]);
-    assert_eq!(committed(&o, EU), [ids[0].clone(), ids[2].clone()]);
-    assert_eq!(committed(&o, US), ids, "eu's prune leaves us alone");
+    assert_eq!(o.committed_under(EU), [ids[0].clone(), ids[2].clone()]);
+    assert_eq!(o.committed_under(US), ids, "eu's prune leaves us alone");
     assert!(removed(&run_job(&daemon, "prune-us")).is_empty());
-    assert_eq!(committed(&o, US), ids, "keep-last = 2 and the pinned one");
+    assert_eq!(
+        o.committed_under(US),
+        ids,
+        "keep-last = 2 and the pinned one"
+    );
 
     // us refusing: the unpin fails, and the pin already removed at eu is put back.
     let good = std::fs::read(&o.credentials).unwrap();
@@ -356,8 +346,8 @@ fn offsite_targets_are_pinned_and_pruned_each_with_its_own_retention() {
     );
     assert_eq!(removed(&run_job(&daemon, "prune-eu")), [ids[0].clone()]);
     assert_eq!(removed(&run_job(&daemon, "prune-us")), [ids[0].clone()]);
-    assert_eq!(committed(&o, EU), [ids[2].clone()]);
-    assert_eq!(committed(&o, US), ids[1..].to_vec());
+    assert_eq!(o.committed_under(EU), [ids[2].clone()]);
+    assert_eq!(o.committed_under(US), ids[1..].to_vec());
     assert_eq!(
         listed_at(&daemon, "eu"),
         [(ids[2].clone(), "verified".to_owned())]
