@@ -93,6 +93,8 @@ pub struct DaemonConfig {
     pub heartbeat_every: Duration,
     /// `[notify.NAME]` channels for the daemon's own events (reload refused, unclean stop...).
     pub notify: Vec<String>,
+    /// Runs in a row whose copy to an offsite target failed before `[daemon] notify` is told.
+    pub offsite_fail_after: u32,
 }
 
 /// Where log lines go.
