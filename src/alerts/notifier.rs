@@ -18,7 +18,7 @@ use super::event::{Event, EventKind, Severity};
 use super::noise::{Rule, Streaks, Verdict};
 use super::outbox::Outbox;
 use super::{daemon_events, events};
-use crate::config::{Config, JobConfig, NotifyChannel};
+use crate::config::{Config, HealthSpec, JobConfig, NotifyChannel, health_alias};
 use crate::daemon::history::History;
 use crate::ids::{JobName, RunId};
 use crate::offsite::ship::Shipped;
@@ -129,6 +129,21 @@ impl Notifier {
     /// A daemon event, for `[daemon] notify`.
     pub fn daemon(&self, event: &Event) {
         let channels = self.inner.config.borrow().daemon.notify.clone();
+        self.inner.outbox.publish(&channels, event);
+    }
+
+    /// A health check of `job` changed state: to `[daemon] notify`, the job's own `notify`
+    /// channels and its deprecated `on-change`/`webhook` aliases, each once.
+    pub fn health(&self, job: &JobConfig, spec: &HealthSpec, event: &Event) {
+        let mut channels = self.inner.config.borrow().daemon.notify.clone();
+        channels.extend(job.notify.channels.iter().cloned());
+        channels.extend(
+            health_alias::channels(&job.name, spec)
+                .into_iter()
+                .map(|c| c.name),
+        );
+        let mut seen = std::collections::HashSet::new();
+        channels.retain(|c| seen.insert(c.clone()));
         self.inner.outbox.publish(&channels, event);
     }
 

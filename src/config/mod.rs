@@ -11,6 +11,7 @@ mod coordination;
 mod drill_sql;
 mod error;
 mod health;
+pub mod health_alias;
 mod jobs;
 mod locate;
 mod metrics;

@@ -216,6 +216,10 @@ pub(super) fn validate(
     super::offsite::check_jobs(&check, &config)?;
     super::health::check_unique(&check, &config)?;
     super::notify::check_names(&check, &config)?;
+    let mut config = config;
+    let mut notify = std::mem::take(&mut config.notify);
+    super::health_alias::add(&config, &mut notify);
+    config.notify = notify;
     Ok(config)
 }
 

@@ -196,3 +196,55 @@ fn a_backup_refused_by_the_free_space_preflight_is_a_daemon_event() {
     assert!(text.contains("not enough space in"), "{text}");
     assert!(text.contains("min-free-after"), "{text}");
 }
+
+#[test]
+fn a_health_transition_reaches_the_health_jobs_channels_and_its_deprecated_webhook() {
+    let dir = tempdir();
+    let http = HttpServer::start(dir.path());
+    let legacy = format!("http://127.0.0.1:{}/hook/LEGACY", http.port);
+    let daemon = Daemon::builder(dir.path())
+        .toml(&webhook("hc", http.port, "HEALTH"))
+        .toml(&sh_job("broken", "exit 3", ""))
+        .toml(&format!(
+            "[jobs.watch]\nkind = \"health\"\nchecks = [\"jobs\"]\nfailing-runs = 1\n\
+             notify = [\"hc\"]\nnotify-on = []\nwebhook = {}\n",
+            crate::harness::toml_str(&legacy)
+        ))
+        .spawn();
+    assert_eq!(daemon.ctl(["run", "watch", "--wait"]).status, 0);
+    assert_eq!(daemon.ctl(["run", "broken", "--wait"]).status, 1);
+    daemon.ctl(["run", "watch", "--wait"]);
+    let got = wait_events(&http, "HEALTH", 1, &daemon);
+    outbox_drained(dir.path());
+    assert_eq!(
+        kinds(&events(&http, "HEALTH")),
+        ["health watch"],
+        "{got:#?}"
+    );
+    assert_eq!(
+        (&got[0]["check"], &got[0]["status"], &got[0]["previous"]),
+        (
+            &Value::from("jobs"),
+            &Value::from("warn"),
+            &Value::from("ok")
+        )
+    );
+    // The old key is a channel like any other: the same event, through the same outbox,
+    // counted in the same metric.
+    let old = events(&http, "LEGACY");
+    assert_eq!(old.len(), 1, "{old:#?}");
+    assert_eq!(old[0]["id"], got[0]["id"]);
+    assert_eq!(old[0]["job"], "watch");
+    let metrics = daemon.ctl(["metrics"]).stdout;
+    for channel in ["hc", "health.watch.webhook"] {
+        assert_eq!(
+            crate::alerts_support::sample(
+                &metrics,
+                "atpred_notifications_total",
+                &format!("channel=\"{channel}\",outcome=\"sent\"")
+            ),
+            Some(1.0),
+            "{channel}: {metrics}"
+        );
+    }
+}
