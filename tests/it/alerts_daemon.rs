@@ -1,13 +1,18 @@
 //! Daemon events raised for real against PostgreSQL: a backup that could not start (run-on
-//! refusing on a primary, told once until the job runs here again; its database unreachable)
-//! and an offsite target that keeps failing (an endpoint where nothing listens), each to
+//! refusing on a primary, told once until the job runs here again; its database unreachable),
+//! a run refused by the fleet lease another host holds (two daemons sharing a Redis), and an
+//! offsite target that keeps failing (an endpoint where nothing listens), each to
 //! `[daemon] notify`.
 
 use crate::alerts_support::{
     HttpServer, closed_port, events, kinds, outbox_drained, wait_events, webhook,
 };
+use std::time::Duration;
+
 use crate::backup_support::{Fixture, run_job, wait_past_second_of};
-use crate::harness::{set_mode, toml_path};
+use crate::core_support::{ctl_json, job, start_run};
+use crate::fleet_support::{Fleet, Via};
+use crate::harness::{set_mode, toml_path, wait_until};
 
 #[test]
 fn a_backup_that_could_not_start_is_a_daemon_event() {
@@ -97,5 +102,64 @@ fn an_offsite_target_that_keeps_failing_is_a_daemon_event() {
     assert!(
         !text.contains("S3SECRETKEY") && !text.contains("KEYID"),
         "{text}"
+    );
+}
+
+#[test]
+fn a_run_refused_by_the_fleet_lease_is_a_daemon_event_once() {
+    let receiver = crate::harness::tempdir();
+    let http = &HttpServer::start(receiver.path());
+    let fleet = Fleet::start_with(
+        Via::Redis,
+        2,
+        "2s",
+        &job("long", &["sleep", "3"], ""),
+        |i, b| {
+            b.toml(&webhook("ops", http.port, &format!("LEASE{i}")))
+                .set("daemon", "notify", "[\"ops\"]")
+        },
+    );
+    let (h1, h2) = (&fleet.hosts[0], &fleet.hosts[1]);
+    // A fresh Redis has no record of the job: no host may take it for one ttl.
+    let warm = wait_until(Duration::from_secs(30), || {
+        run_job(h1, "long")["outcome"] == "succeeded"
+    });
+    assert!(
+        warm,
+        "h1 runs the job once the first ttl passed: {}",
+        h1.log()
+    );
+    start_run(h1, "long");
+    let held = wait_until(Duration::from_secs(10), || {
+        ctl_json(h1, &["status"])
+            .to_string()
+            .contains("\"held\":true")
+    });
+    assert!(held, "h1 holds the lease: {}", h1.log());
+    for _ in 0..2 {
+        let refused = run_job(h2, "long");
+        assert_eq!(refused["outcome"], "skipped", "{refused:#}");
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("held by h1"),
+            "{refused:#}"
+        );
+    }
+    let got = wait_events(http, "LEASE2", 1, h2);
+    outbox_drained(&fleet.host_dir(2));
+    assert_eq!(
+        kinds(&events(http, "LEASE2")),
+        ["start_refused long"],
+        "told once: {got:#?}"
+    );
+    assert!(
+        got[0]["title"].as_str().unwrap().contains("(lease)"),
+        "{got:#?}"
+    );
+    assert!(
+        got[0]["message"].as_str().unwrap().contains("held by h1"),
+        "{got:#?}"
     );
 }
