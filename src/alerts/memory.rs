@@ -1,5 +1,6 @@
 //! [`Memory`]: what the noise control keeps across restarts, `state-dir/noise.json` (each
-//! job's and each offsite target's failure streak and when it was last notified), replaced
+//! job's and each offsite target's failure streak and when it was last notified, and the
+//! start refusals already told), replaced
 //! atomically ([`crate::publish`]) at every change. A crash leaves the file before or after a
 //! change, never half of one; an unreadable file is said so in the log and started afresh
 //! (the jobs' streaks are then seeded from the run history again).
@@ -22,6 +23,9 @@ pub struct Saved {
     /// By `<job>/<target>`.
     #[serde(default)]
     pub offsite: BTreeMap<String, Streak>,
+    /// By job: the cause of the last start refusal told (`run-on`, `lease`, `connection`).
+    #[serde(default)]
+    pub refused: BTreeMap<String, String>,
 }
 
 /// The streaks and the file they are kept in.

@@ -172,6 +172,25 @@ impl Streaks {
         })
     }
 
+    /// A run of `job` could not start for `cause`: whether that is news (the last refusal
+    /// told for the job had another cause, or the job has run here since).
+    pub fn refused(&self, job: &str, cause: &str) -> bool {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.update(|saved| {
+            saved
+                .refused
+                .insert(job.to_owned(), cause.to_owned())
+                .as_deref()
+                != Some(cause)
+        })
+    }
+
+    /// A run of `job` started working here: its next start refusal is news again.
+    pub fn began(&self, job: &str) {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.update(|saved| saved.refused.remove(job));
+    }
+
     /// Applies a run's copy to an offsite target (`key`: job and target), failed or not.
     pub fn observe_offsite(&self, key: &str, failed: bool, rule: Rule) -> Verdict {
         let now = Utc::now();

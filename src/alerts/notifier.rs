@@ -38,8 +38,6 @@ struct Inner {
     client: Arc<Client>,
     outbox: Outbox,
     streaks: Streaks,
-    /// Per job, the cause of the last start refusal told (until the job runs here again).
-    refused: std::sync::Mutex<std::collections::HashMap<JobName, String>>,
 }
 
 impl Notifier {
@@ -54,7 +52,6 @@ impl Notifier {
                 client,
                 outbox,
                 streaks,
-                refused: std::sync::Mutex::default(),
             }),
         }
     }
@@ -94,14 +91,10 @@ impl Notifier {
     }
 
     /// A run of `job` could not start here (see [`daemon_events::start_refused`]), for
-    /// `[daemon] notify`. Told once per cause until a run of the job starts working here: an
-    /// HA pair's standby steps aside at every tick by design.
+    /// `[daemon] notify`. Told once per cause until a run of the job starts working here (kept
+    /// across restarts): an HA pair's standby steps aside at every tick by design.
     pub fn start_refused(&self, job: &JobName, cause: &str, why: &str) {
-        let fresh = {
-            let mut refused = self.inner.refused.lock().unwrap_or_else(|e| e.into_inner());
-            refused.insert(job.clone(), cause.to_owned()).as_deref() != Some(cause)
-        };
-        if fresh {
+        if self.inner.streaks.refused(job.as_str(), cause) {
             self.daemon(&daemon_events::start_refused(job.as_str(), cause, why));
         }
     }
@@ -109,9 +102,7 @@ impl Notifier {
     /// A run of `job` ended as `record` says (already in `history`).
     pub fn run_finished(&self, job: &JobConfig, record: &RunRecord, history: &History) {
         if record.attempts > 0 {
-            // It started working here: the next refusal is news again.
-            let mut refused = self.inner.refused.lock().unwrap_or_else(|e| e.into_inner());
-            refused.remove(&job.name);
+            self.inner.streaks.began(job.name.as_str());
         }
         if job.notify.channels.is_empty() {
             return;

@@ -1,5 +1,6 @@
 //! Daemon events raised for real against PostgreSQL: a backup that could not start (run-on
-//! refusing on a primary, told once until the job runs here again; its database unreachable),
+//! refusing on a primary, told once until the job runs here again, across a restart too; its
+//! database unreachable),
 //! a run refused by the fleet lease another host holds (two daemons sharing a Redis), and an
 //! offsite target that keeps failing (an endpoint where nothing listens), each to
 //! `[daemon] notify`.
@@ -18,7 +19,7 @@ use crate::harness::{set_mode, toml_path, wait_until};
 fn a_backup_that_could_not_start_is_a_daemon_event() {
     let fx = Fixture::new();
     let http = HttpServer::start(fx.dir.path());
-    let daemon = fx
+    let mut daemon = fx
         .daemon(&format!(
             "{}[jobs.standby]\nkind = \"backup\"\nrun-on = \"replica\"\n\
              [jobs.lost]\nkind = \"backup\"\nrun-on = \"primary\"\ndbname = \"no_such_db\"\n",
@@ -26,8 +27,10 @@ fn a_backup_that_could_not_start_is_a_daemon_event() {
         ))
         .set("daemon", "notify", "[\"ops\"]")
         .spawn();
-    // Twice refused by run-on: told once.
+    // Refused by run-on twice, and again after a restart: told once.
     assert_eq!(run_job(&daemon, "standby")["outcome"], "skipped");
+    assert_eq!(run_job(&daemon, "standby")["outcome"], "skipped");
+    daemon.restart();
     assert_eq!(run_job(&daemon, "standby")["outcome"], "skipped");
     assert_eq!(run_job(&daemon, "lost")["outcome"], "failed");
     let got = wait_events(&http, "REFUSED", 2, &daemon);
