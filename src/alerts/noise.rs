@@ -196,8 +196,13 @@ impl Streaks {
         let now = Utc::now();
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
         memory.update(|saved| {
+            if !failed {
+                // A success ends a streak; the entry goes (a clean target keeps none).
+                let mut streak = saved.offsite.remove(key).unwrap_or_default();
+                return count(&mut streak, Some(false), now, rule, now);
+            }
             let streak = saved.offsite.entry(key.to_owned()).or_default();
-            count(streak, Some(failed), now, rule, now)
+            count(streak, Some(true), now, rule, now)
         })
     }
 }

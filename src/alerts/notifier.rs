@@ -161,6 +161,9 @@ pub fn offsite_copied(ctx: &crate::jobs::JobContext, targets: &[String], shipped
     let Some(notifier) = &ctx.notifier else {
         return;
     };
+    if ctx.config.daemon.notify.is_empty() {
+        return;
+    }
     let rule = Rule {
         fail_after: ctx.config.daemon.offsite_fail_after,
         repeat_every: ctx.job.notify.repeat_every,
