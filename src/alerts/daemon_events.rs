@@ -76,3 +76,57 @@ pub fn preflight_refused(job: &str, why: &str) -> Event {
     e.job = Some(job.to_owned());
     e
 }
+
+/// A run of `job` could not start on this host: `cause` is `run-on`, `lease` or `connection`
+/// (the server that decides could not be asked).
+pub fn start_refused(job: &str, cause: &str, why: &str) -> Event {
+    let (severity, then) = if cause == "connection" {
+        (
+            Severity::Critical,
+            "The run failed before it began: no host may have run it.",
+        )
+    } else {
+        (
+            Severity::Warning,
+            "This host stepped aside (told once until the job runs here again).",
+        )
+    };
+    let mut e = Event::new(
+        EventKind::StartRefused,
+        severity,
+        &format!("{job} could not start ({cause})"),
+        &format!(
+            "A run of job {job} could not start on this host ({cause}): {why}\n{then}\n\n\
+             Look: atprectl status; atprectl history {job}\n      journalctl -u atpred JOB={job}"
+        ),
+    );
+    e.job = Some(job.to_owned());
+    e
+}
+
+/// The copies of `job`'s backups to the offsite target `target` failed in `failures` runs in
+/// a row since `since`; `last` names the last backup tried and why it failed.
+pub fn offsite_failing(
+    job: &str,
+    target: &str,
+    failures: u32,
+    since: chrono::DateTime<chrono::Utc>,
+    last: &str,
+) -> Event {
+    let since_text = since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut e = Event::new(
+        EventKind::OffsiteFailing,
+        Severity::Critical,
+        &format!("offsite copies of {job} to {target} keep failing ({failures} runs in a row)"),
+        &format!(
+            "The copies of job {job}'s backups to the offsite target {target} failed in \
+             {failures} run(s) in a row, since {since_text}. The local backups are unaffected; \
+             each run tries again.\nLast failure: {last}\n\n\
+             Look: atprectl backups --remote\n      journalctl -u atpred JOB={job}"
+        ),
+    );
+    e.job = Some(job.to_owned());
+    e.failures = Some(failures);
+    e.since = Some(since);
+    e
+}

@@ -30,6 +30,34 @@ pub fn started(job: &JobConfig, run: &RunId, trigger: Trigger) -> Event {
     e
 }
 
+/// A scheduled slot of `job` passed while the daemon was down (or the clock jumped past it):
+/// found when the scheduler next looked (`notify-on = ["missed"]`). `caught_up`: a catch-up
+/// run starts for it now; otherwise it is not run at all.
+pub fn missed(job: &JobConfig, slot: DateTime<Utc>, caught_up: bool) -> Event {
+    let then = if caught_up {
+        "it runs now, late (catch-up = true)"
+    } else {
+        "it is not run (catch-up = false); the job runs again at its next slot"
+    };
+    let mut e = Event::new(
+        EventKind::Missed,
+        Severity::Warning,
+        &format!("{} missed its run due at {}", job.name, stamp(slot)),
+        &format!(
+            "Job {} ({}) missed the run due at {}: atpred was not running then (or the clock \
+             jumped past it); {then}.\n\n\
+             Look: journalctl -u atpred --since {}\n      atprectl history {}",
+            job.name,
+            job.spec.kind(),
+            stamp(slot),
+            stamp(slot),
+            job.name
+        ),
+    );
+    e.job = Some(job.name.to_string());
+    e
+}
+
 /// The events a finished run raises for `job`, given the noise control's `verdict`.
 pub fn finished(job: &JobConfig, record: &RunRecord, verdict: &Verdict) -> Vec<Event> {
     let on = |k: EventKind| job.notify.on.contains(&k);

@@ -20,6 +20,7 @@ pub mod deliver;
 pub mod event;
 pub mod events;
 pub mod heartbeat;
+pub mod memory;
 pub mod noise;
 pub mod notifier;
 pub mod outbox;

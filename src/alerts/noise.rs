@@ -6,21 +6,27 @@
 //! `repeat-every` while the job keeps failing, each time with the count. A recovery is notified
 //! only after a failure was: a flap that never reached `fail-after` stays quiet.
 //!
-//! The streak is seeded from the run history the first time a job is seen, so a restart
-//! neither forgets a failing job nor counts from zero (the first failure after a restart is
-//! notified again: when the last message went out is not kept across restarts).
+//! The streaks, with when a failure was last notified, are kept in state-dir
+//! ([`super::memory`]), so a restart neither forgets a failing job, nor counts from zero, nor
+//! sends a repeat before `repeat-every` has passed. A job the memory does not know is seeded
+//! from the run history.
+//!
+//! An offsite target's copies count the same way: runs in a row whose copy to it failed,
+//! against `[daemon] offsite-fail-after` and the job's `repeat-every`.
 
-use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::memory::Memory;
 
 use crate::config::JobNotify;
-use crate::ids::JobName;
 use crate::protocol::{Outcome, RunRecord};
 
 /// A job's failures in a row.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Streak {
     pub failures: u32,
     pub since: Option<DateTime<Utc>>,
@@ -61,7 +67,31 @@ pub fn step(
     notify: &JobNotify,
     now: DateTime<Utc>,
 ) -> Verdict {
-    match failing(record.outcome) {
+    let rule = Rule {
+        fail_after: notify.fail_after,
+        repeat_every: notify.repeat_every,
+    };
+    count(streak, failing(record.outcome), record.started, rule, now)
+}
+
+/// When a streak is worth a message: from `fail_after` failures in a row, then at most once
+/// per `repeat_every`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    pub fail_after: u32,
+    pub repeat_every: std::time::Duration,
+}
+
+/// `streak` after one more outcome (`Some(true)` failed, `Some(false)` succeeded, `None`
+/// neither) of something that began at `started`.
+pub fn count(
+    streak: &mut Streak,
+    failed: Option<bool>,
+    started: DateTime<Utc>,
+    rule: Rule,
+    now: DateTime<Utc>,
+) -> Verdict {
+    match failed {
         None => Verdict::Quiet,
         Some(false) => {
             let before = std::mem::take(streak);
@@ -75,11 +105,11 @@ pub fn step(
         }
         Some(true) => {
             streak.failures += 1;
-            let since = *streak.since.get_or_insert(record.started);
-            let due = streak.failures >= notify.fail_after
+            let since = *streak.since.get_or_insert(started);
+            let due = streak.failures >= rule.fail_after
                 && streak.last_sent.is_none_or(|last| {
                     now.signed_duration_since(last).to_std().unwrap_or_default()
-                        >= notify.repeat_every
+                        >= rule.repeat_every
                 });
             if !due {
                 return Verdict::Quiet;
@@ -111,26 +141,69 @@ pub fn seed(earlier: &[RunRecord], notify: &JobNotify) -> Streak {
     streak
 }
 
-/// The streaks of every job seen since the daemon started.
-#[derive(Default)]
+/// The streaks of every job and offsite target, as [`super::memory`] keeps them on disk.
 pub struct Streaks {
-    jobs: Mutex<HashMap<JobName, Streak>>,
+    memory: Mutex<Memory>,
 }
 
 impl Streaks {
-    /// Applies `record`; `earlier` (the job's runs before it, newest first) seeds a job seen
-    /// for the first time.
+    /// The streaks kept in `state_dir` by an earlier run of the daemon.
+    pub fn open(state_dir: &Path) -> Streaks {
+        Streaks {
+            memory: Mutex::new(Memory::open(state_dir)),
+        }
+    }
+
+    /// Applies `record`; `earlier` (the job's runs before it, newest first) seeds a job the
+    /// memory does not know (its first run, or a memory lost).
     pub fn observe(
         &self,
         record: &RunRecord,
         notify: &JobNotify,
         earlier: impl FnOnce() -> Vec<RunRecord>,
     ) -> Verdict {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        let streak = jobs
-            .entry(record.job.clone())
-            .or_insert_with(|| seed(&earlier(), notify));
-        step(streak, record, notify, Utc::now())
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.update(|saved| {
+            let streak = saved
+                .jobs
+                .entry(record.job.to_string())
+                .or_insert_with(|| seed(&earlier(), notify));
+            step(streak, record, notify, Utc::now())
+        })
+    }
+
+    /// A run of `job` could not start for `cause`: whether that is news (the last refusal
+    /// told for the job had another cause, or the job has run here since).
+    pub fn refused(&self, job: &str, cause: &str) -> bool {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.update(|saved| {
+            saved
+                .refused
+                .insert(job.to_owned(), cause.to_owned())
+                .as_deref()
+                != Some(cause)
+        })
+    }
+
+    /// A run of `job` started working here: its next start refusal is news again.
+    pub fn began(&self, job: &str) {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.update(|saved| saved.refused.remove(job));
+    }
+
+    /// Applies a run's copy to an offsite target (`key`: job and target), failed or not.
+    pub fn observe_offsite(&self, key: &str, failed: bool, rule: Rule) -> Verdict {
+        let now = Utc::now();
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        memory.update(|saved| {
+            if !failed {
+                // A success ends a streak; the entry goes (a clean target keeps none).
+                let mut streak = saved.offsite.remove(key).unwrap_or_default();
+                return count(&mut streak, Some(false), now, rule, now);
+            }
+            let streak = saved.offsite.entry(key.to_owned()).or_default();
+            count(streak, Some(true), now, rule, now)
+        })
     }
 }
 

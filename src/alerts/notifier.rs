@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tokio::sync::watch;
@@ -14,12 +15,13 @@ use tokio_util::sync::CancellationToken;
 use super::channel::{self, Failed};
 use super::deliver::Client;
 use super::event::{Event, EventKind, Severity};
-use super::events;
-use super::noise::Streaks;
+use super::noise::{Rule, Streaks, Verdict};
 use super::outbox::Outbox;
-use crate::config::{Config, JobConfig, NotifyChannel};
+use super::{daemon_events, events};
+use crate::config::{Config, HealthSpec, JobConfig, NotifyChannel, health_alias};
 use crate::daemon::history::History;
-use crate::ids::RunId;
+use crate::ids::{JobName, RunId};
+use crate::offsite::ship::Shipped;
 use crate::protocol::{RunRecord, Trigger};
 
 /// Runs of a job read from the history to seed its failure streak.
@@ -43,12 +45,13 @@ impl Notifier {
     pub fn new(config: watch::Receiver<Arc<Config>>) -> Notifier {
         let client = Arc::new(Client::default());
         let outbox = Outbox::open(config.clone(), Arc::clone(&client));
+        let streaks = Streaks::open(&config.borrow().daemon.state_dir);
         Notifier {
             inner: Arc::new(Inner {
                 config,
                 client,
                 outbox,
-                streaks: Streaks::default(),
+                streaks,
             }),
         }
     }
@@ -79,8 +82,28 @@ impl Notifier {
         }
     }
 
+    /// A slot of `job` passed unrun (see [`events::missed`]).
+    pub fn slot_missed(&self, job: &JobConfig, slot: DateTime<Utc>, caught_up: bool) {
+        if !job.notify.channels.is_empty() && job.notify.on.contains(&EventKind::Missed) {
+            let event = events::missed(job, slot, caught_up);
+            self.inner.outbox.publish(&job.notify.channels, &event);
+        }
+    }
+
+    /// A run of `job` could not start here (see [`daemon_events::start_refused`]), for
+    /// `[daemon] notify`. Told once per cause until a run of the job starts working here (kept
+    /// across restarts): an HA pair's standby steps aside at every tick by design.
+    pub fn start_refused(&self, job: &JobName, cause: &str, why: &str) {
+        if self.inner.streaks.refused(job.as_str(), cause) {
+            self.daemon(&daemon_events::start_refused(job.as_str(), cause, why));
+        }
+    }
+
     /// A run of `job` ended as `record` says (already in `history`).
     pub fn run_finished(&self, job: &JobConfig, record: &RunRecord, history: &History) {
+        if record.attempts > 0 {
+            self.inner.streaks.began(job.name.as_str());
+        }
         if job.notify.channels.is_empty() {
             return;
         }
@@ -100,6 +123,21 @@ impl Notifier {
         self.inner.outbox.publish(&channels, event);
     }
 
+    /// A health check of `job` changed state: to `[daemon] notify`, the job's own `notify`
+    /// channels and its deprecated `on-change`/`webhook` aliases, each once.
+    pub fn health(&self, job: &JobConfig, spec: &HealthSpec, event: &Event) {
+        let mut channels = self.inner.config.borrow().daemon.notify.clone();
+        channels.extend(job.notify.channels.iter().cloned());
+        channels.extend(
+            health_alias::channels(&job.name, spec)
+                .into_iter()
+                .map(|c| c.name),
+        );
+        let mut seen = std::collections::HashSet::new();
+        channels.retain(|c| seen.insert(c.clone()));
+        self.inner.outbox.publish(&channels, event);
+    }
+
     /// Sends `event` to `channels`.
     pub fn publish(&self, channels: &[String], event: &Event) {
         self.inner.outbox.publish(channels, event);
@@ -113,6 +151,43 @@ impl Notifier {
     /// At shutdown: see [`Outbox::close`].
     pub async fn close(&self, limit: Duration) {
         self.inner.outbox.close(limit).await;
+    }
+}
+
+/// The backup of `ctx` copied (or failed to copy) to its offsite targets as `shipped` says:
+/// a target whose copies failed in `[daemon] offsite-fail-after` runs in a row tells
+/// `[daemon] notify`, again at most once per the job's `repeat-every` while it keeps failing.
+pub fn offsite_copied(ctx: &crate::jobs::JobContext, targets: &[String], shipped: &[Shipped]) {
+    let Some(notifier) = &ctx.notifier else {
+        return;
+    };
+    if ctx.config.daemon.notify.is_empty() {
+        return;
+    }
+    let rule = Rule {
+        fail_after: ctx.config.daemon.offsite_fail_after,
+        repeat_every: ctx.job.notify.repeat_every,
+    };
+    for target in targets {
+        let mine: Vec<&Shipped> = shipped.iter().filter(|s| &s.target == target).collect();
+        let Some(last) = mine.last() else {
+            continue;
+        };
+        let error = mine.iter().find_map(|s| s.error.as_deref());
+        let key = format!("{}/{target}", ctx.job.name);
+        let verdict = notifier
+            .inner
+            .streaks
+            .observe_offsite(&key, error.is_some(), rule);
+        if let (Verdict::Failure { failures, since }, Some(error)) = (verdict, error) {
+            notifier.daemon(&super::daemon_events::offsite_failing(
+                ctx.job.name.as_str(),
+                target,
+                failures,
+                since,
+                &format!("{} ({error})", last.id),
+            ));
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod coordination;
 mod drill_sql;
 mod error;
 mod health;
+pub mod health_alias;
 mod jobs;
 mod locate;
 mod metrics;
@@ -93,6 +94,8 @@ pub struct DaemonConfig {
     pub heartbeat_every: Duration,
     /// `[notify.NAME]` channels for the daemon's own events (reload refused, unclean stop...).
     pub notify: Vec<String>,
+    /// Runs in a row whose copy to an offsite target failed before `[daemon] notify` is told.
+    pub offsite_fail_after: u32,
 }
 
 /// Where log lines go.

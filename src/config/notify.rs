@@ -61,11 +61,23 @@ pub enum ChannelKind {
     /// An argv (no shell), the event in `ATPRED_EVENT_*` variables.
     Command {
         argv: Vec<String>,
+        /// Health's deprecated `on-change` ([`super::health_alias`]): the old variables too.
+        health_env: bool,
     },
     Smtp(SmtpChannel),
 }
 
 impl ChannelKind {
+    /// How the log and error texts name a channel of this kind.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ChannelKind::Command {
+                health_env: true, ..
+            } => "on-change command",
+            other => other.name(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             ChannelKind::Webhook { .. } => "webhook",
@@ -166,6 +178,7 @@ fn one(check: &Check, key: &str, name: String, t: RawNotify) -> Result<NotifyCha
         },
         "command" => ChannelKind::Command {
             argv: argv(check, &k("command"), t.command)?,
+            health_env: false,
         },
         _ => ChannelKind::Smtp(smtp(check, key, t)?),
     };

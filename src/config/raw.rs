@@ -124,6 +124,7 @@ pub struct RawDaemon {
     pub heartbeat_url: Option<String>,
     pub heartbeat_every: Option<String>,
     pub notify: Option<Vec<String>>,
+    pub offsite_fail_after: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]

@@ -329,6 +329,12 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         4,
     ),
     (
+        "offsite-fail-after of 0",
+        "[daemon]\noffsite-fail-after = 0\n",
+        "daemon.offsite-fail-after",
+        2,
+    ),
+    (
         "heartbeat-every under a second",
         "[daemon]\nheartbeat-every = \"500ms\"\n",
         "daemon.heartbeat-every",
@@ -624,6 +630,7 @@ fn ping_urls_load_and_never_print_their_key() {
     );
     let c = load(&text, &[]).unwrap();
     assert_eq!(c.daemon.heartbeat_every, Duration::from_secs(60));
+    assert_eq!(c.daemon.offsite_fail_after, 3);
     let job = &c.jobs[&"c".parse().unwrap()];
     let url = job.ping_url.as_ref().unwrap();
     assert_eq!(url.expose(), format!("https://hc-ping.com/{KEY}"));

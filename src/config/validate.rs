@@ -216,6 +216,10 @@ pub(super) fn validate(
     super::offsite::check_jobs(&check, &config)?;
     super::health::check_unique(&check, &config)?;
     super::notify::check_names(&check, &config)?;
+    let mut config = config;
+    let mut notify = std::mem::take(&mut config.notify);
+    super::health_alias::add(&config, &mut notify);
+    config.notify = notify;
     Ok(config)
 }
 
@@ -278,6 +282,10 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
     let fetch_dirs = fetch_dirs(check, raw.fetch_dirs.unwrap_or_default(), &backup_dir)?;
     let heartbeat_url = super::ping::url(check, "daemon.heartbeat-url", raw.heartbeat_url)?;
     let heartbeat_every = super::ping::every(check, raw.heartbeat_every.as_deref())?;
+    let offsite_fail_after = raw.offsite_fail_after.unwrap_or(3);
+    if !(1..=1000).contains(&offsite_fail_after) {
+        return Err(check.err("daemon.offsite-fail-after", "must be between 1 and 1000"));
+    }
     Ok(DaemonConfig {
         state_dir,
         backup_dir,
@@ -294,6 +302,7 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
         heartbeat_url,
         heartbeat_every,
         notify: raw.notify.unwrap_or_default(),
+        offsite_fail_after,
     })
 }
 

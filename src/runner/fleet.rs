@@ -33,8 +33,10 @@ impl Runner {
             };
             match checked {
                 Ok(None) => {}
-                Ok(Some(mismatch)) => return (Outcome::Skipped, mismatch, Value::Null, 0),
-                Err(e) => return (Outcome::Failed, e, Value::Null, 0),
+                Ok(Some(mismatch)) => {
+                    return self.refused(run, "run-on", Outcome::Skipped, mismatch);
+                }
+                Err(e) => return self.refused(run, "connection", Outcome::Failed, e),
             }
         }
         let c = &run.config.coordination;
@@ -56,14 +58,15 @@ impl Runner {
         let mut lease = match acquired {
             Err(e) => {
                 let message = format!("{e}; not run (a coordinated job never runs uncoordinated)");
-                return (Outcome::Failed, message, Value::Null, 0);
+                return self.refused(run, "connection", Outcome::Failed, message);
             }
             Ok(Acquired::Refused(holder)) => {
                 self.note(run, c.backend, &holder, true);
                 let mut lease = lease_json(c.backend, &holder, run.opts.slot);
                 lease["held"] = json!(false);
-                let details = json!({ "lease": lease });
-                return (Outcome::Skipped, holder.describe(), details, 0);
+                let (outcome, message, _, attempts) =
+                    self.refused(run, "lease", Outcome::Skipped, holder.describe());
+                return (outcome, message, json!({ "lease": lease }), attempts);
             }
             Ok(Acquired::Held(lease)) => lease,
         };
@@ -114,6 +117,15 @@ impl Runner {
         lease["taken"] = json!(taken.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         ended.2 = with_lease(ended.2, lease);
         ended
+    }
+
+    /// The run ends before it began, for `cause`; `[daemon] notify` is told (dry runs tell
+    /// nothing).
+    fn refused(&self, run: &Run, cause: &str, outcome: Outcome, why: String) -> Ended {
+        if !run.opts.dry_run {
+            self.notifier.start_refused(&run.job.name, cause, &why);
+        }
+        (outcome, why, Value::Null, 0)
     }
 
     /// Releases now, or for a scheduled run on PostgreSQL at its slot plus the window (a host

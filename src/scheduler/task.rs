@@ -134,11 +134,17 @@ impl Scheduler {
         match action {
             Action::Missed { job, slot } => {
                 tracing::warn!(job = %job, "missed the run due at {slot} (the daemon was down or the clock jumped); catch-up is off");
+                if let Some(job) = config.jobs.get(&job) {
+                    self.runner.notifier().slot_missed(job, slot, false);
+                }
             }
             Action::Start { job, trigger, slot } => {
                 let Some(job) = config.jobs.get(&job) else {
                     return;
                 };
+                if trigger == Trigger::CatchUp {
+                    self.runner.notifier().slot_missed(job, slot, true);
+                }
                 // The slot goes with the run: coordinated runs claim that tick fleet-wide.
                 let opts = RunOptions {
                     slot: Some(slot),

@@ -8,34 +8,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::alerts_support::{HttpServer, events, webhook};
+use crate::alerts_support::{HttpServer, events, kinds, outbox_drained, wait_events, webhook};
 use crate::core_support::sh_job;
-use crate::harness::{Daemon, tempdir, toml_str, wait_until};
-
-/// Waits until `/hook/<key>` got `n` events; returns them.
-fn wait_events(http: &HttpServer, key: &str, n: usize, daemon: &Daemon) -> Vec<Value> {
-    let mut got = Vec::new();
-    let ok = wait_until(Duration::from_secs(20), || {
-        got = events(http, key);
-        got.len() >= n
-    });
-    let kinds: Vec<&Value> = got.iter().map(|e| &e["kind"]).collect();
-    assert!(ok, "{n} events; got {kinds:?}\n{}", daemon.log());
-    got
-}
-
-fn kinds(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e["kind"].as_str().unwrap(),
-                e["job"].as_str().unwrap_or("-")
-            )
-        })
-        .collect()
-}
+use crate::harness::{Daemon, tempdir};
 
 #[test]
 fn each_event_kind_reaches_the_channel() {
@@ -85,12 +60,7 @@ fn each_event_kind_reaches_the_channel() {
     let got = wait_events(&http, "EVENTS", 7, &daemon);
     // Delivery is at least once: a kill between a send and the removal of its file would
     // send it again, so the kill waits for the outbox to be empty.
-    let outbox = dir.path().join("state/outbox");
-    assert!(wait_until(Duration::from_secs(10), || std::fs::read_dir(
-        &outbox
-    )
-    .map(|d| d.count() == 0)
-    .unwrap_or(false)));
+    outbox_drained(dir.path());
     daemon.signal(Signal::SIGKILL);
     assert!(daemon.wait_exit(Duration::from_secs(10)).is_some());
     daemon.restart();
@@ -176,75 +146,6 @@ fn each_event_kind_reaches_the_channel() {
 }
 
 #[test]
-fn a_job_failing_ten_times_then_recovering_is_damped() {
-    let dir = tempdir();
-    let http = HttpServer::start(dir.path());
-    let counter = dir.path().join("count");
-    let script = format!(
-        "n=$(cat {0} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {0}; \
-         if [ $n -le 10 ]; then echo \"disk full at try $n\" >&2; exit 1; fi; echo fine",
-        counter.display()
-    );
-    let daemon = Daemon::builder(dir.path())
-        .toml(&webhook("ops", http.port, "NOISE"))
-        .toml(&sh_job(
-            "flap",
-            &script,
-            &format!(
-                "notify = [\"ops\"]\nfail-after = 3\nrepeat-every = {}",
-                toml_str("5s")
-            ),
-        ))
-        .spawn();
-    let run = |n: usize| {
-        for _ in 0..n {
-            daemon.ctl(["run", "flap", "--wait"]);
-        }
-    };
-    // Runs 1-5 well within repeat-every of the message at run 3, a pause past it, runs 6-10
-    // (the message at run 6 repeats, 7-10 are again within 5s of it), then the success.
-    run(5);
-    std::thread::sleep(Duration::from_millis(5500));
-    run(5);
-    run(1);
-    let got = wait_events(&http, "NOISE", 3, &daemon);
-    std::thread::sleep(Duration::from_millis(500));
-    let got_all = events(&http, "NOISE");
-    assert_eq!(got_all.len(), 3, "{:#?}", kinds(&got_all));
-    let summary: Vec<(String, u64)> = got
-        .iter()
-        .map(|e| {
-            (
-                e["kind"].as_str().unwrap().to_owned(),
-                e["failures"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        summary,
-        [
-            ("failure".to_owned(), 3),
-            ("failure".to_owned(), 6),
-            ("recovery".to_owned(), 10)
-        ]
-    );
-    assert_eq!(got[0]["since"], got[1]["since"], "one streak");
-    assert_eq!(got[1]["since"], got[2]["since"]);
-    let repeat = got[1]["message"].as_str().unwrap();
-    assert!(repeat.contains("6 failed run(s) in a row"), "{repeat}");
-    assert!(
-        repeat.contains("disk full at try 6"),
-        "the last error: {repeat}"
-    );
-    assert!(
-        got[1]["title"]
-            .as_str()
-            .unwrap()
-            .contains("6 times in a row")
-    );
-}
-
-#[test]
 fn a_tick_skipped_while_the_job_still_runs_is_notified_when_asked() {
     let dir = tempdir();
     let http = HttpServer::start(dir.path());
@@ -294,4 +195,56 @@ fn a_backup_refused_by_the_free_space_preflight_is_a_daemon_event() {
     let text = got[0]["message"].as_str().unwrap();
     assert!(text.contains("not enough space in"), "{text}");
     assert!(text.contains("min-free-after"), "{text}");
+}
+
+#[test]
+fn a_health_transition_reaches_the_health_jobs_channels_and_its_deprecated_webhook() {
+    let dir = tempdir();
+    let http = HttpServer::start(dir.path());
+    let legacy = format!("http://127.0.0.1:{}/hook/LEGACY", http.port);
+    let daemon = Daemon::builder(dir.path())
+        .toml(&webhook("hc", http.port, "HEALTH"))
+        .toml(&sh_job("broken", "exit 3", ""))
+        .toml(&format!(
+            "[jobs.watch]\nkind = \"health\"\nchecks = [\"jobs\"]\nfailing-runs = 1\n\
+             notify = [\"hc\"]\nnotify-on = []\nwebhook = {}\n",
+            crate::harness::toml_str(&legacy)
+        ))
+        .spawn();
+    assert_eq!(daemon.ctl(["run", "watch", "--wait"]).status, 0);
+    assert_eq!(daemon.ctl(["run", "broken", "--wait"]).status, 1);
+    daemon.ctl(["run", "watch", "--wait"]);
+    let got = wait_events(&http, "HEALTH", 1, &daemon);
+    outbox_drained(dir.path());
+    assert_eq!(
+        kinds(&events(&http, "HEALTH")),
+        ["health watch"],
+        "{got:#?}"
+    );
+    assert_eq!(
+        (&got[0]["check"], &got[0]["status"], &got[0]["previous"]),
+        (
+            &Value::from("jobs"),
+            &Value::from("warn"),
+            &Value::from("ok")
+        )
+    );
+    // The old key is a channel like any other: the same event, through the same outbox,
+    // counted in the same metric.
+    let old = events(&http, "LEGACY");
+    assert_eq!(old.len(), 1, "{old:#?}");
+    assert_eq!(old[0]["id"], got[0]["id"]);
+    assert_eq!(old[0]["job"], "watch");
+    let metrics = daemon.ctl(["metrics"]).stdout;
+    for channel in ["hc", "health.watch.webhook"] {
+        assert_eq!(
+            crate::alerts_support::sample(
+                &metrics,
+                "atpred_notifications_total",
+                &format!("channel=\"{channel}\",outcome=\"sent\"")
+            ),
+            Some(1.0),
+            "{channel}: {metrics}"
+        );
+    }
 }

@@ -241,3 +241,44 @@ pub fn webhook(name: &str, port: u16, key: &str) -> String {
         crate::harness::toml_str(&format!("http://127.0.0.1:{port}/hook/{key}"))
     )
 }
+
+/// Waits until `/hook/<key>` got `n` events; returns them.
+pub fn wait_events(
+    http: &HttpServer,
+    key: &str,
+    n: usize,
+    daemon: &crate::harness::Daemon,
+) -> Vec<serde_json::Value> {
+    let mut got = Vec::new();
+    let ok = crate::harness::wait_until(std::time::Duration::from_secs(20), || {
+        got = events(http, key);
+        got.len() >= n
+    });
+    let kinds: Vec<&serde_json::Value> = got.iter().map(|e| &e["kind"]).collect();
+    assert!(ok, "{n} events; got {kinds:?}\n{}", daemon.log());
+    got
+}
+
+/// "kind job" of each event.
+pub fn kinds(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["kind"].as_str().unwrap(),
+                e["job"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+/// Waits until the outbox of the daemon whose folder is `dir` is empty: every message raised
+/// so far was delivered (each is on disk before its event's cause is answered).
+pub fn outbox_drained(dir: &Path) {
+    let outbox = dir.join("state/outbox");
+    let drained = crate::harness::wait_until(std::time::Duration::from_secs(20), || {
+        std::fs::read_dir(&outbox).is_ok_and(|d| d.count() == 0)
+    });
+    assert!(drained, "the outbox {} drained", outbox.display());
+}

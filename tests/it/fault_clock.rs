@@ -12,7 +12,7 @@
 //! The decision rules themselves are unit-tested on the pure `JobTimer`
 //! (`scheduler/timer_tests.rs`: forward and backward jumps, suspend, far-future last slots).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -23,25 +23,6 @@ use crate::fault_support::{self, Row};
 use crate::harness::{self, Daemon};
 
 const JUMP: i64 = 600;
-
-/// libfaketime's preload library, or a panic with the package to install.
-fn libfaketime() -> PathBuf {
-    let found = ["x86_64-linux-gnu", "aarch64-linux-gnu"]
-        .iter()
-        .map(|arch| PathBuf::from(format!("/usr/lib/{arch}/faketime/libfaketime.so.1")))
-        .find(|p| p.exists());
-    found.unwrap_or_else(|| {
-        panic!("libfaketime is not installed: apt-get install faketime (see .ci/deps)")
-    })
-}
-
-/// The offset libfaketime applies, in seconds (`+N` / `-N` in its timestamp file). Replaced by
-/// a rename: the daemon re-reads the file on every clock call and must never see it half written.
-fn set_offset(file: &Path, seconds: i64) {
-    let next = file.with_extension("next");
-    std::fs::write(&next, format!("{seconds:+}\n")).expect("write the faketime file");
-    std::fs::rename(&next, file).expect("replace the faketime file");
-}
 
 /// Schedule-triggered and catch-up runs of `job`, oldest first.
 fn runs(daemon: &Daemon, job: &str) -> Vec<Value> {
@@ -64,7 +45,7 @@ fn persisted_slot(dir: &Path, job: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A daily 6-field cron slot `ahead` from now (real time), and that slot.
-fn daily_slot_in(ahead: TimeDelta) -> (String, DateTime<Utc>) {
+pub fn daily_slot_in(ahead: TimeDelta) -> (String, DateTime<Utc>) {
     use chrono::Timelike;
     let slot = (Utc::now() + ahead).with_nanosecond(0).expect("valid");
     let schedule = format!("{} {} {} * * *", slot.second(), slot.minute(), slot.hour());
@@ -74,16 +55,12 @@ fn daily_slot_in(ahead: TimeDelta) -> (String, DateTime<Utc>) {
 #[test]
 fn fault_clock_jumps_fire_no_slot_twice_and_lose_none_beyond_catch_up() {
     let dir = harness::tempdir();
-    let clock = dir.path().join("faketime");
-    set_offset(&clock, 0);
+    let clock = harness::FakeClock::new(dir.path());
     // The forward jump passes the daily slot and lands JUMP/2 after it: past the grace of 60 s,
     // so it is a late slot, caught up or missed.
     let (daily, daily_slot) = daily_slot_in(TimeDelta::seconds(JUMP / 2));
-    let daemon = Daemon::builder(&dir)
-        .env("LD_PRELOAD", libfaketime())
-        .env("FAKETIME_TIMESTAMP_FILE", &clock)
-        .env("FAKETIME_NO_CACHE", "1")
-        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+    let daemon = clock
+        .apply(Daemon::builder(&dir))
         .toml(&sh_job(
             "often",
             "true",
@@ -108,7 +85,7 @@ fn fault_clock_jumps_fire_no_slot_twice_and_lose_none_beyond_catch_up() {
 
     // Forward.
     let before_jump = Utc::now() + TimeDelta::seconds(JUMP - 1);
-    set_offset(&clock, JUMP);
+    clock.set(JUMP);
     let resumed = harness::wait_until(WAIT, || {
         count(&runs(&daemon, "often"), "schedule", before_jump) >= 3
             && persisted_slot(dir.path(), "daily-off") == Some(daily_slot)
@@ -140,7 +117,7 @@ fn fault_clock_jumps_fire_no_slot_twice_and_lose_none_beyond_catch_up() {
     let jobs = ["often", "daily-on", "daily-off"];
     let slots: Vec<_> = jobs.iter().map(|j| persisted_slot(dir.path(), j)).collect();
     let back = Utc::now() - TimeDelta::seconds(1);
-    set_offset(&clock, 0);
+    clock.set(0);
     // Proving an absence: nothing may start for a while. A run started after the jump back has a
     // real start time (runs before it carry the clock 10 minutes ahead), and would be a slot
     // already handled: the next slot of each job lies after its last, 10 minutes ahead.

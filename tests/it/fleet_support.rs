@@ -30,6 +30,17 @@ pub struct Fleet {
 impl Fleet {
     /// Starts `n` daemons coordinating via `via` with lease `ttl`, each running `jobs`.
     pub fn start(via: Via, n: usize, ttl: &str, jobs: &str) -> Fleet {
+        Fleet::start_with(via, n, ttl, jobs, |_, b| b)
+    }
+
+    /// Like [`Fleet::start`], each host's builder (host `i`, from 1) passed through `host`.
+    pub fn start_with(
+        via: Via,
+        n: usize,
+        ttl: &str,
+        jobs: &str,
+        host: impl Fn(usize, crate::harness::DaemonBuilder) -> crate::harness::DaemonBuilder,
+    ) -> Fleet {
         let fx = Fixture::new();
         fx.create_small_schema();
         let redis = (via == Via::Redis).then(RedisServer::start);
@@ -39,7 +50,7 @@ impl Fleet {
             hosts: Vec::new(),
         };
         for i in 1..=n {
-            let daemon = fleet.builder(via, i, ttl, jobs).spawn();
+            let daemon = host(i, fleet.builder(via, i, ttl, jobs)).spawn();
             fleet.hosts.push(daemon);
         }
         fleet

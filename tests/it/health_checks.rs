@@ -117,6 +117,8 @@ fn a_stopped_redis_fails_once_alerts_once_and_fails_the_health_command() {
         2,
         "first ok, then fail: {log}"
     );
+    // The aliases are channels now: delivered through the outbox, after the run.
+    crate::alerts_support::outbox_drained(stack.dir());
     let calls = stack.on_change_calls();
     assert_eq!(calls.len(), 1, "{calls:?}");
     let call = &calls[0];
@@ -376,11 +378,14 @@ fn hanging_alerts_are_cut_off_and_only_logged() {
     stack.redis.stop();
     let (code, checks) = health_now(&daemon);
     assert_eq!((code, &checks["redis"]["status"]), (1, &"fail".into()));
+    // Delivered through the outbox, after the run: each attempt ends at check-timeout.
+    let cut_off = harness::wait_until(std::time::Duration::from_secs(10), || {
+        let log = daemon.log();
+        log.contains("on-change command sleep did not end within 2s; killed")
+            && log.contains("webhook http://127.0.0.1:")
+    });
     let log = daemon.log();
-    assert!(
-        log.contains("on-change command sleep did not end within 2s; killed"),
-        "{log}"
-    );
+    assert!(cut_off, "{log}");
     let webhook_line = log
         .lines()
         .find(|l| l.contains("webhook http://127.0.0.1:"))

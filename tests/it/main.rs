@@ -30,7 +30,10 @@
 )]
 
 mod alerts_channels;
+mod alerts_daemon;
 mod alerts_events;
+mod alerts_missed;
+mod alerts_noise;
 mod alerts_outbox;
 mod alerts_ping;
 mod alerts_support;

@@ -2,6 +2,7 @@
 //! group, a scrubbed environment, killed as a group at the channel's timeout or the daemon's
 //! stop — with the event in `ATPRED_EVENT_*` variables ([`Event::env`]). Exit status 0 is
 //! delivered; any other is a failure worth retrying (the script's mail relay may be down).
+//! Health's deprecated `on-change` also gets its old variables ([`health_vars`]).
 
 use tokio_util::sync::CancellationToken;
 
@@ -13,12 +14,18 @@ use crate::process::{self, ProcessSpec};
 pub async fn run(
     channel: &NotifyChannel,
     argv: &[String],
+    health_env: bool,
     event: &Event,
     stop: &CancellationToken,
 ) -> Result<String, Failed> {
     let mut spec = ProcessSpec::new(&argv[0]).args(&argv[1..]);
     for (key, value) in event.env() {
         spec = spec.env(key, value);
+    }
+    if health_env {
+        for (key, value) in health_vars(event) {
+            spec = spec.env(key, value);
+        }
     }
     let name = channel.name.as_str();
     let run = process::run(&spec, stop, |_, line| {
@@ -49,4 +56,16 @@ pub async fn run(
         argv[0],
         one_line(&out.stderr_summary(3), 300)
     )))
+}
+
+/// The variables health's deprecated `on-change` command got, from a `health` event.
+fn health_vars(event: &Event) -> Vec<(&'static str, String)> {
+    let field = |v: &Option<String>| v.clone().unwrap_or_default();
+    vec![
+        ("ATPRED_JOB", field(&event.job)),
+        ("ATPRED_CHECK", field(&event.check)),
+        ("ATPRED_STATUS", field(&event.status)),
+        ("ATPRED_PREVIOUS", field(&event.previous)),
+        ("ATPRED_MESSAGE", event.message.clone()),
+    ]
 }

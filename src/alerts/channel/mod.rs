@@ -65,19 +65,26 @@ pub async fn send(
             ChannelKind::Ntfy { url, token_file } => {
                 http::ntfy(client, channel, url, token_file.as_deref(), event).await
             }
-            ChannelKind::Command { argv } => command::run(channel, argv, event, stop).await,
+            ChannelKind::Command { argv, health_env } => {
+                command::run(channel, argv, *health_env, event, stop).await
+            }
             ChannelKind::Smtp(smtp) => smtp::send(channel, smtp, event).await,
         }
     };
     // The kinds bound themselves too; this is the one bound that holds whatever they do.
     let limit = channel.timeout + std::time::Duration::from_secs(1);
-    tokio::select! {
+    let result = tokio::select! {
         r = tokio::time::timeout(limit, attempt) => r.unwrap_or_else(|_| Err(Failed::retry(format!(
             "no answer within {}",
             humantime::format_duration(channel.timeout)
         )))),
         () = stop.cancelled() => Err(Failed::retry("the daemon stopped first")),
-    }
+    };
+    // "webhook http://host: …", "on-change command sleep did not end …": the log says which.
+    result.map_err(|f| Failed {
+        text: format!("{} {}", channel.kind.label(), f.text),
+        retry: f.retry,
+    })
 }
 
 /// The text of a secret file (a token, SMTP credentials), checked private first.

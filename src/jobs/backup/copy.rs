@@ -25,7 +25,9 @@ pub async fn copy_offsite(ctx: &JobContext, spec: &BackupSpec, id: &str) -> Vec<
         .iter()
         .filter_map(|n| ctx.config.offsite.get(n))
         .map(|target| copy_to(ctx, target, id));
-    join_all(targets).await.into_iter().flatten().collect()
+    let shipped: Vec<Shipped> = join_all(targets).await.into_iter().flatten().collect();
+    crate::alerts::notifier::offsite_copied(ctx, &spec.offsite, &shipped);
+    shipped
 }
 
 /// The new backup `id` and what is owed to `target`, one after the other.

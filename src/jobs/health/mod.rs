@@ -57,7 +57,7 @@ pub async fn run(ctx: &JobContext, spec: &HealthSpec) -> Result<JobReport, JobEr
         {
             log_transition(&t);
             if t.alerts() {
-                alert::send(ctx, spec, &t).await;
+                alert::send(ctx, spec, &t);
             }
         }
     }

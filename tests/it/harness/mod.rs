@@ -6,6 +6,7 @@
 //! - [`NotifySocket`]: a datagram socket passed as `NOTIFY_SOCKET` that records every message.
 //! - [`Daemon`] / [`DaemonBuilder`]: writes a config, runs `atpred`, waits for `READY=1`, drives
 //!   `atprectl`, prints the daemon log tail when a test fails.
+//! - [`FakeClock`]: the daemon's wall clock moved by libfaketime.
 //! - [`wait_until`] and the `/proc` helpers in [`process`]: tests wait on conditions, never on bare
 //!   sleeps.
 //!
@@ -18,6 +19,7 @@
 
 mod daemon;
 mod daemon_config;
+mod faketime;
 mod garage;
 mod notify;
 mod pg_install;
@@ -31,6 +33,7 @@ use std::time::{Duration, Instant};
 
 pub use daemon::{CtlOutput, Daemon, SpawnFailure};
 pub use daemon_config::{DaemonBuilder, Launcher, atpred_launcher, toml_path, toml_str};
+pub use faketime::FakeClock;
 pub use garage::{BUCKET, Garage, block_on, locate_garage};
 pub use notify::{NotifySocket, line};
 pub use pg_install::locate_bin_dir;
