@@ -17,6 +17,11 @@ use super::growing::{Growing, Sink};
 use super::plan::{Archive, RestorePlan};
 use crate::jobs::backup::{stream, verify};
 
+/// The decoded archive is written to the scratch file, and announced to the loader's readers,
+/// in pieces of this size: the decoder's own 8 KiB writes would wake every reader following
+/// right behind the writer 128 times per MiB.
+const WRITE_PIECE: usize = 1 << 20;
+
 /// The unpacked archive in restore-scratch-dir, removed when dropped.
 pub struct Unpacked {
     path: PathBuf,
@@ -182,10 +187,13 @@ pub(super) fn decode_into(
     cancel: CancellationToken,
 ) -> Decoded {
     let growing = sink.growing.clone();
-    let mut sink = Cancellable {
-        inner: sink,
-        cancel,
-    };
+    let mut sink = std::io::BufWriter::with_capacity(
+        WRITE_PIECE,
+        Cancellable {
+            inner: sink,
+            cancel,
+        },
+    );
     let decoded: Decoded = (|| {
         let ids = identity
             .map(|p| verify::load_identities(&p))
