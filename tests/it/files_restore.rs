@@ -95,3 +95,52 @@ fn files_restore_gives_an_identical_tree_and_refuses_a_full_folder_without_repla
         "the .env's content is in the log"
     );
 }
+
+#[test]
+fn files_restore_of_an_encrypted_backup_decrypts_with_the_jobs_identity() {
+    let fx = FilesFixture::new(1);
+    let key = fx.dir.path().join("files.key");
+    let out = crate::backup_support::shell(&format!(
+        "age-keygen -o {} 2>&1",
+        crate::backup_support::quote(&key)
+    ));
+    let recipient = out
+        .stdout
+        .split_whitespace()
+        .last()
+        .expect("age-keygen prints the public key")
+        .to_owned();
+    let daemon = fx
+        .daemon(&format!(
+            "encrypt-to = [\"{recipient}\"]\nverify-identity-file = {}",
+            crate::harness::toml_path(&key)
+        ))
+        .spawn();
+    let id = backup_ok(&daemon, "appfiles");
+    let m = crate::backup_support::manifest(&daemon, &id);
+    assert_eq!(m["files"][0]["path"], "files.tar.zst.age", "{m:#}");
+    assert_eq!(
+        m["verification"]["level"], "full",
+        "decrypted to verify: {m:#}"
+    );
+    assert_eq!(m["verification"]["outcome"], "passed", "{m:#}");
+    // Nothing of the tree is readable in the stored file.
+    let stored = std::fs::read(fx.backup_dir().join(&id).join("files.tar.zst.age")).expect("read");
+    assert!(!stored.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
+
+    let to = fx.dir.path().join("restored");
+    let out = ctl(
+        &daemon,
+        &["restore", &id, "--to-dir", to.to_str().expect("UTF-8")],
+    );
+    assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
+    assert_eq!(listing(&fx.restored_tree(&to)), listing(&fx.tree()));
+    let secret_key = std::fs::read_to_string(&key).expect("read the key");
+    let identity = secret_key
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .expect("an identity line");
+    let log = daemon.log();
+    assert!(!log.contains(identity), "the age identity is in the log");
+    assert!(!log.contains(SECRET), "the .env's content is in the log");
+}
