@@ -46,7 +46,7 @@ pub async fn restore(
         return;
     }
     if let Some(dir) = &options.to_dir {
-        super::restore_files::restore(runner, &config, id, options, dir, &out).await;
+        super::restore_files::restore(runner, &config, id, options, dir, access, &out).await;
         return;
     }
     if let Err(e) = start(runner, config, id, options, dry_run, &out).await {

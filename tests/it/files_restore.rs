@@ -9,6 +9,8 @@ use crate::files_support::{FilesFixture, SECRET, listing};
 /// Size of the large file: 200 MiB keeps the test near 20 s in a debug build on two busy
 /// cores (1 GiB is the benchmark's, `benches/run files`).
 const BIG_MIB: u64 = 200;
+/// A system group other than root's, for the socket.
+const SOCKET_GROUP: &str = "daemon";
 
 #[test]
 fn files_restore_gives_an_identical_tree_and_refuses_a_full_folder_without_replace() {
@@ -115,6 +117,7 @@ fn files_restore_of_an_encrypted_backup_decrypts_with_the_jobs_identity() {
             "encrypt-to = [\"{recipient}\"]\nverify-identity-file = {}",
             crate::harness::toml_path(&key)
         ))
+        .socket_group(SOCKET_GROUP)
         .spawn();
     let id = backup_ok(&daemon, "appfiles");
     let m = crate::backup_support::manifest(&daemon, &id);
