@@ -101,17 +101,8 @@ fn files_restore_gives_an_identical_tree_and_refuses_a_full_folder_without_repla
 #[test]
 fn files_restore_of_an_encrypted_backup_decrypts_with_the_jobs_identity() {
     let fx = FilesFixture::new(1);
-    let key = fx.dir.path().join("files.key");
-    let out = crate::backup_support::shell(&format!(
-        "age-keygen -o {} 2>&1",
-        crate::backup_support::quote(&key)
-    ));
-    let recipient = out
-        .stdout
-        .split_whitespace()
-        .last()
-        .expect("age-keygen prints the public key")
-        .to_owned();
+    crate::backup_encryption::require_age();
+    let (key, recipient) = crate::backup_encryption::keygen(fx.dir.path());
     let daemon = fx
         .daemon(&format!(
             "encrypt-to = [\"{recipient}\"]\nverify-identity-file = {}",

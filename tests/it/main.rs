@@ -72,6 +72,7 @@ mod fault_socket;
 mod fault_socket_flood;
 mod fault_support;
 mod files_backup;
+mod files_offsite;
 mod files_restore;
 mod files_support;
 mod fleet_lease;
