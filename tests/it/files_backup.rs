@@ -270,3 +270,33 @@ fn files_backup_fails_on_unreadable_files_unless_told_to_skip_them() {
     assert_eq!(m["verification"]["outcome"], "passed", "{m:#}");
     drop(socket);
 }
+
+#[test]
+fn files_backup_killed_mid_archive_leaves_nothing_listed() {
+    let fx = FilesFixture::new(200);
+    let mut daemon = fx
+        .daemon("verify = \"checksum\"\ncompress = \"none\"")
+        .spawn();
+    let started = ctl(&daemon, &["run", "appfiles"]);
+    assert_eq!(started.status, 0, "{}", started.stderr);
+    let partial = crate::backup_disturb::wait_for_streaming(&fx.backup_dir(), 8 << 20);
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        daemon
+            .wait_exit(std::time::Duration::from_secs(10))
+            .is_some()
+    );
+    assert!(
+        !daemon.log().contains("published"),
+        "the archive was done before the kill:\n{}",
+        daemon.log()
+    );
+    daemon.restart();
+    assert!(
+        !partial.exists(),
+        "the stale partial is removed at start-up"
+    );
+    assert!(backups(&daemon).is_empty(), "{:?}", backups(&daemon));
+    let id = backup_ok(&daemon, "appfiles");
+    assert_eq!(manifest(&daemon, &id)["verification"]["outcome"], "passed");
+}
