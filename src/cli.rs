@@ -189,12 +189,16 @@ pub struct RestoreArgs {
     /// The backup's id (see `atprectl backups`).
     pub id: String,
     /// The database to restore into: a new name, or an existing empty database.
-    #[arg(long, value_name = "DBNAME", required_unless_present = "redis_dir")]
+    #[arg(long, value_name = "DBNAME", required_unless_present_any = ["redis_dir", "to_dir"])]
     pub to: Option<String>,
     /// A Redis backup: stage its RDB in this Redis data folder (owner and mode of its
     /// dump.rdb) and print the steps to load it; no server is stopped or started.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "replace", "globals", "dry_run", "target"])]
     pub redis_dir: Option<PathBuf>,
+    /// A files backup: restore its tree into this folder (absolute; new or empty, or any with
+    /// --replace) with owners, modes, mtimes and symlinks; needs a daemon running as root.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "redis_dir", "globals", "dry_run", "target", "schema", "table", "jobs"])]
+    pub to_dir: Option<PathBuf>,
     /// pg_restore -j (default 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: Option<u32>,

@@ -7,6 +7,7 @@
 mod backup;
 mod core_figures;
 mod daemon;
+mod files;
 mod health;
 mod offsite;
 mod redis;
@@ -193,6 +194,12 @@ fn run() -> Result<()> {
     } else {
         None
     };
+    let files = if wanted("files") {
+        eprintln!("files: {} rounds", env.runs);
+        Some(files::run(&env)?)
+    } else {
+        None
+    };
     let restores = if wanted("restore") {
         eprintln!("restore: {} rounds", env.runs);
         Some(restore::run(&env)?)
@@ -240,11 +247,15 @@ fn run() -> Result<()> {
     if let Some(r) = &redis {
         redis::table(&mut out, r);
     }
+    if let Some(f) = &files {
+        files::table(&mut out, f);
+    }
     report::every_run(&mut out, core.as_ref(), &rows);
     out.push_str(METHOD);
     out.push_str(offsite::METHOD);
     out.push_str(restore::METHOD);
     out.push_str(redis::METHOD);
+    out.push_str(files::METHOD);
     print!("{out}");
     if let Some(path) = &env.out {
         std::fs::write(path, &out).with_context(|| format!("write {}", path.display()))?;

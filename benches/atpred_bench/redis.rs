@@ -119,7 +119,7 @@ fn round(env: &Env, redis: &RedisServer, dir: &Path, cli_first: bool) -> Result<
 }
 
 /// One run of `job` in a fresh daemon: wall seconds and its run record; the backup is removed.
-fn atpred(env: &Env, dir: &Path, job: &str) -> Result<(f64, serde_json::Value)> {
+pub(crate) fn atpred(env: &Env, dir: &Path, job: &str) -> Result<(f64, serde_json::Value)> {
     let (daemon, _) = Daemon::start(env, dir)?;
     let t0 = Instant::now();
     let out = Command::new(env.bin.join("atprectl"))

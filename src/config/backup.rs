@@ -26,6 +26,10 @@ pub(super) const KEYS: &[&str] = &[
     "run-on",
     "globals-passwords",
     "drill-sql",
+    "paths",
+    "exclude",
+    "one-file-system",
+    "ignore-unreadable",
 ];
 
 /// The keys that mean something to pg_dump only, refused with `source = "redis"`.
@@ -50,6 +54,8 @@ pub enum BackupSource {
     Postgres,
     /// The `[redis]` server's whole dataset, an RDB taken over the replication protocol.
     Redis,
+    /// Files and folders (`paths`), one pax tar.
+    Files,
 }
 
 impl BackupSource {
@@ -57,6 +63,7 @@ impl BackupSource {
         match self {
             BackupSource::Postgres => "postgres",
             BackupSource::Redis => "redis",
+            BackupSource::Files => "files",
         }
     }
 }
@@ -88,6 +95,8 @@ pub struct BackupSpec {
     pub globals_passwords: bool,
     /// Smoke queries every restore drill runs in its scratch database.
     pub drill_sql: Vec<super::drill_sql::DrillSql>,
+    /// `source = "files"`: what is archived; `None` for the other sources.
+    pub files: Option<super::backup_files::FilesSpec>,
 }
 
 /// `run-on`: a backup runs only when its source server is of this kind; otherwise the tick is
@@ -200,12 +209,13 @@ pub(super) fn validate(
         ));
     }
     let compress = compression(check, &k, &raw, format)?;
-    if source == BackupSource::Redis && matches!(compress, Compression::Gzip { .. }) {
+    if source != BackupSource::Postgres && matches!(compress, Compression::Gzip { .. }) {
         return Err(check.err(
             &k("compress"),
-            "gzip is pg_dump's; an RDB is compressed with \"zstd\" or \"none\"",
+            "gzip is pg_dump's; an RDB or a files archive is compressed with \"zstd\" or \"none\"",
         ));
     }
+    let files = super::backup_files::validate(check, key, &raw, source == BackupSource::Files)?;
     let verify = match raw.verify.as_deref() {
         None => VerifyLevel::Full,
         Some(v) => VerifyLevel::parse(v).ok_or_else(|| {
@@ -220,6 +230,18 @@ pub(super) fn validate(
         None => None,
         Some(v) => Some(check.duration(&k("verify-every"), Some(v), Duration::ZERO)?),
     };
+    if source == BackupSource::Files {
+        // A files archive's drill is what `full` does: read back and compare every entry.
+        if verify == VerifyLevel::Restore {
+            return Err(check.err(
+                &k("verify"),
+                "a files backup is verified at \"checksum\" or \"full\" (full reads every entry back)",
+            ));
+        }
+        if verify_every.is_some() {
+            return Err(check.err(&k("verify-every"), "not with source = \"files\""));
+        }
+    }
     let mut encrypt_to = raw.encrypt_to.clone().unwrap_or_default();
     if let Some(file) = &raw.encrypt_to_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
@@ -314,6 +336,7 @@ pub(super) fn validate(
             .collect(),
         globals_passwords: raw.globals_passwords.unwrap_or(false),
         drill_sql,
+        files,
     })
 }
 
@@ -321,10 +344,11 @@ fn source(check: &Check, key: &str, raw: &RawJob) -> Result<BackupSource, Config
     let source = match raw.source.as_deref().unwrap_or("postgres") {
         "postgres" => BackupSource::Postgres,
         "redis" => BackupSource::Redis,
+        "files" => BackupSource::Files,
         other => {
             return Err(check.err(
                 &format!("{key}.source"),
-                format!("{other:?} is not \"postgres\" or \"redis\""),
+                format!("{other:?} is not \"postgres\", \"redis\" or \"files\""),
             ));
         }
     };

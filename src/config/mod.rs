@@ -7,6 +7,7 @@
 //! any step name the file, the key, and its line and column when the key is in the file.
 
 mod backup;
+mod backup_files;
 mod coordination;
 mod drill_sql;
 mod error;
@@ -33,6 +34,7 @@ use chrono_tz::Tz;
 pub use backup::{
     BackupSource, BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel,
 };
+pub use backup_files::FilesSpec;
 pub use coordination::{Backend, CoordinationConfig};
 pub use drill_sql::DrillSql;
 pub use error::{ConfigError, Invalid};

@@ -186,7 +186,7 @@ pub struct RawJob {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
     // kind = "backup"
-    /// What the backup takes: `postgres` (default) or `redis`.
+    /// What the backup takes: `postgres` (default), `redis` or `files`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -223,6 +223,13 @@ pub struct RawJob {
     pub globals_passwords: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill_sql: Option<Vec<super::drill_sql::RawDrillSql>>,
+    /// `source = "files"`: glob patterns of paths left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_file_system: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignore_unreadable: Option<bool>,
     // kind = "prune"
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<i64>,

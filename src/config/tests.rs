@@ -70,6 +70,13 @@ fn the_reference_config_loads() {
         &c.jobs[&"cache".parse().unwrap()].spec,
         JobSpec::Backup(b) if b.source == super::BackupSource::Redis
     ));
+    let JobSpec::Backup(files) = &c.jobs[&"app-files".parse().unwrap()].spec else {
+        panic!("app-files is a backup job");
+    };
+    let spec = files.files.as_ref().expect("files settings");
+    assert_eq!(spec.paths[0], PathBuf::from("/opt/atpre/app/.env"));
+    assert!(spec.one_file_system && !spec.ignore_unreadable);
+    assert!(spec.excluded(std::path::Path::new("/etc/atpre/x/app.log")));
 }
 
 /// (what is wrong, file text appended to or replacing BASE, the key the error must name,
@@ -447,6 +454,42 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         "[metrics]\ntextfile = \"atpred.prom\"\n",
         "metrics.textfile",
         2,
+    ),
+    (
+        "a files setting on a postgres backup",
+        "[jobs.b]\nkind = \"backup\"\npaths = [\"/etc/atpre\"]\n",
+        "jobs.b.paths",
+        0,
+    ),
+    (
+        "a files backup without paths",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"files\"\n",
+        "jobs.b.paths",
+        0,
+    ),
+    (
+        "a relative path",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"files\"\npaths = [\"etc/atpre\"]\n",
+        "jobs.b.paths",
+        0,
+    ),
+    (
+        "paths inside each other",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"files\"\npaths = [\"/etc\", \"/etc/atpre\"]\n",
+        "jobs.b.paths",
+        0,
+    ),
+    (
+        "a bad exclude glob",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"files\"\npaths = [\"/etc\"]\nexclude = [\"[\"]\n",
+        "jobs.b.exclude",
+        0,
+    ),
+    (
+        "a restore drill of files",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"files\"\npaths = [\"/etc\"]\nverify = \"restore\"\n",
+        "jobs.b.verify",
+        0,
     ),
 ];
 

@@ -17,6 +17,7 @@ mod offsite;
 pub mod peer;
 mod pins;
 mod restore;
+mod restore_files;
 mod restore_redis;
 pub mod slots;
 

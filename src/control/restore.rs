@@ -45,6 +45,10 @@ pub async fn restore(
         super::restore_redis::stage(runner, &config, id, options, dir, &out).await;
         return;
     }
+    if let Some(dir) = &options.to_dir {
+        super::restore_files::restore(runner, &config, id, options, dir, access, &out).await;
+        return;
+    }
     if let Err(e) = start(runner, config, id, options, dry_run, &out).await {
         tracing::warn!(backup = id, "restore of {id} into {:?}: {e}", options.to);
         let _ = out.send(refusal(&e));
@@ -190,9 +194,14 @@ fn local(
             "{id} failed its verification; it is not restored"
         )));
     }
-    if manifest.source != crate::config::BackupSource::Postgres {
+    let how = match manifest.source {
+        crate::config::BackupSource::Postgres => None,
+        crate::config::BackupSource::Redis => Some("--redis-dir DIR"),
+        crate::config::BackupSource::Files => Some("--to-dir DIR"),
+    };
+    if let Some(how) = how {
         return Err(RestoreError::BadRequest(format!(
-            "{id} is a {} backup: restore it with --redis-dir DIR",
+            "{id} is a {} backup: restore it with {how}",
             manifest.source.as_str()
         )));
     }

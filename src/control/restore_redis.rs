@@ -2,7 +2,7 @@
 //! copy at an offsite target, a missing identity), then the RDB staged by
 //! [`crate::restore::redis_dir`] while retention is kept off the backup.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -48,11 +48,32 @@ async fn staged(
     options: &Options,
     dir: &Path,
 ) -> Result<redis_dir::Staged, RestoreError> {
+    let (folder, manifest, identity) =
+        local_backup(config, id, options, BackupSource::Redis, "--redis-dir")?;
+    // Retention must not remove it while it is read.
+    let _claim = claim(runner, id)?;
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        redis_dir::stage(&folder, &manifest, identity.as_deref(), &dir)
+    })
+    .await
+    .map_err(|e| RestoreError::Failed(e.to_string()))?
+}
+
+/// The refusals of a restore from backup-dir into a folder (`flag`): a copy at an offsite
+/// target, an unknown or failed backup, one of another source than `source`, a missing
+/// identity. Its folder, manifest and the identity file to decrypt it with.
+pub(super) fn local_backup(
+    config: &Config,
+    id: &str,
+    options: &Options,
+    source: BackupSource,
+    flag: &str,
+) -> Result<(PathBuf, Manifest, Option<PathBuf>), RestoreError> {
     if options.target.is_some() {
-        return Err(RestoreError::BadRequest(
-            "--redis-dir restores from backup-dir only; fetch the copy first (backups fetch)"
-                .into(),
-        ));
+        return Err(RestoreError::BadRequest(format!(
+            "{flag} restores from backup-dir only; fetch the copy first (backups fetch)"
+        )));
     }
     let folder = catalog::path_of(&config.daemon.backup_dir, id)
         .ok_or_else(|| RestoreError::UnknownBackup(format!("no backup {id:?}")))?;
@@ -63,10 +84,11 @@ async fn staged(
             "{id} failed its verification; it is not restored"
         )));
     }
-    if manifest.source != BackupSource::Redis {
+    if manifest.source != source {
         return Err(RestoreError::BadRequest(format!(
-            "{id} is a {} backup: --redis-dir takes Redis backups",
-            manifest.source.as_str()
+            "{id} is a {} backup: {flag} takes {} backups",
+            manifest.source.as_str(),
+            source.as_str()
         )));
     }
     let identity = options.identity.clone().or_else(|| {
@@ -76,16 +98,14 @@ async fn staged(
         })
     });
     let identity = unpack::identity(id, manifest.encrypted(), identity.as_deref())?;
-    // Retention must not remove it while it is read.
-    let _claim = runner.in_use().claim(id).ok_or_else(|| {
+    Ok((folder, manifest, identity))
+}
+
+/// Keeps retention off backup `id` while it is read.
+pub(super) fn claim(runner: &Arc<Runner>, id: &str) -> Result<catalog::Claim, RestoreError> {
+    runner.in_use().claim(id).ok_or_else(|| {
         RestoreError::Failed(format!(
             "backup {id} is being verified or removed right now"
         ))
-    })?;
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || {
-        redis_dir::stage(&folder, &manifest, identity.as_deref(), &dir)
     })
-    .await
-    .map_err(|e| RestoreError::Failed(e.to_string()))?
 }

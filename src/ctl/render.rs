@@ -66,6 +66,18 @@ pub fn print(response: &Response) {
             super::restore::globals_lines(r.globals.as_deref())
         ),
         Response::RedisStaged { staged } => redis_staged(staged),
+        Response::FilesRestored { restored: r } => format!(
+            "restored {} into {}: {} entries, {}{}\n",
+            r.id,
+            r.dir.display(),
+            r.entries,
+            crate::jobs::backup::dump::mib(r.bytes),
+            if r.replaced {
+                " (what was there is replaced)"
+            } else {
+                ""
+            }
+        ),
         Response::PinState { id, pin, offsite } => format!(
             "backup {id}: {}{}\n",
             pin.as_ref()

@@ -31,8 +31,14 @@ pub const EXIT_SAFETY_BACKUP: u8 = 16;
 /// The request, or the exit code of a refusal made here.
 pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
     let to = args.to.clone().unwrap_or_default();
-    // Staging an RDB beside a server's dump.rdb changes nothing the server uses: no question.
-    if !args.dry_run && !args.yes && args.redis_dir.is_none() {
+    // Staging an RDB beside a server's dump.rdb changes nothing the server uses, and a files
+    // restore without --replace only fills a new or empty folder: no question.
+    let quiet = args.redis_dir.is_some() || (args.to_dir.is_some() && !args.replace);
+    if !args.dry_run && !args.yes && !quiet {
+        let to = match &args.to_dir {
+            Some(dir) => super::absolute(dir).display().to_string(),
+            None => to.clone(),
+        };
         confirm(&to)?;
     }
     Ok(Request::Restore {
@@ -40,6 +46,7 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
         options: Options {
             to,
             redis_dir: args.redis_dir.as_deref().map(super::absolute),
+            to_dir: args.to_dir.as_deref().map(super::absolute),
             jobs: args.jobs.unwrap_or(0),
             schemas: args.schema.clone(),
             tables: args.table.clone(),

@@ -181,6 +181,10 @@ pub enum Response {
     Restored {
         report: crate::restore::exec::Report,
     },
+    /// The answer to `restore` with `to_dir`: the files backup restored there.
+    FilesRestored {
+        restored: crate::restore::files_dir::Restored,
+    },
     /// The answer to `restore` with `redis_dir`: the RDB staged there and the steps to load it.
     RedisStaged {
         staged: crate::restore::redis_dir::Staged,

@@ -13,11 +13,12 @@
 //! `--globals` ([`globals`]) the backup's roles are applied to the cluster first and owners and
 //! grants are kept. `--target` ([`remote`]) restores from an offsite copy. A Redis backup is
 //! restored with `--redis-dir` ([`redis_dir`]): its RDB is staged there, the server is the
-//! operator's to restart.
+//! operator's to restart. A files backup is restored with `--to-dir` ([`files_dir`]).
 
 pub mod database;
 pub mod evidence;
 pub mod exec;
+pub mod files_dir;
 pub mod globals;
 pub mod growing;
 pub mod load;
@@ -68,6 +69,10 @@ pub struct Options {
     /// `to` is then empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_dir: Option<std::path::PathBuf>,
+    /// `--to-dir DIR`: restore a files backup into this folder ([`files_dir`]); `to` is then
+    /// empty, `replace` allows a DIR that is not empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_dir: Option<std::path::PathBuf>,
 }
 
 /// Why a restore was refused or failed. The refusals each have their own

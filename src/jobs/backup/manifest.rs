@@ -1,9 +1,11 @@
 //! `manifest.json`: what a backup holds and how it was verified. Written last; a folder without
 //! a valid manifest is never a backup.
 //!
-//! Format (`manifest_version` 2, stable field names; new fields may be added without a new
+//! Format (`manifest_version` 3, stable field names; new fields may be added without a new
 //! version, a field changing meaning or going away takes one). Version 2 added `source`
-//! (version 1 manifests are read as `"postgres"`) and the `redis` facts:
+//! (version 1 manifests are read as `"postgres"`) and the `redis` facts; version 3 added
+//! `source = "files"` and its `tree` (a reader of version 2 would take a files backup for a
+//! pg_dump, hence the bump; PostgreSQL and Redis backups are still written as version 2):
 //! ```json
 //! { "manifest_version": 2, "source": "postgres", "id": "20261128T023000Z-nightly", "job": "nightly",
 //!   "database": "atp_re", "server": { "host": "/run/postgresql", "port": 5432, "version": "15.18",
@@ -24,6 +26,17 @@
 //! "sample": [ { "db": 0, "key_sha256": "…", "type": "hash", "expire_at_ms": null } ] }`
 //! ([`super::redis::RedisFacts`]).
 //!
+//! A files backup (`"source": "files"`) has `"database": "files"`, the host's name in
+//! `server.host`, one file `files.tar[.zst][.age]` (a pax tar), and
+//! `"tree": { "paths": ["/etc/atpre"], "exclude": [], "one_file_system": true, "tar_bytes": 10240,
+//! "entries": [ { "path": "etc/atpre/app.toml", "kind": "file", "size": 12, "mode": 416,
+//! "uid": 0, "gid": 0, "user": "root", "group": "root", "mtime": 1764979200, "mtime_nsec": 0,
+//! "sha256": "…" }, { "path": "etc/atpre/current", "kind": "symlink", "target": "app.toml", … } ],
+//! "changed": ["etc/atpre/app.log"], "skipped": [ { "path": "/etc/atpre/sock", "why": "a socket" } ] }`
+//! ([`super::files::tree::Tree`]): entry paths are relative to `/`, in archive order, `mode`
+//! is the permission bits (decimal in JSON), `changed` lists files whose size or mtime moved
+//! while they were read (their `sha256` is of the bytes archived).
+//!
 //! A safety backup (taken before `restore --replace`) also has
 //! `"safety_for": { "database": "app", "restore_of": "20261128T023000Z-nightly" }`.
 //! `SHA256SUMS` beside it lists the same checksums for `sha256sum -c SHA256SUMS`.
@@ -39,7 +52,11 @@ use crate::publish;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const SUMS: &str = "SHA256SUMS";
-pub const VERSION: u32 = 2;
+/// The newest version this daemon reads, and writes for a files backup.
+pub const VERSION: u32 = 3;
+/// The version a PostgreSQL or Redis backup is written with: version 3 changed nothing for
+/// them, so a daemon of the version before still reads them (and refuses files backups).
+pub const VERSION_DB: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -79,6 +96,9 @@ pub struct Manifest {
     /// What a Redis backup found on its server (`source = "redis"` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<super::redis::RedisFacts>,
+    /// The tree a files backup archived, entry by entry (`source = "files"` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<super::files::tree::Tree>,
 }
 
 /// What a safety backup was taken for.

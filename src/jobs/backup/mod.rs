@@ -10,6 +10,7 @@
 mod copy;
 mod drill;
 pub mod dump;
+pub mod files;
 mod finish;
 pub mod globals;
 pub mod manifest;
@@ -40,6 +41,7 @@ pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobEr
     match spec.source {
         BackupSource::Postgres => take(ctx, spec, None).await,
         BackupSource::Redis => redis::take(ctx, spec).await,
+        BackupSource::Files => files::take(ctx, spec).await,
     }
 }
 
@@ -127,7 +129,7 @@ pub async fn take(
     let finished = Utc::now();
     let bytes: u64 = files.iter().map(|f| f.bytes).sum();
     let manifest = Manifest {
-        manifest_version: manifest::VERSION,
+        manifest_version: manifest::VERSION_DB,
         source: BackupSource::Postgres,
         id: id.clone(),
         job: ctx.job.name.to_string(),
@@ -162,6 +164,7 @@ pub async fn take(
         daemon_version: crate::VERSION.to_owned(),
         safety_for: safety.cloned(),
         redis: None,
+        tree: None,
     };
 
     let details = json!({

@@ -69,6 +69,20 @@ pub fn write_stream(
     layers: &Layers,
     read: &Arc<AtomicU64>,
 ) -> io::Result<Written> {
+    write_with(path, layers, |out| {
+        copy_counting(&mut input, &mut *out, read)
+    })
+    .map(|(w, ())| w)
+}
+
+/// Has `produce` write the plain stream (a tar, say) through `layers` into a new file at
+/// `path` (mode 0600, must not exist), hashing what reaches the disk. The file is fsynced
+/// before this returns.
+pub fn write_with<T>(
+    path: &Path,
+    layers: &Layers,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<(Written, T)> {
     let file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -79,7 +93,7 @@ pub fn write_stream(
         hasher: Sha256::new(),
         bytes: 0,
     };
-    {
+    let produced = {
         let mut encrypted: Box<dyn FinishWrite + '_> = if layers.recipients.is_empty() {
             Box::new(Plain(&mut sink))
         } else {
@@ -88,7 +102,7 @@ pub fn write_stream(
                 age::Encryptor::with_recipients(recipients).map_err(io::Error::other)?;
             Box::new(encryptor.wrap_output(&mut sink)?)
         };
-        match layers.zstd_level {
+        let produced = match layers.zstd_level {
             Some(level) => {
                 let mut z = zstd::stream::write::Encoder::new(&mut encrypted, level)?;
                 z.multithread(zstd_threads())?;
@@ -98,13 +112,15 @@ pub fn write_stream(
                 z.set_parameter(zstd::stream::raw::CParameter::JobSize(ZSTD_JOB_SIZE))?;
                 // A frame checksum lets a plain `zstd -dc | pg_restore` notice damage too.
                 z.include_checksum(true)?;
-                copy_counting(&mut input, &mut z, read)?;
+                let produced = produce(&mut z)?;
                 z.finish()?;
+                produced
             }
-            None => copy_counting(&mut input, &mut encrypted, read)?,
-        }
+            None => produce(&mut encrypted)?,
+        };
         encrypted.finish_box()?;
-    }
+        produced
+    };
     sink.flush()?;
     let Hashing {
         inner,
@@ -113,10 +129,11 @@ pub fn write_stream(
     } = sink;
     let file = inner.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
-    Ok(Written {
+    let written = Written {
         bytes,
         sha256: hex(&hasher.finalize()),
-    })
+    };
+    Ok((written, produced))
 }
 
 /// What reading a backup back found.
@@ -148,33 +165,50 @@ pub fn read_from(
     identities: Option<&[Box<dyn age::Identity>]>,
     sink: Option<&mut dyn Write>,
 ) -> io::Result<ReadBack> {
+    let (written, fed) = match sink {
+        None => read_with(input, false, None, |_| Ok(()))?,
+        Some(sink) => read_with(input, zstd, identities, |decoded| {
+            io::copy(decoded, sink)?;
+            sink.flush()
+        })?,
+    };
+    Ok(ReadBack {
+        written,
+        decode_error: fed.err(),
+    })
+}
+
+/// Reads `input`, hashing every byte, and hands the decoded stream (decrypted with
+/// `identities` when given, zstd-decoded when `zstd`) to `consume` (a tar reader, say). The
+/// input is hashed to its end whatever `consume` did, so damage is reported as a checksum
+/// mismatch, not only as a decoder error; `consume`'s own outcome is the second value.
+pub fn read_with<T>(
+    input: impl Read,
+    zstd: bool,
+    identities: Option<&[Box<dyn age::Identity>]>,
+    consume: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+) -> io::Result<(Written, io::Result<T>)> {
     let mut hashing = HashingReader {
         inner: BufReader::with_capacity(BUF, input),
         hasher: Sha256::new(),
         bytes: 0,
     };
-    let decode_error = match sink {
-        None => None,
-        Some(sink) => feed(&mut hashing, zstd, identities, sink).err(),
-    };
+    let consumed = decode(&mut hashing, zstd, identities, consume);
     // Whatever the decoders left unread still counts for the checksum.
     io::copy(&mut hashing, &mut io::sink())?;
     let written = Written {
         bytes: hashing.bytes,
         sha256: hex(&hashing.hasher.finalize()),
     };
-    Ok(ReadBack {
-        written,
-        decode_error,
-    })
+    Ok((written, consumed))
 }
 
-fn feed(
+fn decode<T>(
     input: &mut impl Read,
     zstd: bool,
     identities: Option<&[Box<dyn age::Identity>]>,
-    sink: &mut dyn Write,
-) -> io::Result<()> {
+    consume: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+) -> io::Result<T> {
     let decrypted: Box<dyn Read + '_> = match identities {
         Some(ids) => {
             let decryptor = age::Decryptor::new(input).map_err(io::Error::other)?;
@@ -191,8 +225,7 @@ fn feed(
     } else {
         decrypted
     };
-    io::copy(&mut decoded, sink)?;
-    sink.flush()
+    consume(&mut decoded)
 }
 
 /// SHA-256 and size of a file, read once.
@@ -215,7 +248,7 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn copy_counting(input: &mut impl Read, out: &mut impl Write, read: &AtomicU64) -> io::Result<()> {
+fn copy_counting(input: &mut impl Read, out: &mut dyn Write, read: &AtomicU64) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     loop {
         let n = match input.read(&mut buf) {

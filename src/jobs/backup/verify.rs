@@ -48,8 +48,10 @@ pub async fn verify(
     manifest: &Manifest,
     level: VerifyLevel,
 ) -> Result<Verification, JobError> {
-    if manifest.source == BackupSource::Redis {
-        return super::redis::verify(env, dir, manifest, level).await;
+    match manifest.source {
+        BackupSource::Redis => return super::redis::verify(env, dir, manifest, level).await,
+        BackupSource::Files => return super::files::verify(env, dir, manifest, level).await,
+        BackupSource::Postgres => {}
     }
     let t0 = Instant::now();
     let mut facts = Facts::default();

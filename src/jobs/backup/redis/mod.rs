@@ -22,9 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use self::observe::{Keyspace, SampledKey};
-use super::manifest::{
-    Encryption, FileSum, Manifest, Server, VERSION, Verification, VerifyOutcome,
-};
+use super::manifest::{Encryption, FileSum, Manifest, Server, Verification, VerifyOutcome};
 use super::partial::{self, Partial};
 use super::stream::Layers;
 use super::{cancellable, catalog, dump, effective_level, last_ratio};
@@ -124,7 +122,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
     let bytes = got.written.bytes;
     let keys: u64 = before.keyspace.values().map(|d| d.keys).sum();
     let manifest = Manifest {
-        manifest_version: VERSION,
+        manifest_version: super::manifest::VERSION_DB,
         source: BackupSource::Redis,
         id: id.clone(),
         job: ctx.job.name.to_string(),
@@ -171,6 +169,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
             keyspace_after,
             sample,
         }),
+        tree: None,
     };
     let details = json!({
         "id": id,
