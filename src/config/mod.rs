@@ -7,6 +7,7 @@
 //! any step name the file, the key, and its line and column when the key is in the file.
 
 mod backup;
+mod backup_method;
 mod coordination;
 mod drill_sql;
 mod error;
@@ -30,7 +31,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 pub use backup::{
-    BackupSource, BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel,
+    BackupMethod, BackupSource, BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel,
 };
 pub use coordination::{Backend, CoordinationConfig};
 pub use drill_sql::DrillSql;

@@ -288,6 +288,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
                 b.id.clone(),
                 b.job.clone().unwrap_or_else(dash),
                 b.source.clone().unwrap_or_else(dash),
+                b.method.clone().unwrap_or_else(dash),
                 b.database.clone().unwrap_or_else(dash),
                 b.started.map_or_else(dash, |t| timefmt::relative(t, now)),
                 b.bytes.map_or_else(dash, crate::jobs::backup::dump::mib),
@@ -297,6 +298,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
                 if b.encrypted { "yes" } else { "no" }.into(),
                 b.offsite.clone().unwrap_or_else(dash),
                 b.pinned.as_ref().map_or_else(dash, |_| "yes".into()),
+                b.lsn.clone().unwrap_or_else(dash),
             ]
         })
         .collect();
@@ -305,6 +307,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             "ID",
             "JOB",
             "SOURCE",
+            "METHOD",
             "DATABASE",
             "WHEN",
             "SIZE",
@@ -313,6 +316,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             "ENCRYPTED",
             "OFFSITE",
             "PINNED",
+            "LSN",
         ],
         &rows,
     )

@@ -24,6 +24,11 @@
 //! "sample": [ { "db": 0, "key_sha256": "…", "type": "hash", "expire_at_ms": null } ] }`
 //! ([`super::redis::RedisFacts`]).
 //!
+//! A physical backup (`"method": "physical"`, pg_basebackup) has `"database": "cluster"`, one
+//! file `base.tar[.zst][.age]` and `"physical": { "start_lsn": "0/2000028", "stop_lsn":
+//! "0/2000100", "timeline": 1, "start_wal_file": "000000010000000000000002", … }`
+//! ([`super::physical::PhysicalFacts`]).
+//!
 //! A safety backup (taken before `restore --replace`) also has
 //! `"safety_for": { "database": "app", "restore_of": "20261128T023000Z-nightly" }`.
 //! `SHA256SUMS` beside it lists the same checksums for `sha256sum -c SHA256SUMS`.
@@ -34,7 +39,7 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BackupSource, Compression, DumpFormat, VerifyLevel};
+use crate::config::{BackupMethod, BackupSource, Compression, DumpFormat, VerifyLevel};
 use crate::publish;
 
 pub const MANIFEST: &str = "manifest.json";
@@ -47,6 +52,9 @@ pub struct Manifest {
     /// What was backed up; version 1 manifests (before Redis backups) say nothing: postgres.
     #[serde(default)]
     pub source: BackupSource,
+    /// `physical` for a base backup (pg_basebackup); absent (logical, pg_dump) otherwise.
+    #[serde(default, skip_serializing_if = "BackupMethod::is_logical")]
+    pub method: BackupMethod,
     pub id: String,
     pub job: String,
     pub database: String,
@@ -79,6 +87,10 @@ pub struct Manifest {
     /// What a Redis backup found on its server (`source = "redis"` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<super::redis::RedisFacts>,
+    /// What a physical backup's `backup_label` and `backup_manifest` say (`method =
+    /// "physical"` only): the WAL range a recovery from it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<super::physical::PhysicalFacts>,
 }
 
 /// What a safety backup was taken for.

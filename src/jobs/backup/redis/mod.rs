@@ -126,6 +126,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
     let manifest = Manifest {
         manifest_version: VERSION,
         source: BackupSource::Redis,
+        method: Default::default(),
         id: id.clone(),
         job: ctx.job.name.to_string(),
         database: DATABASE.to_owned(),
@@ -171,6 +172,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
             keyspace_after,
             sample,
         }),
+        physical: None,
     };
     let details = json!({
         "id": id,
