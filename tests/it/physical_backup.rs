@@ -17,6 +17,7 @@ use crate::harness::{self, proc_children};
 use crate::physical_support::{
     age_key, fixture, job, member_offset, pg_verifybackup, unpack_by_hand,
 };
+use crate::prune_support::{at, craft_copy, prune_job, started_of};
 
 fn scratch_leftovers(fx: &Fixture) -> Vec<String> {
     entries(&fx.dir.path().join("state").join("restore"))
@@ -122,6 +123,12 @@ fn physical_backup_verify_names_a_damaged_file_and_a_damaged_data_file() {
     let folder = fx.backup_dir().join(&id);
     let file = folder.join("base.tar");
     let good = std::fs::read(&file).expect("read base.tar");
+    // What a daemon killed while unpacking leaves (its pid gone): swept by the next unpack.
+    let stale = fx
+        .dir
+        .path()
+        .join("state/restore/.physical-20200101T000000Z-base-4194300");
+    std::fs::create_dir_all(stale.join("base")).expect("a stale unpacked folder");
     let passed = ctl(&daemon, &["backups", "verify", &id, "--level", "full"]);
     assert_eq!(passed.status, 0, "{}{}", passed.stdout, passed.stderr);
     assert!(
@@ -317,4 +324,42 @@ fn physical_backup_never_shows_the_replication_password() {
     assert_no_password("the manifest", &shown.to_string());
     assert_no_password("the daemon's log", &daemon.log());
     assert!(PASSWORD.contains(':'));
+}
+
+#[test]
+fn physical_backup_is_pruned_and_pinned_like_any_backup_and_not_restored_by_pg_restore() {
+    let fx = fixture();
+    let daemon = fx
+        .daemon(&format!(
+            "{}\n{}",
+            job("verify = \"checksum\""),
+            prune_job("prune", "keep-last = 1\nof = [\"base\"]")
+        ))
+        .spawn();
+    let dir = fx.backup_dir();
+    let r1 = backup_ok(&daemon, "base");
+    let today = started_of(&dir, &r1).date_naive();
+    let old = craft_copy(&dir, &r1, at(today, 2, 3));
+    let older = craft_copy(&dir, &r1, at(today, 3, 3));
+    let pinned = ctl(&daemon, &["backups", "pin", &old, "--reason", "pitr base"]);
+    assert_eq!(pinned.status, 0, "{}{}", pinned.stdout, pinned.stderr);
+    let run = run_job(&daemon, "prune");
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    assert_eq!(
+        run["details"]["removed"],
+        serde_json::json!([older]),
+        "{run:#}"
+    );
+    let mut left = vec![r1.clone(), old.clone()];
+    left.sort();
+    assert_eq!(
+        entries(&dir),
+        left,
+        "the newest kept by the policy, the pinned one by its pin"
+    );
+
+    let out = crate::restore_support::restore(&daemon, &r1, &["--to", "copy", "--yes"]);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert_ne!(out.status, 0, "{said}");
+    assert!(said.contains("is a physical base backup"), "{said}");
 }

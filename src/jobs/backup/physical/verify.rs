@@ -190,6 +190,30 @@ fn unpack(
     })
 }
 
+const WORK_PREFIX: &str = ".physical-";
+
+/// Removes the unpacked folders of daemons that died while verifying (their pid, the name's
+/// last part, is gone): a kill -9 runs no destructor.
+fn sweep(scratch: &Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(WORK_PREFIX)
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::warn!("removed {name} from restore-scratch-dir: left by a daemon that died");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The private folder a backup is unpacked in, removed when dropped.
 struct Work {
     path: PathBuf,
@@ -197,7 +221,8 @@ struct Work {
 
 impl Work {
     fn create(scratch: &Path, id: &str) -> std::io::Result<Work> {
-        let path = scratch.join(format!(".physical-{id}-{}", std::process::id()));
+        sweep(scratch);
+        let path = scratch.join(format!("{WORK_PREFIX}{id}-{}", std::process::id()));
         if path.exists() {
             std::fs::remove_dir_all(&path)?;
         }
