@@ -31,6 +31,7 @@ compress-level=3
 process-max=2
 start-fast=y
 archive-check=n
+repo1-retention-full=100
 log-level-console=warn
 log-level-file=off
 lock-path=$p/lock
