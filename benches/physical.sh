@@ -17,9 +17,11 @@ physical_bench() {
         phase "installing pgbackrest (apt-get; the bench only)"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null
     fi
-    local p="$work/physical"
-    mkdir -p "$p/repo" "$p/log" "$p/lock" "$p/bare"
-    [ ${#as_pg[@]} -gt 0 ] && chown -R postgres "$p"
+    # pgBackRest's folders belong to the server's user; atpred's to root (it refuses a folder
+    # another user can write).
+    local p="$work/physical" a="$work/atpred-physical"
+    mkdir -p "$p/repo" "$p/log" "$p/lock" "$p/bare" "$a"
+    [ ${#as_pg[@]} -gt 0 ] && chown -R postgres "$p/repo" "$p/log" "$p/lock"
     # The role streams a base backup: REPLICATION and a pg_hba line for "replication".
     printf 'local replication all scram-sha-256\n' >>"$work/pg/data/pg_hba.conf"
     "${su_psql[@]}" -c "ALTER ROLE atp_user REPLICATION" -c "SELECT pg_reload_conf()" >/dev/null
@@ -46,11 +48,11 @@ CONF
     chmod 644 "$p/pgbackrest.conf"
     pgbr() { "${as_pg[@]}" pgbackrest --config="$p/pgbackrest.conf" --stanza=bench "$@"; }
     pgbr stanza-create >/dev/null
-    cat >"$p/atpred.toml" <<TOML
+    cat >"$a/atpred.toml" <<TOML
 [daemon]
-state-dir = "$p/state"
-backup-dir = "$p/backups"
-socket = "$p/atpred.sock"
+state-dir = "$a/state"
+backup-dir = "$a/backups"
+socket = "$a/atpred.sock"
 socket-group = ""
 
 [postgres]
@@ -70,10 +72,10 @@ kind = "backup"
 method = "physical"
 verify = "full"
 TOML
-    "$work/bin/atpred" --config "$p/atpred.toml" >"$p/atpred.log" 2>&1 &
+    "$work/bin/atpred" --config "$a/atpred.toml" >"$a/atpred.log" 2>&1 &
     local daemon=$!
-    for _ in $(seq 100); do [ -S "$p/atpred.sock" ] && break; sleep 0.1; done
-    ctl() { "$work/bin/atprectl" --socket "$p/atpred.sock" "$@"; }
+    for _ in $(seq 100); do [ -S "$a/atpred.sock" ] && break; sleep 0.1; done
+    ctl() { "$work/bin/atprectl" --socket "$a/atpred.sock" "$@"; }
     now() { date +%s.%N; }
     local cluster
     cluster=$("${su_psql[@]}" -Atc "SELECT sum(pg_database_size(oid)) FROM pg_database")
@@ -90,10 +92,10 @@ TOML
                 atpred | full)
                     local job=base
                     [ "$tool" = full ] && job=base-full
-                    ctl --json run "$job" --wait >"$p/run.json" || { cat "$p/run.json" "$p/atpred.log" >&2; return 1; }
+                    ctl --json run "$job" --wait >"$p/run.json" || { cat "$p/run.json" "$a/atpred.log" >&2; return 1; }
                     t1=$(now)
                     size=$(python3 -c 'import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); print(r["run"]["details"]["bytes"])' <"$p/run.json")
-                    rm -rf "$p/backups"/2*
+                    rm -rf "$a/backups"/2*
                     ;;
                 pgbackrest)
                     pgbr backup --type=full
