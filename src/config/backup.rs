@@ -10,6 +10,7 @@ use super::{ConfigError, PostgresConfig};
 /// The keys a backup job accepts besides the common ones.
 pub(super) const KEYS: &[&str] = &[
     "source",
+    "method",
     "dbname",
     "format",
     "parallel",
@@ -68,10 +69,36 @@ impl BackupSource {
     }
 }
 
+/// `method`: how a PostgreSQL backup is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupMethod {
+    /// One database, by pg_dump (the default).
+    #[default]
+    Logical,
+    /// The whole cluster, by `pg_basebackup -Ft -X none` ([`crate::jobs::backup::physical`]).
+    Physical,
+}
+
+impl BackupMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupMethod::Logical => "logical",
+            BackupMethod::Physical => "physical",
+        }
+    }
+
+    pub fn is_logical(&self) -> bool {
+        *self == BackupMethod::Logical
+    }
+}
+
 /// `kind = "backup"`: one database dumped with pg_dump, verified, published atomically.
 #[derive(Debug, Clone)]
 pub struct BackupSpec {
     pub source: BackupSource,
+    /// `logical` (pg_dump) or `physical` (pg_basebackup), for `source = "postgres"`.
+    pub method: BackupMethod,
     pub dbname: String,
     pub format: DumpFormat,
     /// pg_dump -j for the directory format.
@@ -188,6 +215,7 @@ pub(super) fn validate(
 ) -> Result<BackupSpec, ConfigError> {
     let k = |name: &str| format!("{key}.{name}");
     let source = source(check, key, &raw)?;
+    let method = super::backup_method::validate(check, key, &raw, source)?;
     let format = match raw.format.as_deref().unwrap_or("custom") {
         "custom" => DumpFormat::Custom,
         "directory" => DumpFormat::Directory,
@@ -315,6 +343,7 @@ pub(super) fn validate(
     };
     Ok(BackupSpec {
         source,
+        method,
         run_on,
         dbname: raw.dbname.unwrap_or_else(|| postgres.dbname.clone()),
         format,

@@ -8,6 +8,7 @@
 
 mod backup;
 mod backup_files;
+mod backup_method;
 mod coordination;
 mod drill_sql;
 mod error;
@@ -32,7 +33,7 @@ use std::time::Duration;
 use chrono_tz::Tz;
 
 pub use backup::{
-    BackupSource, BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel,
+    BackupMethod, BackupSource, BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel,
 };
 pub use backup_files::FilesSpec;
 pub use coordination::{Backend, CoordinationConfig};

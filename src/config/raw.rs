@@ -301,6 +301,7 @@ pub struct RawJob {
     pub min_size: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub if_empty: Option<bool>,
+    /// rotate: `rename` or `copytruncate`; backup: `logical` (pg_dump) or `physical`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -77,6 +77,10 @@ fn the_reference_config_loads() {
     assert_eq!(spec.paths[0], PathBuf::from("/opt/atpre/app/.env"));
     assert!(spec.one_file_system && !spec.ignore_unreadable);
     assert!(spec.excluded(std::path::Path::new("/etc/atpre/x/app.log")));
+    assert!(matches!(
+        &c.jobs[&"base".parse().unwrap()].spec,
+        JobSpec::Backup(b) if b.method == super::BackupMethod::Physical
+    ));
 }
 
 /// (what is wrong, file text appended to or replacing BASE, the key the error must name,
@@ -446,6 +450,36 @@ const BAD: &[(&str, &str, &str, usize)] = &[
     (
         "gzip on a redis backup",
         "[jobs.b]\nkind = \"backup\"\nsource = \"redis\"\ncompress = \"gzip\"\n",
+        "jobs.b.compress",
+        4,
+    ),
+    (
+        "an unknown backup method",
+        "[jobs.b]\nkind = \"backup\"\nmethod = \"snapshot\"\n",
+        "jobs.b.method",
+        3,
+    ),
+    (
+        "a physical redis backup",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"redis\"\nmethod = \"physical\"\n",
+        "jobs.b.method",
+        4,
+    ),
+    (
+        "a pg_dump setting on a physical backup",
+        "[jobs.b]\nkind = \"backup\"\nmethod = \"physical\"\nparallel = 2\n",
+        "jobs.b.parallel",
+        4,
+    ),
+    (
+        "a restore drill of a physical backup",
+        "[jobs.b]\nkind = \"backup\"\nmethod = \"physical\"\nverify = \"restore\"\n",
+        "jobs.b.verify",
+        4,
+    ),
+    (
+        "gzip on a physical backup",
+        "[jobs.b]\nkind = \"backup\"\nmethod = \"physical\"\ncompress = \"gzip\"\n",
         "jobs.b.compress",
         4,
     ),

@@ -43,6 +43,12 @@ pub(super) fn summary(e: catalog::Entry, offsite: Option<String>) -> BackupSumma
         .into(),
         job: m.map(|m| m.job.clone()),
         source: m.map(|m| m.source.as_str().to_owned()),
+        method: m
+            .filter(|m| m.source == crate::config::BackupSource::Postgres)
+            .map(|m| m.method.as_str().to_owned()),
+        lsn: m
+            .and_then(|m| m.physical.as_ref())
+            .map(|p| format!("{} (timeline {})", p.start_lsn, p.timeline)),
         database: m.map(|m| m.database.clone()),
         started: m.map(|m| m.started),
         bytes: m.map(|m| m.bytes),

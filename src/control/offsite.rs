@@ -87,6 +87,8 @@ pub async fn list(config: &Config, name: Option<&str>) -> Response {
         state: "unfinished".into(),
         job: None,
         source: None,
+        method: None,
+        lsn: None,
         database: None,
         started: None,
         bytes: Some(u.bytes),

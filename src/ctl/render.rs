@@ -300,6 +300,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
                 b.id.clone(),
                 b.job.clone().unwrap_or_else(dash),
                 b.source.clone().unwrap_or_else(dash),
+                b.method.clone().unwrap_or_else(dash),
                 b.database.clone().unwrap_or_else(dash),
                 b.started.map_or_else(dash, |t| timefmt::relative(t, now)),
                 b.bytes.map_or_else(dash, crate::jobs::backup::dump::mib),
@@ -309,6 +310,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
                 if b.encrypted { "yes" } else { "no" }.into(),
                 b.offsite.clone().unwrap_or_else(dash),
                 b.pinned.as_ref().map_or_else(dash, |_| "yes".into()),
+                b.lsn.clone().unwrap_or_else(dash),
             ]
         })
         .collect();
@@ -317,6 +319,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             "ID",
             "JOB",
             "SOURCE",
+            "METHOD",
             "DATABASE",
             "WHEN",
             "SIZE",
@@ -325,6 +328,7 @@ fn backups(backups: &[BackupSummary], now: DateTime<Utc>) -> String {
             "ENCRYPTED",
             "OFFSITE",
             "PINNED",
+            "LSN",
         ],
         &rows,
     )

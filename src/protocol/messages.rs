@@ -392,6 +392,12 @@ pub struct BackupSummary {
     /// What the backup holds: `postgres` or `redis` (the manifest's `source`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// How a PostgreSQL backup was taken: `logical` (pg_dump) or `physical` (pg_basebackup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// Where a physical backup's WAL starts (`START WAL LOCATION`), with its timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
     pub database: Option<String>,
     pub started: Option<DateTime<Utc>>,
     pub bytes: Option<u64>,

@@ -95,6 +95,14 @@ pub fn plan(
     opts: &Options,
     target_cluster: Option<&str>,
 ) -> Result<RestorePlan, RestoreError> {
+    if manifest.method == crate::config::BackupMethod::Physical {
+        // Its restore is a data directory plus WAL (point-in-time recovery), not pg_restore.
+        return Err(RestoreError::BadRequest(format!(
+            "{} is a physical base backup: pg_restore cannot load it; unpack it as a data \
+             directory (see the README's physical backups)",
+            manifest.id
+        )));
+    }
     check_name(&opts.to, "--to")?;
     for s in opts.schemas.iter().chain(&opts.tables) {
         check_name(s, "--schema/--table")?;

@@ -99,6 +99,8 @@ mod offsite_fetch_to;
 mod offsite_prune;
 mod offsite_support;
 mod offsite_targets;
+mod physical_backup;
+mod physical_support;
 mod pin_offsite;
 mod pin_prune;
 mod prune_busy;

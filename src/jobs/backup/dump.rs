@@ -98,6 +98,19 @@ pub(super) async fn stream_child(
     layers: Layers,
     failed: impl FnOnce(&process::ProcessOutput) -> JobError,
 ) -> Result<stream::Written, JobError> {
+    stream_child_through(ctx, proc_spec, path, layers, failed, |pipe| Box::new(pipe)).await
+}
+
+/// [`stream_child`], with the child's stdout wrapped by `wrap` before the layers (a reader
+/// that watches the bytes pass, say).
+pub(super) async fn stream_child_through(
+    ctx: &JobContext,
+    proc_spec: &process::ProcessSpec,
+    path: &Path,
+    layers: Layers,
+    failed: impl FnOnce(&process::ProcessOutput) -> JobError,
+    wrap: impl FnOnce(std::fs::File) -> Box<dyn std::io::Read + Send> + Send + 'static,
+) -> Result<stream::Written, JobError> {
     let program = Path::new(&proc_spec.program);
     let tool = program
         .file_name()
@@ -115,7 +128,7 @@ pub(super) async fn stream_child(
     let read = Arc::new(AtomicU64::new(0));
     let writer = {
         let (path, read) = (path.to_owned(), Arc::clone(&read));
-        tokio::task::spawn_blocking(move || stream::write_stream(pipe, &path, &layers, &read))
+        tokio::task::spawn_blocking(move || stream::write_stream(wrap(pipe), &path, &layers, &read))
     };
     // A failing writer (disk full) must stop the child, or it blocks on a full pipe forever.
     let stop_child = ctx.cancel.child_token();

@@ -4,8 +4,9 @@
 //! Format (`manifest_version` 3, stable field names; new fields may be added without a new
 //! version, a field changing meaning or going away takes one). Version 2 added `source`
 //! (version 1 manifests are read as `"postgres"`) and the `redis` facts; version 3 added
-//! `source = "files"` and its `tree` (a reader of version 2 would take a files backup for a
-//! pg_dump, hence the bump; PostgreSQL and Redis backups are still written as version 2):
+//! `source = "files"` and its `tree`, and `method = "physical"` with its `physical` facts (a
+//! reader of version 2 would take either for a pg_dump, hence the bump; pg_dump and Redis
+//! backups are still written as version 2):
 //! ```json
 //! { "manifest_version": 2, "source": "postgres", "id": "20261128T023000Z-nightly", "job": "nightly",
 //!   "database": "atp_re", "server": { "host": "/run/postgresql", "port": 5432, "version": "15.18",
@@ -36,6 +37,10 @@
 //! ([`super::files::tree::Tree`]): entry paths are relative to `/`, in archive order, `mode`
 //! is the permission bits (decimal in JSON), `changed` lists files whose size or mtime moved
 //! while they were read (their `sha256` is of the bytes archived).
+//! A physical backup (`"method": "physical"`, pg_basebackup) has `"database": "cluster"`, one
+//! file `base.tar[.zst][.age]` and `"physical": { "start_lsn": "0/2000028", "stop_lsn":
+//! "0/2000100", "timeline": 1, "start_wal_file": "000000010000000000000002", … }`
+//! ([`super::physical::PhysicalFacts`]).
 //!
 //! A safety backup (taken before `restore --replace`) also has
 //! `"safety_for": { "database": "app", "restore_of": "20261128T023000Z-nightly" }`.
@@ -47,12 +52,12 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BackupSource, Compression, DumpFormat, VerifyLevel};
+use crate::config::{BackupMethod, BackupSource, Compression, DumpFormat, VerifyLevel};
 use crate::publish;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const SUMS: &str = "SHA256SUMS";
-/// The newest version this daemon reads, and writes for a files backup.
+/// The newest version this daemon reads, and writes for a files or physical backup.
 pub const VERSION: u32 = 3;
 /// The version a PostgreSQL or Redis backup is written with: version 3 changed nothing for
 /// them, so a daemon of the version before still reads them (and refuses files backups).
@@ -64,6 +69,9 @@ pub struct Manifest {
     /// What was backed up; version 1 manifests (before Redis backups) say nothing: postgres.
     #[serde(default)]
     pub source: BackupSource,
+    /// `physical` for a base backup (pg_basebackup); absent (logical, pg_dump) otherwise.
+    #[serde(default, skip_serializing_if = "BackupMethod::is_logical")]
+    pub method: BackupMethod,
     pub id: String,
     pub job: String,
     pub database: String,
@@ -99,6 +107,10 @@ pub struct Manifest {
     /// The tree a files backup archived, entry by entry (`source = "files"` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree: Option<super::files::tree::Tree>,
+    /// What a physical backup's `backup_label` and `backup_manifest` say (`method =
+    /// "physical"` only): the WAL range a recovery from it needs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<super::physical::PhysicalFacts>,
 }
 
 /// What a safety backup was taken for.

@@ -15,6 +15,7 @@ mod finish;
 pub mod globals;
 pub mod manifest;
 pub(crate) mod partial;
+pub mod physical;
 pub mod redis;
 mod scratch_db;
 pub(crate) mod snapshot;
@@ -30,7 +31,7 @@ use self::manifest::{Encryption, Manifest, SafetyFor, Server, Verification, Veri
 use self::partial::Partial;
 use super::catalog::{self, State};
 use super::{JobContext, JobError, JobReport};
-use crate::config::{BackupSource, BackupSpec, VerifyLevel};
+use crate::config::{BackupMethod, BackupSource, BackupSpec, VerifyLevel};
 use crate::pg;
 
 /// The id suffix of a safety backup: `<time>-<job>.safety`.
@@ -39,6 +40,9 @@ pub const SAFETY_SUFFIX: &str = ".safety";
 /// One run of the job, by its source.
 pub async fn run(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobError> {
     match spec.source {
+        BackupSource::Postgres if spec.method == BackupMethod::Physical => {
+            physical::take(ctx, spec).await
+        }
         BackupSource::Postgres => take(ctx, spec, None).await,
         BackupSource::Redis => redis::take(ctx, spec).await,
         BackupSource::Files => files::take(ctx, spec).await,
@@ -131,6 +135,7 @@ pub async fn take(
     let manifest = Manifest {
         manifest_version: manifest::VERSION_DB,
         source: BackupSource::Postgres,
+        method: Default::default(),
         id: id.clone(),
         job: ctx.job.name.to_string(),
         database: spec.dbname.clone(),
@@ -165,6 +170,7 @@ pub async fn take(
         safety_for: safety.cloned(),
         redis: None,
         tree: None,
+        physical: None,
     };
 
     let details = json!({

@@ -20,7 +20,9 @@ use super::drill::{self, Facts, finish};
 use super::manifest::{FileSum, Manifest, Verification, VerifyOutcome};
 use super::scratch_db::Scratch;
 use super::stream;
-use crate::config::{BackupSource, Compression, DrillSql, DumpFormat, PostgresConfig, VerifyLevel};
+use crate::config::{
+    BackupMethod, BackupSource, Compression, DrillSql, DumpFormat, PostgresConfig, VerifyLevel,
+};
 use crate::jobs::JobError;
 use crate::pg;
 use crate::process::{self, ProcessError, ProcessSpec};
@@ -52,6 +54,9 @@ pub async fn verify(
         BackupSource::Redis => return super::redis::verify(env, dir, manifest, level).await,
         BackupSource::Files => return super::files::verify(env, dir, manifest, level).await,
         BackupSource::Postgres => {}
+    }
+    if manifest.method == BackupMethod::Physical {
+        return super::physical::verify(env, dir, manifest, level).await;
     }
     let t0 = Instant::now();
     let mut facts = Facts::default();

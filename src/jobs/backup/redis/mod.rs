@@ -124,6 +124,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
     let manifest = Manifest {
         manifest_version: super::manifest::VERSION_DB,
         source: BackupSource::Redis,
+        method: Default::default(),
         id: id.clone(),
         job: ctx.job.name.to_string(),
         database: DATABASE.to_owned(),
@@ -170,6 +171,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
             sample,
         }),
         tree: None,
+        physical: None,
     };
     let details = json!({
         "id": id,

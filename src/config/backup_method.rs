@@ -1,0 +1,72 @@
+//! `method` of a backup job: `logical` (pg_dump, the default) or `physical` (pg_basebackup),
+//! and the settings a physical backup refuses because they mean something to pg_dump only.
+
+use super::ConfigError;
+use super::backup::{BackupMethod, BackupSource};
+use super::raw::RawJob;
+use super::validate::Check;
+
+/// Keys of pg_dump backups that a physical backup cannot honour.
+const LOGICAL_ONLY: &[&str] = &[
+    "format",
+    "parallel",
+    "globals-passwords",
+    "drill-sql",
+    "verify-every",
+];
+
+/// The job's method, refusing settings that do not fit it.
+pub(super) fn validate(
+    check: &Check,
+    key: &str,
+    raw: &RawJob,
+    source: BackupSource,
+) -> Result<BackupMethod, ConfigError> {
+    let k = |name: &str| format!("{key}.{name}");
+    let method = match raw.method.as_deref().unwrap_or("logical") {
+        "logical" => BackupMethod::Logical,
+        "physical" => BackupMethod::Physical,
+        other => {
+            return Err(check.err(
+                &k("method"),
+                format!("{other:?} is not \"logical\" or \"physical\""),
+            ));
+        }
+    };
+    if method == BackupMethod::Logical {
+        return Ok(method);
+    }
+    if source != BackupSource::Postgres {
+        return Err(check.err(
+            &k("method"),
+            format!(
+                "a physical backup is of PostgreSQL; not with source = {:?}",
+                source.as_str()
+            ),
+        ));
+    }
+    if let Some(name) = raw
+        .set_keys()
+        .into_iter()
+        .find(|n| LOGICAL_ONLY.contains(&n.as_str()))
+    {
+        return Err(check.err(
+            &k(&name),
+            "a setting of logical (pg_dump) backups; not with method = \"physical\"",
+        ));
+    }
+    if raw.verify.as_deref() == Some("restore") {
+        return Err(check.err(
+            &k("verify"),
+            "a physical backup is verified at \"checksum\" or \"full\" (pg_verifybackup on an \
+             unpacked copy); its restore drill is the point-in-time drill",
+        ));
+    }
+    if raw.compress.as_deref() == Some("gzip") {
+        return Err(check.err(
+            &k("compress"),
+            "gzip is pg_dump's; a physical backup is compressed with \"zstd\" or \"none\"",
+        ));
+    }
+    Ok(method)
+}

@@ -1,0 +1,238 @@
+//! Verification of a base backup. Level checksum re-reads the stored file against its SHA-256.
+//! Level full (and restore, which a physical job refuses in its config) also unpacks it, on
+//! the same pass, into a private folder in restore-scratch-dir as a plain data directory and
+//! runs `pg_verifybackup --no-parse-wal` there (PostgreSQL 15 verifies plain-format backups
+//! only; `-X none` leaves the WAL to the archive): every file's size and checksum against
+//! backup_manifest, and the manifest's own checksum. The folder is removed whatever happens.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use super::super::manifest::{Manifest, Verification, VerifyOutcome};
+use super::super::stream;
+use super::super::verify::{Checked, Found, VerifyEnv, check_sums, identity_for, load_identities};
+use crate::config::{Compression, FreeSpace, VerifyLevel};
+use crate::jobs::JobError;
+use crate::pg;
+use crate::process::{self, ProcessError, ProcessSpec};
+
+/// Verifies the base backup in `dir` at `level`; only cancellation is an error.
+pub(in crate::jobs::backup) async fn verify(
+    env: &VerifyEnv<'_>,
+    dir: &Path,
+    m: &Manifest,
+    level: VerifyLevel,
+) -> Result<Verification, JobError> {
+    let (level, outcome, details) = match check(env, dir, m, level).await {
+        Ok((level, details)) => (level, VerifyOutcome::Passed, details),
+        Err(Found::Cancelled) => return Err(JobError::Cancelled),
+        Err(Found::Problem(level, details)) => (level, VerifyOutcome::Failed, details),
+    };
+    Ok(Verification {
+        level,
+        at: Utc::now(),
+        outcome,
+        details,
+    })
+}
+
+async fn check(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
+    let file = m
+        .files
+        .first()
+        .ok_or(Found::Problem(level, "the manifest lists no file".into()))?
+        .clone();
+    let (level, note, identity) = identity_for(env, m, level)?;
+    let checksum_only = |note: String| async move {
+        check_sums(dir, m.files.clone())
+            .await
+            .map(|d| (VerifyLevel::Checksum, format!("{note}{d}")))
+    };
+    if level == VerifyLevel::Checksum {
+        return checksum_only(note).await;
+    }
+    let Some(scratch) = env.scratch_dir else {
+        return checksum_only(format!("{note}no restore-scratch-dir to unpack in: ")).await;
+    };
+    // The default restore-scratch-dir is made on first use, as restores do.
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(scratch);
+    let tar_bytes = m.physical.as_ref().map_or(m.bytes, |p| p.tar_bytes);
+    if let Err(why) =
+        super::super::partial::preflight(scratch, tar_bytes, None, FreeSpace::Bytes(0))
+    {
+        return checksum_only(format!("{note}not unpacked ({why}): ")).await;
+    }
+    let work = Work::create(scratch, &m.id).map_err(|e| {
+        Found::Problem(
+            level,
+            format!("creating a folder in {}: {e}", scratch.display()),
+        )
+    })?;
+    let zstd = matches!(m.compression, Compression::Zstd { .. });
+    let (from, into) = (dir.join(&file.path), work.path.clone());
+    let unpacked = tokio::task::spawn_blocking(move || unpack(&from, zstd, identity, &into))
+        .await
+        .map_err(|e| Found::Problem(level, e.to_string()))?
+        .map_err(|e| Found::Problem(level, format!("unpacking {}: {e}", file.path)))?;
+    let w = &unpacked.read.written;
+    if w.sha256 != file.sha256 || w.bytes != file.bytes {
+        return Err(Found::Problem(
+            level,
+            format!(
+                "{}: checksum mismatch ({} bytes, sha256 {}; manifest says {} bytes, {})",
+                file.path, w.bytes, w.sha256, file.bytes, file.sha256
+            ),
+        ));
+    }
+    if let Some(e) = unpacked.read.decode_error.or(unpacked.untar_error) {
+        return Err(Found::Problem(
+            level,
+            format!("unpacking {}: {e}", file.path),
+        ));
+    }
+    let label = same_start(&work.path, m).map_err(|e| Found::Problem(level, e))?;
+    let verified = verify_backup(env, &work.path, level).await?;
+    Ok((
+        level,
+        format!(
+            "{note}{} re-read (checksum matches), unpacked into restore-scratch-dir; {label}; \
+             pg_verifybackup: {verified}",
+            file.path
+        ),
+    ))
+}
+
+/// The unpacked backup_label starts where the manifest says.
+fn same_start(work: &Path, m: &Manifest) -> Result<String, String> {
+    let text = std::fs::read_to_string(work.join("backup_label"))
+        .map_err(|e| format!("the unpacked backup has no readable backup_label: {e}"))?;
+    let label = super::facts::label(&text)?;
+    match &m.physical {
+        Some(p) if p.start_lsn == label.start_lsn && p.timeline == label.timeline => Ok(format!(
+            "backup_label starts at {} on timeline {}, as recorded",
+            label.start_lsn, label.timeline
+        )),
+        Some(p) => Err(format!(
+            "backup_label starts at {} on timeline {}, the manifest says {} on timeline {}",
+            label.start_lsn, label.timeline, p.start_lsn, p.timeline
+        )),
+        None => Err("the manifest has no physical facts".into()),
+    }
+}
+
+async fn verify_backup(
+    env: &VerifyEnv<'_>,
+    work: &Path,
+    level: VerifyLevel,
+) -> Result<String, Found> {
+    let tool = pg::tool(env.restore_target, "pg_verifybackup")
+        .map_err(|e| Found::Problem(level, e.to_string()))?;
+    let spec = ProcessSpec::new(tool)
+        .args(["--no-parse-wal", "--exit-on-error"])
+        .args([work]);
+    match process::run(&spec, env.cancel, |_, _| {}).await {
+        Err(ProcessError::Cancelled) => Err(Found::Cancelled),
+        Err(e) => Err(Found::Problem(level, format!("pg_verifybackup: {e}"))),
+        Ok(out) if !out.status.success() => Err(Found::Problem(
+            level,
+            format!(
+                "pg_verifybackup failed with {}: {}",
+                process::describe_status(&out.status),
+                out.stderr_summary(10)
+            ),
+        )),
+        Ok(out) => Ok(out.stdout_tail.join(" ").trim().to_owned()),
+    }
+}
+
+/// What unpacking found: the stored file's bytes, and why decoding or untarring stopped.
+struct Unpacked {
+    read: stream::ReadBack,
+    untar_error: Option<std::io::Error>,
+}
+
+/// Reads `from` (hashing every byte), decrypts and decodes it into a pipe, and untars the
+/// other end into `into`, on two threads.
+fn unpack(
+    from: &Path,
+    zstd: bool,
+    identity: Option<PathBuf>,
+    into: &Path,
+) -> std::io::Result<Unpacked> {
+    let ids = identity
+        .map(|p| load_identities(&p))
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    let (reader, mut writer) = std::io::pipe()?;
+    let into = into.to_owned();
+    let untar = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut archive = tar::Archive::new(reader);
+        archive.set_preserve_permissions(false);
+        archive.unpack(&into)?;
+        // Whatever follows the trailer is read too, so the writer never meets a closed pipe.
+        std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
+        Ok(())
+    });
+    let read = stream::read_stream(from, zstd, ids.as_deref(), Some(&mut writer));
+    drop(writer);
+    let untar_error = match untar.join() {
+        Ok(r) => r.err(),
+        Err(_) => Some(std::io::Error::other("the untar thread panicked")),
+    };
+    Ok(Unpacked {
+        read: read?,
+        untar_error,
+    })
+}
+
+const WORK_PREFIX: &str = ".physical-";
+
+/// Removes the unpacked folders of daemons that died while verifying (their pid, the name's
+/// last part, is gone): a kill -9 runs no destructor.
+fn sweep(scratch: &Path) {
+    let Ok(entries) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(WORK_PREFIX)
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::warn!("removed {name} from restore-scratch-dir: left by a daemon that died");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The private folder a backup is unpacked in, removed when dropped.
+struct Work {
+    path: PathBuf,
+}
+
+impl Work {
+    fn create(scratch: &Path, id: &str) -> std::io::Result<Work> {
+        sweep(scratch);
+        let path = scratch.join(format!("{WORK_PREFIX}{id}-{}", std::process::id()));
+        if path.exists() {
+            std::fs::remove_dir_all(&path)?;
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+        Ok(Work { path })
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
