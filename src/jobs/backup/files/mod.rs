@@ -137,6 +137,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
     let manifest = Manifest {
         manifest_version: VERSION,
         source: BackupSource::Files,
+        method: Default::default(),
         id: id.clone(),
         job: ctx.job.name.to_string(),
         database: DATABASE.to_owned(),
@@ -177,6 +178,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
         safety_for: None,
         redis: None,
         tree: Some(tree),
+        physical: None,
     };
     let details = json!({
         "id": id,

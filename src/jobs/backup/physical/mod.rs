@@ -198,6 +198,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
         daemon_version: crate::VERSION.to_owned(),
         safety_for: None,
         redis: None,
+        tree: None,
         physical: Some(facts.clone()),
     };
     let details = json!({
