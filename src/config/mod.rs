@@ -21,6 +21,7 @@ mod prune;
 mod raw;
 mod rotate;
 mod validate;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -42,6 +43,7 @@ pub use notify::{
 };
 pub use offsite::OffsiteTarget;
 pub use rotate::{Method, Naming, Reopen, RotateSpec, SuUser};
+pub use wal::WalArchiveSpec;
 
 use crate::ids::JobName;
 use crate::scheduler::Schedule;
@@ -104,7 +106,7 @@ pub enum LogTarget {
     Stderr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PostgresConfig {
     pub host: String,
     pub port: u16,
@@ -150,6 +152,8 @@ pub enum JobSpec {
     Rotate(RotateSpec),
     Command(CommandSpec),
     Health(HealthSpec),
+    /// Continuous: supervised by [`crate::wal`], never started by the runner.
+    WalArchive(WalArchiveSpec),
 }
 
 impl JobConfig {
@@ -167,6 +171,7 @@ impl JobSpec {
             JobSpec::Rotate(_) => Kind::Rotate,
             JobSpec::Command(_) => Kind::Command,
             JobSpec::Health(_) => Kind::Health,
+            JobSpec::WalArchive(_) => Kind::WalArchive,
         }
     }
 }
@@ -180,6 +185,8 @@ pub enum Kind {
     Rotate,
     Command,
     Health,
+    #[serde(rename = "wal-archive")]
+    WalArchive,
     /// Not a configurable kind: the kind of `atprectl restore` runs, recorded under the
     /// reserved job name [`RESTORE_JOB`].
     Restore,
@@ -196,6 +203,7 @@ impl Kind {
             Kind::Rotate => "rotate",
             Kind::Command => "command",
             Kind::Health => "health",
+            Kind::WalArchive => "wal-archive",
             Kind::Restore => "restore",
         }
     }

@@ -132,3 +132,5 @@ mod rotate_support;
 mod rotate_writer;
 mod schedule_dst;
 mod systemd_units;
+mod wal_archive;
+mod wal_support;

@@ -76,7 +76,8 @@ impl PgServer {
         if password_auth {
             // Replication is its own pseudo-database in pg_hba ("all" does not match it): the
             // trusted superuser may stream, for `start_replica`.
-            let hba = "local all postgres trust\nlocal replication postgres trust\nlocal all all scram-sha-256\n";
+            // Other roles with REPLICATION stream with their password (the wal-archive tests).
+            let hba = "local all postgres trust\nlocal replication postgres trust\nlocal all all scram-sha-256\nlocal replication all scram-sha-256\n";
             std::fs::write(server.data_dir().join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         }
         server.spawn_postmaster();
