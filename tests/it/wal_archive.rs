@@ -181,8 +181,14 @@ fn wal_archive_resumes_from_the_slot_after_kill_9_of_the_receiver_and_the_daemon
 #[test]
 fn wal_archive_a_dropped_slot_is_recreated_and_a_new_base_backup_required() {
     let wf = WalFixture::new();
-    let daemon = wf.daemon("").spawn();
-    wait_receiving(&daemon, 1);
+    let daemon = wf.daemon("synchronous = true").spawn();
+    let first = wait_receiving(&daemon, 1);
+    let pid = first["pid"].as_u64().expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("--synchronous"),
+        "synchronous = true passes --synchronous"
+    );
     let seg = wf.write_and_switch("a", 5_000);
     wf.wait_archived(&daemon, &seg);
 
@@ -280,4 +286,29 @@ fn wal_archive_disk_full_fails_cleanly_and_the_primary_keeps_running() {
     wait_check(&daemon, "ok", "receiving");
     drop(daemon);
     drop(tmpfs);
+}
+
+#[test]
+fn wal_archive_slot_retention_warns_then_fails_at_its_thresholds() {
+    let wf = WalFixture::new();
+    let daemon = wf
+        // A healthy receiver without --synchronous confirms at segment ends: the slot holds
+        // up to one segment (16 MiB) in normal operation.
+        .daemon("slot-retained-warn = \"24MiB\"\nslot-retained-fail = \"48MiB\"")
+        .spawn();
+    let status = wait_receiving(&daemon, 1);
+    wait_check(&daemon, "ok", "receiving");
+    // A receiver that stops confirming (frozen) makes the slot hold WAL on the server.
+    let receiver = Pid::from_raw(status["pid"].as_u64().expect("pid") as i32);
+    kill(receiver, Signal::SIGSTOP).expect("SIGSTOP pg_receivewal");
+    wf.write("a", 280_000);
+    let warn = wait_check(&daemon, "warn", "max_slot_wal_keep_size");
+    assert!(
+        warn["message"].as_str().unwrap_or("").contains(SLOT),
+        "{warn:#}"
+    );
+    wf.write("b", 280_000);
+    wait_check(&daemon, "fail", "holds");
+    kill(receiver, Signal::SIGCONT).expect("SIGCONT pg_receivewal");
+    wait_check(&daemon, "ok", "receiving");
 }
