@@ -20,6 +20,7 @@ pub(super) const KEYS: &[&str] = &[
     "slot-retained-warn",
     "slot-retained-fail",
     "archive-max-age",
+    "offsite",
 ];
 
 /// Common keys that mean nothing to a job that never runs on a schedule or on demand.
@@ -52,6 +53,8 @@ pub struct WalArchiveSpec {
     pub retained_fail: u64,
     /// Health fails when the newest archived segment is older than this.
     pub archive_max_age: Option<Duration>,
+    /// `[offsite.NAME]` targets every archived segment is copied to.
+    pub offsite: Vec<String>,
 }
 
 pub(super) fn validate(
@@ -149,6 +152,13 @@ pub(super) fn validate(
         retained_warn,
         retained_fail,
         archive_max_age,
+        offsite: raw
+            .offsite
+            .map(|o| o.into_vec())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|o| !o.is_empty())
+            .collect(),
     })
 }
 

@@ -47,7 +47,12 @@ impl Index {
     /// Opens (or creates) the index in `dir`; returns it and how many torn or unreadable lines
     /// were dropped.
     pub fn open(dir: &Path) -> io::Result<(Index, usize)> {
-        let path = dir.join(INDEX_FILE);
+        Self::open_file(dir.join(INDEX_FILE))
+    }
+
+    /// As [`Index::open`], for another file of the same lines (an offsite target's record of
+    /// the segments copied there).
+    pub fn open_file(path: PathBuf) -> io::Result<(Index, usize)> {
         let text = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -75,6 +80,15 @@ impl Index {
             },
             dropped,
         ))
+    }
+
+    /// The entries in the index file in `dir` as it is on disk now (a torn line left out).
+    pub fn read(dir: &Path) -> io::Result<Vec<Entry>> {
+        match std::fs::read(dir.join(INDEX_FILE)) {
+            Ok(bytes) => Ok(parse(&bytes).0.into_values().collect()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {

@@ -17,6 +17,7 @@
 mod archive;
 mod index;
 mod monitor;
+mod offsite;
 mod receiver;
 pub mod segment;
 mod slot;
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::alerts::Notifier;
-use crate::config::{Config, JobSpec, WalArchiveSpec};
+use crate::config::{Config, JobSpec, OffsiteTarget, WalArchiveSpec};
 use crate::ids::JobName;
 use crate::jobs::backup::stream::Layers;
 use crate::jobs::health::board::{Board, Probe};
@@ -49,6 +50,8 @@ const ARCHIVE_EVERY: Duration = Duration::from_secs(1);
 /// After a failed pass (a full disk), the next try; the spool holds the segments meanwhile.
 const ARCHIVE_RETRY: Duration = Duration::from_secs(10);
 const CHECK_EVERY: Duration = Duration::from_secs(10);
+/// How often archived segments are offered to the offsite targets.
+const OFFSITE_EVERY: Duration = Duration::from_secs(5);
 /// At stop, how long the receiver and the last archive pass get.
 const STOP_WAIT: Duration = Duration::from_secs(15);
 
@@ -75,6 +78,8 @@ pub struct Snapshot {
     pub newest_completed: Option<DateTime<Utc>>,
     pub archived_lsn: Option<u64>,
     pub slot: Option<SlotView>,
+    /// Per offsite target, why its last pass failed.
+    pub offsite_errors: BTreeMap<String, String>,
 }
 
 /// One job's shared state.
@@ -136,6 +141,7 @@ impl JobState {
 
 struct Running {
     spec: WalArchiveSpec,
+    targets: Vec<OffsiteTarget>,
     state: Arc<JobState>,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -167,25 +173,33 @@ impl Archivers {
     /// new one starts once the old one has ended). Must be called within the runtime.
     pub fn apply(&self, config: &Config) {
         let mut jobs = self.lock();
-        let wanted: BTreeMap<JobName, WalArchiveSpec> = config
+        let wanted: BTreeMap<JobName, (WalArchiveSpec, Vec<OffsiteTarget>)> = config
             .jobs
             .values()
             .filter_map(|j| match &j.spec {
-                JobSpec::WalArchive(s) => Some((j.name.clone(), s.clone())),
+                JobSpec::WalArchive(s) => {
+                    let targets = s
+                        .offsite
+                        .iter()
+                        .filter_map(|n| config.offsite.get(n).cloned())
+                        .collect();
+                    Some((j.name.clone(), (s.clone(), targets)))
+                }
                 _ => None,
             })
             .collect();
         let mut previous: BTreeMap<JobName, JoinHandle<()>> = BTreeMap::new();
         let names: Vec<JobName> = jobs.keys().cloned().collect();
         for name in names {
-            if wanted.get(&name) != jobs.get(&name).map(|r| &r.spec)
+            let now = jobs.get(&name).map(|r| (r.spec.clone(), r.targets.clone()));
+            if wanted.get(&name) != now.as_ref()
                 && let Some(old) = jobs.remove(&name)
             {
                 old.cancel.cancel();
                 previous.insert(name, old.task);
             }
         }
-        for (name, spec) in wanted {
+        for (name, (spec, targets)) in wanted {
             if jobs.contains_key(&name) {
                 continue;
             }
@@ -194,6 +208,7 @@ impl Archivers {
             let ctx = JobCtx {
                 job: name.clone(),
                 spec: spec.clone(),
+                targets: targets.clone(),
                 state: Arc::clone(&state),
                 board: Arc::clone(&self.board),
                 notifier: self.notifier.clone(),
@@ -207,6 +222,7 @@ impl Archivers {
                 name,
                 Running {
                     spec,
+                    targets,
                     state,
                     cancel,
                     task,
@@ -303,6 +319,7 @@ impl Archivers {
 struct JobCtx {
     job: JobName,
     spec: WalArchiveSpec,
+    targets: Vec<OffsiteTarget>,
     state: Arc<JobState>,
     board: Arc<Board>,
     notifier: Notifier,
@@ -344,7 +361,8 @@ impl JobCtx {
         tokio::join!(
             receive,
             self.archive_loop(index, &receiver_done),
-            self.monitor_loop(&cancel)
+            self.monitor_loop(&cancel),
+            self.offsite_loop(&cancel)
         );
     }
 
@@ -432,6 +450,35 @@ impl JobCtx {
             None => self.state.lock().archive_error = pass.error,
         }
         index
+    }
+
+    /// Offers the archived segments to each offsite target every [`OFFSITE_EVERY`].
+    async fn offsite_loop(&self, cancel: &CancellationToken) {
+        if self.targets.is_empty() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(OFFSITE_EVERY) => {}
+                () = cancel.cancelled() => return,
+            }
+            for t in &self.targets {
+                let result =
+                    offsite::pass(t, self.job.as_str(), &self.spec.archive_dir, cancel).await;
+                let mut s = self.state.lock();
+                match result {
+                    Ok(_) => {
+                        s.offsite_errors.remove(&t.name);
+                    }
+                    Err(e) => {
+                        if s.offsite_errors.get(&t.name) != Some(&e) {
+                            tracing::warn!("offsite {}: copying segments failed: {e}", t.name);
+                        }
+                        s.offsite_errors.insert(t.name.clone(), e);
+                    }
+                }
+            }
+        }
     }
 
     /// Observes the slot and records the job's health check every [`CHECK_EVERY`].

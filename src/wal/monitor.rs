@@ -103,6 +103,12 @@ pub fn judge(
             }
         }
     }
+    for (target, e) in &snap.offsite_errors {
+        findings.push((
+            HealthStatus::Warn,
+            format!("offsite {target}: segments not copied yet: {e}"),
+        ));
+    }
     if let (Some(max), Some(last)) = (spec.archive_max_age, snap.newest_completed) {
         let age = (now - last).to_std().unwrap_or(Duration::ZERO);
         if age > max {

@@ -19,6 +19,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const STABLE: Duration = Duration::from_secs(60);
 /// What pg_receivewal says when the server no longer has the WAL it asked for.
 const WAL_REMOVED: &str = "has already been removed";
+/// What pg_receivewal says of a `.partial` it was still zero-filling when it was killed.
+const TORN_PADDING: &str = "should be 0 or";
 
 /// Runs the receiver until `cancel`, restarting it with backoff.
 pub async fn supervise(spec: &WalArchiveSpec, state: &JobState, cancel: &CancellationToken) {
@@ -100,6 +102,9 @@ async fn once(
     if stderr.contains(WAL_REMOVED) {
         discard_partial(&spec.spool_dir);
     }
+    if stderr.contains(TORN_PADDING) {
+        remove_torn_padding(&spec.spool_dir, &out.stderr_tail);
+    }
     let hint = crate::pg::auth_hint(&stderr)
         .map(|h| format!(" ({h})"))
         .unwrap_or_default();
@@ -117,6 +122,27 @@ fn prepare_spool(dir: &Path) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// pg_receivewal zero-fills a new `.partial` to the segment size before it writes any WAL into
+/// it, and refuses a file of another size at its next start ("has N bytes, should be 0 or
+/// 16777216"). A kill -9 during that padding leaves such a file: it holds no WAL (the slot has
+/// not confirmed anything in it), so it is removed and the segment streamed again.
+fn remove_torn_padding(dir: &Path, stderr: &[String]) {
+    for line in stderr.iter().filter(|l| l.contains(TORN_PADDING)) {
+        let Some(name) = line
+            .split('"')
+            .nth(1)
+            .filter(|n| n.ends_with(".partial") && !n.contains('/'))
+        else {
+            continue;
+        };
+        tracing::warn!(
+            segment = %name,
+            "removing {name}: pg_receivewal was killed while zero-filling it (it holds no WAL); the segment is streamed again"
+        );
+        let _ = std::fs::remove_file(dir.join(name));
+    }
 }
 
 /// The server no longer has the WAL the in-flight segment continues: that segment can never be

@@ -133,4 +133,5 @@ mod rotate_writer;
 mod schedule_dst;
 mod systemd_units;
 mod wal_archive;
+mod wal_offsite;
 mod wal_support;
