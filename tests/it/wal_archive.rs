@@ -176,6 +176,32 @@ fn wal_archive_resumes_from_the_slot_after_kill_9_of_the_receiver_and_the_daemon
         !check["message"].as_str().unwrap_or("").contains("gap"),
         "{check:#}"
     );
+
+    // A segment lost from the archive (its line and file gone while the daemon was down): the
+    // gap check names exactly the missing range.
+    daemon.signal(Signal::SIGTERM);
+    assert!(daemon.wait_exit(Duration::from_secs(30)).is_some());
+    let index_path = wf.archive_dir().join("index.jsonl");
+    let text = std::fs::read_to_string(&index_path).expect("index");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_by_key(|l| {
+        serde_json::from_str::<serde_json::Value>(l).expect("json")["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    });
+    assert!(lines.len() >= 3, "{lines:?}");
+    let lost: serde_json::Value = serde_json::from_str(lines.remove(1)).expect("json");
+    let lost_name = lost["name"].as_str().expect("name").to_owned();
+    std::fs::remove_file(wf.archive_dir().join(lost["file"].as_str().expect("file")))
+        .expect("remove the segment");
+    std::fs::write(&index_path, format!("{}\n", lines.join("\n"))).expect("rewrite the index");
+    daemon.restart();
+    wait_check(
+        &daemon,
+        "fail",
+        &format!("gap in the archive: {lost_name} to {lost_name} missing"),
+    );
 }
 
 #[test]
