@@ -88,8 +88,16 @@ fn one(
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let written =
-        stream::write_stream(input, &tmp, layers, &Arc::new(AtomicU64::new(0))).and_then(|w| {
+    // One segment is 16 MiB: zstd on this thread (a few MiB of state) rather than the dump's
+    // multi-threaded encoder, then the pipeline's own age layer, hashing and fsync.
+    let mut zstd = zstd::stream::read::Encoder::new(input, layers.zstd_level.unwrap_or(3))?;
+    zstd.include_checksum(true)?;
+    let encrypt_only = Layers {
+        zstd_level: None,
+        recipients: layers.recipients.clone(),
+    };
+    let written = stream::write_stream(zstd, &tmp, &encrypt_only, &Arc::new(AtomicU64::new(0)))
+        .and_then(|w| {
             std::fs::rename(&tmp, spec.archive_dir.join(&file))?;
             fsync_dir(&spec.archive_dir)?;
             Ok(w)

@@ -118,6 +118,16 @@ fn wal_archive_segments_are_encrypted_indexed_and_replay_with_the_clis() {
     let run = ctl(&daemon, &["run", JOB, "--wait"]);
     assert_ne!(run.status, 0, "{}{}", run.stdout, run.stderr);
 
+    // The daemon's peak memory while archiving (the aim: 48 MiB).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid())).expect("status");
+    let hwm_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM");
+    eprintln!("daemon peak RSS while archiving: {} KiB", hwm_kib);
+    assert!(hwm_kib < 48 * 1024, "peak RSS {hwm_kib} KiB");
+
     // A clean stop ends the receiver with the daemon.
     daemon.signal(Signal::SIGTERM);
     assert!(daemon.wait_exit(Duration::from_secs(30)).is_some());
