@@ -98,6 +98,12 @@ pub(super) fn job(
     )?;
     let coordinate = coordinate(check, key, &kind, raw.coordinate)?;
     let description = raw.description.clone();
+    if kind == "wal-archive" && raw.ping_url.is_some() {
+        return Err(check.err(
+            &format!("{key}.ping-url"),
+            "a wal-archive job has no runs to ping about; its state is in the health check wal:<job>",
+        ));
+    }
     let ping_url = super::ping::url(check, &format!("{key}.ping-url"), raw.ping_url.take())?;
     let notify = super::notify::job(check, key, &mut raw)?;
     let spec = match kind.as_str() {

@@ -467,6 +467,12 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         3,
     ),
     (
+        "a ping URL on a wal-archive job",
+        "[jobs.wal]\nkind = \"wal-archive\"\nping-url = \"https://hc-ping.com/x\"\n",
+        "jobs.wal.ping-url",
+        3,
+    ),
+    (
         "a backup key in a wal-archive job",
         "[jobs.wal]\nkind = \"wal-archive\"\nverify = \"full\"\n",
         "jobs.wal.verify",
@@ -498,6 +504,11 @@ fn wal_archive_jobs_have_defaults() {
     assert_eq!(w.replication.user, c.postgres.user);
     assert_eq!((w.retained_warn, w.retained_fail), (1 << 30, 4 << 30));
     assert!(job.schedule.is_none() && !job.coordinate);
+    let described = crate::scheduler::describe_jobs(&c, chrono::Utc::now());
+    assert!(
+        described.contains("wal-main (wal-archive): continuous"),
+        "{described}"
+    );
 }
 
 #[test]
