@@ -55,6 +55,7 @@ pub mod scheduler;
 pub mod secret;
 pub mod timefmt;
 pub mod trust;
+pub mod wal;
 
 /// The daemon's and client's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -270,31 +270,7 @@ pub(super) fn validate(
             return Err(check.err(&k("verify-every"), "not with source = \"files\""));
         }
     }
-    let mut encrypt_to = raw.encrypt_to.clone().unwrap_or_default();
-    if let Some(file) = &raw.encrypt_to_file {
-        let text = std::fs::read_to_string(file).map_err(|e| {
-            check.err(
-                &k("encrypt-to-file"),
-                format!("cannot read {}: {e}", file.display()),
-            )
-        })?;
-        encrypt_to.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
-    }
-    for r in &encrypt_to {
-        if r.parse::<age::x25519::Recipient>().is_err() {
-            let key = if raw.encrypt_to_file.is_some() {
-                "encrypt-to-file"
-            } else {
-                "encrypt-to"
-            };
-            return Err(check.err(&k(key), format!("{r:?} is not an age recipient (age1…)")));
-        }
-    }
+    let encrypt_to = recipients(check, key, &raw)?;
     if !encrypt_to.is_empty() && format != DumpFormat::Custom {
         return Err(check.err(&k("encrypt-to"), "encryption needs format = \"custom\""));
     }
@@ -443,4 +419,40 @@ fn free_space(s: &str) -> Option<FreeSpace> {
     s.parse::<bytesize::ByteSize>()
         .ok()
         .map(|b| FreeSpace::Bytes(b.as_u64()))
+}
+
+/// `encrypt-to` and `encrypt-to-file`: the age recipients of a job's files, each checked
+/// (backup jobs and wal-archive jobs encrypt to keys given the same way).
+pub(super) fn recipients(
+    check: &Check,
+    key: &str,
+    raw: &RawJob,
+) -> Result<Vec<String>, ConfigError> {
+    let k = |name: &str| format!("{key}.{name}");
+    let mut encrypt_to = raw.encrypt_to.clone().unwrap_or_default();
+    if let Some(file) = &raw.encrypt_to_file {
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            check.err(
+                &k("encrypt-to-file"),
+                format!("cannot read {}: {e}", file.display()),
+            )
+        })?;
+        encrypt_to.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    for r in &encrypt_to {
+        if r.parse::<age::x25519::Recipient>().is_err() {
+            let key = if raw.encrypt_to_file.is_some() {
+                "encrypt-to-file"
+            } else {
+                "encrypt-to"
+            };
+            return Err(check.err(&k(key), format!("{r:?} is not an age recipient (age1…)")));
+        }
+    }
+    Ok(encrypt_to)
 }

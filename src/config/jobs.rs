@@ -47,11 +47,12 @@ pub(super) fn job(
         "prune" => super::prune::KEYS,
         "rotate" => super::rotate::KEYS,
         "health" => super::health::KEYS,
+        "wal-archive" => super::wal::KEYS,
         other => {
             return Err(check.err(
                 &format!("{key}.kind"),
                 format!(
-                    "unknown kind {other:?}: expected one of \"backup\", \"prune\", \"health\", \"rotate\", \"command\""
+                    "unknown kind {other:?}: expected one of \"backup\", \"prune\", \"health\", \"rotate\", \"command\", \"wal-archive\""
                 ),
             ));
         }
@@ -97,6 +98,12 @@ pub(super) fn job(
     )?;
     let coordinate = coordinate(check, key, &kind, raw.coordinate)?;
     let description = raw.description.clone();
+    if kind == "wal-archive" && raw.ping_url.is_some() {
+        return Err(check.err(
+            &format!("{key}.ping-url"),
+            "a wal-archive job has no runs to ping about; its state is in the health check wal:<job>",
+        ));
+    }
     let ping_url = super::ping::url(check, &format!("{key}.ping-url"), raw.ping_url.take())?;
     let notify = super::notify::job(check, key, &mut raw)?;
     let spec = match kind.as_str() {
@@ -104,6 +111,14 @@ pub(super) fn job(
         "prune" => JobSpec::Prune(super::prune::validate(check, key, raw)?),
         "rotate" => JobSpec::Rotate(super::rotate::validate(check, key, raw)?),
         "health" => JobSpec::Health(super::health::validate(check, key, raw, daemon)?),
+        "wal-archive" => JobSpec::WalArchive(super::wal::validate(
+            check,
+            key,
+            name.as_str(),
+            raw,
+            postgres,
+            daemon,
+        )?),
         _ => command(check, key, raw)?,
     };
     Ok(JobConfig {
@@ -131,13 +146,13 @@ fn coordinate(
     value: Option<bool>,
 ) -> Result<bool, ConfigError> {
     match (kind, value) {
-        ("rotate" | "health", Some(_)) => Err(check.err(
+        ("rotate" | "health" | "wal-archive", Some(_)) => Err(check.err(
             &format!("{key}.coordinate"),
             format!(
                 "{kind} jobs act on this host only and are never coordinated across hosts; remove the key"
             ),
         )),
-        ("rotate" | "health", None) => Ok(false),
+        ("rotate" | "health" | "wal-archive", None) => Ok(false),
         (_, v) => Ok(v.unwrap_or(true)),
     }
 }

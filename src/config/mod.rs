@@ -24,6 +24,7 @@ mod prune;
 mod raw;
 mod rotate;
 mod validate;
+mod wal;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -46,6 +47,7 @@ pub use notify::{
 };
 pub use offsite::OffsiteTarget;
 pub use rotate::{Method, Naming, Reopen, RotateSpec, SuUser};
+pub use wal::WalArchiveSpec;
 
 use crate::ids::JobName;
 use crate::scheduler::Schedule;
@@ -110,7 +112,7 @@ pub enum LogTarget {
     Stderr,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PostgresConfig {
     pub host: String,
     pub port: u16,
@@ -156,6 +158,8 @@ pub enum JobSpec {
     Rotate(RotateSpec),
     Command(CommandSpec),
     Health(HealthSpec),
+    /// Continuous: supervised by [`crate::wal`], never started by the runner.
+    WalArchive(WalArchiveSpec),
 }
 
 impl JobConfig {
@@ -173,6 +177,7 @@ impl JobSpec {
             JobSpec::Rotate(_) => Kind::Rotate,
             JobSpec::Command(_) => Kind::Command,
             JobSpec::Health(_) => Kind::Health,
+            JobSpec::WalArchive(_) => Kind::WalArchive,
         }
     }
 }
@@ -186,6 +191,8 @@ pub enum Kind {
     Rotate,
     Command,
     Health,
+    #[serde(rename = "wal-archive")]
+    WalArchive,
     /// Not a configurable kind: the kind of `atprectl restore` runs, recorded under the
     /// reserved job name [`RESTORE_JOB`].
     Restore,
@@ -202,6 +209,7 @@ impl Kind {
             Kind::Rotate => "rotate",
             Kind::Command => "command",
             Kind::Health => "health",
+            Kind::WalArchive => "wal-archive",
             Kind::Restore => "restore",
         }
     }

@@ -199,6 +199,7 @@ pub(super) fn check_jobs(check: &Check, config: &Config) -> Result<(), ConfigErr
         let key = format!("jobs.{}.offsite", job.name);
         let (names, encrypted) = match &job.spec {
             JobSpec::Backup(b) => (b.offsite.as_slice(), !b.encrypt_to.is_empty()),
+            JobSpec::WalArchive(w) => (w.offsite.as_slice(), !w.encrypt_to.is_empty()),
             JobSpec::Prune(p) => match &p.target {
                 crate::jobs::prune::Target::Offsite(n) => (std::slice::from_ref(n), true),
                 crate::jobs::prune::Target::Local => continue,

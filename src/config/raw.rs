@@ -320,6 +320,21 @@ pub struct RawJob {
     pub allow_shared_dir: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub su: Option<String>,
+    // kind = "wal-archive" (also `encrypt-to`, `encrypt-to-file` and `compress-level` above)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synchronous: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_retained_warn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_retained_fail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive_max_age: Option<String>,
 }
 
 /// `reopen = { pid-file = "...", signal = "HUP" }` of a rotate job.

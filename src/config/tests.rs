@@ -525,7 +525,74 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         "jobs.b.verify",
         0,
     ),
+    (
+        "a wal-archive job with a schedule",
+        "[jobs.wal]\nkind = \"wal-archive\"\nschedule = \"@daily\"\n",
+        "jobs.wal.schedule",
+        3,
+    ),
+    (
+        "a slot name PostgreSQL refuses",
+        "[jobs.wal]\nkind = \"wal-archive\"\nslot = \"My-Slot\"\n",
+        "jobs.wal.slot",
+        3,
+    ),
+    (
+        "a wal archive inside backup-dir",
+        "[daemon]\nbackup-dir = \"/tmp/b\"\n[jobs.wal]\nkind = \"wal-archive\"\narchive-dir = \"/tmp/b/wal\"\n",
+        "jobs.wal.archive-dir",
+        5,
+    ),
+    (
+        "retention thresholds upside down",
+        "[jobs.wal]\nkind = \"wal-archive\"\nslot-retained-warn = \"5GiB\"\nslot-retained-fail = \"1GiB\"\n",
+        "jobs.wal.slot-retained-warn",
+        3,
+    ),
+    (
+        "a ping URL on a wal-archive job",
+        "[jobs.wal]\nkind = \"wal-archive\"\nping-url = \"https://hc-ping.com/x\"\n",
+        "jobs.wal.ping-url",
+        3,
+    ),
+    (
+        "a backup key in a wal-archive job",
+        "[jobs.wal]\nkind = \"wal-archive\"\nverify = \"full\"\n",
+        "jobs.wal.verify",
+        3,
+    ),
 ];
+
+#[test]
+fn wal_archive_jobs_have_defaults() {
+    let c = load(
+        &format!("{BASE}\n[jobs.wal-main]\nkind = \"wal-archive\"\n"),
+        &[],
+    )
+    .unwrap();
+    let job = &c.jobs[&"wal-main".parse().unwrap()];
+    let JobSpec::WalArchive(w) = &job.spec else {
+        panic!("{job:?}")
+    };
+    assert_eq!(w.slot, "atpred_wal_main");
+    assert!(!w.synchronous && w.encrypt_to.is_empty());
+    assert_eq!(
+        w.archive_dir,
+        PathBuf::from("/tmp/atpred-test/state/wal-archive/wal-main")
+    );
+    assert_eq!(
+        w.spool_dir,
+        PathBuf::from("/tmp/atpred-test/state/wal-spool/wal-main")
+    );
+    assert_eq!(w.replication.user, c.postgres.user);
+    assert_eq!((w.retained_warn, w.retained_fail), (1 << 30, 4 << 30));
+    assert!(job.schedule.is_none() && !job.coordinate);
+    let described = crate::scheduler::describe_jobs(&c, chrono::Utc::now());
+    assert!(
+        described.contains("wal-main (wal-archive): continuous"),
+        "{described}"
+    );
+}
 
 #[test]
 fn bad_configs_name_their_key_and_line() {

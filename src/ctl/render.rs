@@ -247,6 +247,15 @@ fn jobs(jobs: &[JobStatus], now: DateTime<Utc>) -> String {
             let next = j
                 .next_run
                 .map_or_else(|| "-".into(), |t| timefmt::relative(t, now));
+            if let Some(w) = &j.wal {
+                return vec![
+                    j.name.to_string(),
+                    j.kind.to_string(),
+                    "continuous".into(),
+                    "-".into(),
+                    wal_state(w, now),
+                ];
+            }
             let last = match (&j.running, &j.last_run) {
                 (Some(r), _) => format!("running since {}", timefmt::relative(r.started, now)),
                 (None, Some(l)) => format!(
@@ -266,6 +275,29 @@ fn jobs(jobs: &[JobStatus], now: DateTime<Utc>) -> String {
         })
         .collect();
     table(&["JOB", "KIND", "SCHEDULE", "NEXT", "LAST"], &rows)
+}
+
+/// A wal-archive job's LAST column: the receiver, then the archive.
+fn wal_state(w: &crate::protocol::WalStatus, now: DateTime<Utc>) -> String {
+    let mut text = w.receiver.clone();
+    if let Some(m) = &w.message {
+        text.push_str(&format!(" ({m})"));
+    }
+    match (&w.last_segment, w.last_archived) {
+        (Some(s), Some(at)) => text.push_str(&format!(
+            " · {} segments, last {s} archived {}",
+            w.segments,
+            timefmt::relative(at, now)
+        )),
+        _ => text.push_str(" · nothing archived yet"),
+    }
+    if let Some(at) = w.base_backup_required_since {
+        text.push_str(&format!(
+            " · slot recreated {}: new base backup required",
+            timefmt::relative(at, now)
+        ));
+    }
+    text
 }
 
 fn history(runs: &[RunRecord], now: DateTime<Utc>) -> String {

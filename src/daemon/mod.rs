@@ -205,6 +205,8 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             .notifier()
             .daemon(&crate::alerts::daemon_events::unclean_stop(&pid, &ended));
     }
+    let wal = crate::wal::Archivers::new(Arc::clone(runner.health()), runner.notifier().clone());
+    wal.apply(&config_rx.borrow());
     let shared = Arc::new(Shared {
         started: Utc::now(),
         config: config_rx.clone(),
@@ -212,6 +214,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
         reload_error: reload_error_rx,
         runner: Arc::clone(&runner),
         commands: commands_tx,
+        wal: Arc::clone(&wal),
     });
 
     let scheduler_stop = CancellationToken::new();
@@ -264,6 +267,7 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
     scheduler_stop.cancel();
     let _ = scheduler_task.await;
     supervisor.finish_runs(&runner, &root).await;
+    wal.stop().await;
     runner.pings().close(PING_DRAIN).await;
     runner.notifier().close(PING_DRAIN).await;
     control_stop.cancel();
@@ -346,7 +350,8 @@ impl Supervisor {
                 self.shared
                     .runner
                     .health()
-                    .retain(|check| runs_check(&new, check));
+                    .retain(|check| runs_check(&new, check) || crate::wal::owns_check(&new, check));
+                self.shared.wal.apply(&new);
                 self.scheduler.apply(new).await;
                 self.reload_error_tx.send_replace(None);
                 tracing::info!(jobs, "configuration reloaded");

@@ -28,6 +28,8 @@ pub struct Shared {
     pub reload_error: watch::Receiver<Option<String>>,
     pub runner: Arc<Runner>,
     pub commands: mpsc::Sender<Command>,
+    /// The wal-archive jobs, running beside the runner.
+    pub wal: Arc<crate::wal::Archivers>,
 }
 
 impl Shared {
@@ -59,6 +61,7 @@ impl Shared {
             next_run: next.get(&job.name).copied(),
             running: self.runner.running_of(&job.name),
             last_run: self.runner.history().last(&job.name),
+            wal: self.wal.status(&job.name),
         });
         let external = self
             .runner
@@ -72,6 +75,7 @@ impl Shared {
                 next_run: None,
                 last_run: self.runner.history().last(&run.job),
                 running: Some(run),
+                wal: None,
             });
         configured.chain(external).collect()
     }

@@ -134,5 +134,9 @@ pub async fn execute(ctx: &JobContext) -> Result<JobReport, JobError> {
         JobSpec::Rotate(spec) => rotate::run(ctx, spec).await,
         JobSpec::Command(spec) => command::run(ctx, spec).await,
         JobSpec::Health(spec) => health::run(ctx, spec).await,
+        JobSpec::WalArchive(_) => Err(JobError::permanent(format!(
+            "{} is a wal-archive job: it runs continuously under the daemon, not on demand (its state: atprectl jobs, atprectl health)",
+            ctx.job.name
+        ))),
     }
 }

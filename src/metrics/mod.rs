@@ -156,6 +156,9 @@ pub async fn render(shared: &Shared) -> String {
     );
     offsite(&config, &catalog, &mut registry);
     health(shared, &mut registry);
+    shared
+        .wal
+        .register_metrics(&mut registry, chrono::Utc::now());
 
     let mut text = String::new();
     if let Err(e) = encode(&mut text, &registry) {

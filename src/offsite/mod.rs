@@ -20,7 +20,7 @@ pub mod reader;
 mod remote;
 pub mod ship;
 pub mod state;
-mod transfer;
+pub(crate) mod transfer;
 
 pub use remote::Remote;
 

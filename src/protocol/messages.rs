@@ -380,6 +380,34 @@ pub struct JobStatus {
     pub next_run: Option<DateTime<Utc>>,
     pub running: Option<RunningRun>,
     pub last_run: Option<RunRecord>,
+    /// A wal-archive job's receiver and archive (absent for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalStatus>,
+}
+
+/// The state of a wal-archive job (see [`crate::wal`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WalStatus {
+    /// `starting`, `receiving`, `backing-off`, `stopped`.
+    pub receiver: String,
+    /// Since when the receiver is in that state.
+    pub since: Option<DateTime<Utc>>,
+    /// Why it is down, or what the archiver last failed at.
+    pub message: Option<String>,
+    /// The receiver's pid while it runs.
+    pub pid: Option<u32>,
+    /// Receiver starts since the daemon started (the first included).
+    pub starts: u64,
+    /// The newest archived segment and when it was archived.
+    pub last_segment: Option<String>,
+    pub last_archived: Option<DateTime<Utc>>,
+    /// Segments in the archive's index.
+    pub segments: u64,
+    /// The end of the newest archived segment, as an LSN (`0/3000000`).
+    pub archived_lsn: Option<String>,
+    /// Set when the slot had to be recreated: the archive has a gap, and restores from WAL need
+    /// a base backup taken after this time.
+    pub base_backup_required_since: Option<DateTime<Utc>>,
 }
 
 /// One entry of the answer to `backups`.

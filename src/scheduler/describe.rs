@@ -18,6 +18,9 @@ pub fn describe_jobs(config: &Config, now: DateTime<Utc>) -> String {
     for job in config.jobs.values() {
         let _ = write!(out, "{} ({})", job.name, job.spec.kind());
         match &job.schedule {
+            None if job.spec.kind() == crate::config::Kind::WalArchive => {
+                out.push_str(": continuous, while the daemon runs\n");
+            }
             None => out.push_str(": no schedule, runs on demand\n"),
             Some(schedule) => {
                 let _ = writeln!(out, ": \"{schedule}\"");

@@ -141,3 +141,6 @@ mod rotate_support;
 mod rotate_writer;
 mod schedule_dst;
 mod systemd_units;
+mod wal_archive;
+mod wal_offsite;
+mod wal_support;

@@ -76,7 +76,7 @@ impl PgServer {
         if password_auth {
             // Replication is its own pseudo-database in pg_hba ("all" does not match it): the
             // trusted superuser may stream, for `start_replica`; other roles (given REPLICATION,
-            // for physical backups) with their password.
+            // for physical backups and the wal-archive tests) with their password.
             let hba = "local all postgres trust\nlocal replication postgres trust\n\
                        local all all scram-sha-256\nlocal replication all scram-sha-256\n";
             std::fs::write(server.data_dir().join("pg_hba.conf"), hba).expect("write pg_hba.conf");
