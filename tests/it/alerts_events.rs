@@ -197,6 +197,22 @@ fn a_backup_refused_by_the_free_space_preflight_is_a_daemon_event() {
     assert!(text.contains("min-free-after"), "{text}");
 }
 
+/// Every backup source opens its folder through the one preflight that alerts: a Redis backup
+/// refused for space is an event as a pg_dump one is.
+#[test]
+fn a_redis_backup_refused_by_the_free_space_preflight_is_a_daemon_event_too() {
+    let fx = crate::redis_support::RedisFixture::new(false);
+    let http = HttpServer::start(fx.dir.path());
+    let daemon = fx
+        .daemon("min-free-after = \"99.99%\"")
+        .toml(&webhook("ops", http.port, "PREFLIGHT"))
+        .set("daemon", "notify", "[\"ops\"]")
+        .spawn();
+    assert_eq!(daemon.ctl(["run", "cache", "--wait"]).status, 1);
+    let got = wait_events(&http, "PREFLIGHT", 1, &daemon);
+    assert_eq!(kinds(&got), ["preflight_refused cache"], "{got:#?}");
+}
+
 #[test]
 fn a_health_transition_reaches_the_health_jobs_channels_and_its_deprecated_webhook() {
     let dir = tempdir();

@@ -98,21 +98,13 @@ pub async fn take(
         .map_err(transient)?;
     let pg_dump = pg::tool(&source, "pg_dump").map_err(|e| JobError::permanent(e.to_string()))?;
     let pg_dump_version = pg::tool_version(&pg_dump).await;
-    partial::preflight(
+    let partial = open_partial(
+        ctx,
         backup_dir,
+        &id,
         snap.database_bytes,
-        last_ratio(backup_dir, &ctx.job.name),
         spec.min_free_after,
-    )
-    .inspect_err(|why| crate::alerts::notifier::preflight_refused(ctx, why))
-    .map_err(JobError::permanent)?;
-    // The io error alone ("Read-only file system") would not say where.
-    let partial = Partial::create(backup_dir, &id).map_err(|e| {
-        JobError::permanent(format!(
-            "creating the backup folder in {}: {e}",
-            backup_dir.display()
-        ))
-    })?;
+    )?;
 
     ctx.progress(format!("dump: {} as of snapshot {}", spec.dbname, snap.id));
     let (files, counts) = tokio::join!(
@@ -221,8 +213,34 @@ pub(super) fn effective_level(ctx: &JobContext, spec: &BackupSpec) -> VerifyLeve
     }
 }
 
+/// The partial folder of backup `id`, after the free-space preflight for about `estimate`
+/// bytes of source data (scaled by the job's last ratio) passed; a refusal is also an alert.
+pub(super) fn open_partial(
+    ctx: &JobContext,
+    backup_dir: &std::path::Path,
+    id: &str,
+    estimate: u64,
+    min_free_after: crate::config::FreeSpace,
+) -> Result<Partial, JobError> {
+    partial::preflight(
+        backup_dir,
+        estimate,
+        last_ratio(backup_dir, &ctx.job.name),
+        min_free_after,
+    )
+    .inspect_err(|why| crate::alerts::notifier::preflight_refused(ctx, why))
+    .map_err(JobError::permanent)?;
+    // The io error alone ("Read-only file system") would not say where.
+    Partial::create(backup_dir, id).map_err(|e| {
+        JobError::permanent(format!(
+            "creating the backup folder in {}: {e}",
+            backup_dir.display()
+        ))
+    })
+}
+
 /// Backup bytes per database byte of the job's newest verified backup.
-pub(super) fn last_ratio(dir: &std::path::Path, job: &crate::ids::JobName) -> Option<f64> {
+fn last_ratio(dir: &std::path::Path, job: &crate::ids::JobName) -> Option<f64> {
     let newest = catalog::list(dir)
         .ok()?
         .into_iter()

@@ -25,9 +25,8 @@ use self::tree::{Skipped, Tree};
 use super::manifest::{
     Encryption, FileSum, Manifest, Server, VERSION, Verification, VerifyOutcome,
 };
-use super::partial::{self, Partial};
 use super::stream::{self, Layers};
-use super::{catalog, dump, effective_level, last_ratio};
+use super::{catalog, dump, effective_level, open_partial};
 use crate::config::{BackupSource, BackupSpec, Compression, DumpFormat, FilesSpec};
 use crate::jobs::{JobContext, JobError, JobReport};
 
@@ -66,20 +65,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
         .map_err(|e| JobError::permanent(e.to_string()))?
         .ok_or(JobError::Cancelled)?;
     refuse_unreadable(&files, &walked.unreadable)?;
-    partial::preflight(
-        backup_dir,
-        walked.bytes,
-        last_ratio(backup_dir, &ctx.job.name),
-        spec.min_free_after,
-    )
-    .inspect_err(|why| crate::alerts::notifier::preflight_refused(ctx, why))
-    .map_err(JobError::permanent)?;
-    let partial = Partial::create(backup_dir, &id).map_err(|e| {
-        JobError::permanent(format!(
-            "creating the backup folder in {}: {e}",
-            backup_dir.display()
-        ))
-    })?;
+    let partial = open_partial(ctx, backup_dir, &id, walked.bytes, spec.min_free_after)?;
     let layers = Layers {
         zstd_level: match spec.compress {
             Compression::Zstd { level } => Some(level),

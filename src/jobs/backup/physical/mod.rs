@@ -26,9 +26,8 @@ use self::tar_watch::{TarWatch, Watching};
 use super::manifest::{
     Encryption, FileSum, Manifest, Server, VERSION, Verification, VerifyOutcome,
 };
-use super::partial::{self, Partial};
 use super::stream::Layers;
-use super::{cancellable, catalog, dump, effective_level, last_ratio};
+use super::{cancellable, catalog, dump, effective_level, open_partial};
 use crate::config::{BackupMethod, BackupSource, BackupSpec, Compression, DumpFormat};
 use crate::jobs::{JobContext, JobError, JobReport};
 use crate::pg;
@@ -92,20 +91,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
     let pg_basebackup =
         pg::tool(&source, "pg_basebackup").map_err(|e| JobError::permanent(e.to_string()))?;
     let pg_basebackup_version = pg::tool_version(&pg_basebackup).await;
-    partial::preflight(
-        backup_dir,
-        cluster.bytes,
-        last_ratio(backup_dir, &ctx.job.name),
-        spec.min_free_after,
-    )
-    .inspect_err(|why| crate::alerts::notifier::preflight_refused(ctx, why))
-    .map_err(JobError::permanent)?;
-    let partial = Partial::create(backup_dir, &id).map_err(|e| {
-        JobError::permanent(format!(
-            "creating the backup folder in {}: {e}",
-            backup_dir.display()
-        ))
-    })?;
+    let partial = open_partial(ctx, backup_dir, &id, cluster.bytes, spec.min_free_after)?;
     let recipients = dump::recipients(spec)?;
     let zstd_level = match spec.compress {
         Compression::Zstd { level } => Some(level),

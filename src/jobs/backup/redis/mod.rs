@@ -23,9 +23,8 @@ use serde_json::json;
 
 use self::observe::{Keyspace, SampledKey};
 use super::manifest::{Encryption, FileSum, Manifest, Server, Verification, VerifyOutcome};
-use super::partial::{self, Partial};
 use super::stream::Layers;
-use super::{cancellable, catalog, dump, effective_level, last_ratio};
+use super::{cancellable, catalog, dump, effective_level, open_partial};
 use crate::config::{BackupSource, BackupSpec, Compression, DumpFormat};
 use crate::jobs::{JobContext, JobError, JobReport};
 
@@ -79,19 +78,13 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
     let before = cancellable(ctx, observe::before(&mut conn))
         .await?
         .map_err(failed)?;
-    partial::preflight(
+    let partial = open_partial(
+        ctx,
         backup_dir,
+        &id,
         before.used_memory,
-        last_ratio(backup_dir, &ctx.job.name),
         spec.min_free_after,
-    )
-    .map_err(JobError::permanent)?;
-    let partial = Partial::create(backup_dir, &id).map_err(|e| {
-        JobError::permanent(format!(
-            "creating the backup folder in {}: {e}",
-            backup_dir.display()
-        ))
-    })?;
+    )?;
     let recipients = dump::recipients(spec)?;
     let zstd_level = match spec.compress {
         Compression::Zstd { level } => Some(level),
