@@ -67,18 +67,8 @@ pub async fn verify(
         },
         DumpFormat::Directory => directory(env, dir, manifest, level, &mut facts).await,
     };
-    let (level, outcome, details) = match result {
-        Ok((level, details)) => (level, VerifyOutcome::Passed, details),
-        Err(Found::Cancelled) => return Err(JobError::Cancelled),
-        Err(Found::Problem(level, details)) => (level, VerifyOutcome::Failed, details),
-    };
-    let verification = Verification {
-        level,
-        at: Utc::now(),
-        outcome,
-        details,
-    };
-    if level == VerifyLevel::Restore {
+    let verification = verdict(result)?;
+    if verification.level == VerifyLevel::Restore {
         drill::record(dir, manifest, &verification, t0, facts);
     }
     Ok(verification)
@@ -113,6 +103,21 @@ pub(super) enum Found {
 }
 
 pub(super) type Checked = Result<(VerifyLevel, String), Found>;
+
+/// What a check found, as the verification a manifest records; only cancellation is an error.
+pub(super) fn verdict(checked: Checked) -> Result<Verification, JobError> {
+    let (level, outcome, details) = match checked {
+        Ok((level, details)) => (level, VerifyOutcome::Passed, details),
+        Err(Found::Cancelled) => return Err(JobError::Cancelled),
+        Err(Found::Problem(level, details)) => (level, VerifyOutcome::Failed, details),
+    };
+    Ok(Verification {
+        level,
+        at: Utc::now(),
+        outcome,
+        details,
+    })
+}
 
 async fn custom(
     env: &VerifyEnv<'_>,

@@ -9,17 +9,16 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::pax;
 use super::tree::{Kind, Tree};
 use crate::config::{Compression, VerifyLevel};
 use crate::jobs::JobError;
-use crate::jobs::backup::manifest::{Manifest, Verification, VerifyOutcome};
+use crate::jobs::backup::manifest::{Manifest, Verification};
 use crate::jobs::backup::stream::{self, hex};
 use crate::jobs::backup::verify::{
-    Checked, Found, VerifyEnv, check_sums, identity_for, load_identities,
+    Checked, Found, VerifyEnv, check_sums, identity_for, load_identities, verdict,
 };
 
 /// Verifies the files backup in `dir` at `level`; only cancellation is an error.
@@ -29,17 +28,7 @@ pub async fn verify(
     m: &Manifest,
     level: VerifyLevel,
 ) -> Result<Verification, JobError> {
-    let (level, outcome, details) = match checked(env, dir, m, level).await {
-        Ok((level, details)) => (level, VerifyOutcome::Passed, details),
-        Err(Found::Cancelled) => return Err(JobError::Cancelled),
-        Err(Found::Problem(level, details)) => (level, VerifyOutcome::Failed, details),
-    };
-    Ok(Verification {
-        level,
-        at: Utc::now(),
-        outcome,
-        details,
-    })
+    verdict(checked(env, dir, m, level).await)
 }
 
 async fn checked(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {

@@ -8,11 +8,11 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
-
-use super::super::manifest::{Manifest, Verification, VerifyOutcome};
+use super::super::manifest::{Manifest, Verification};
 use super::super::stream;
-use super::super::verify::{Checked, Found, VerifyEnv, check_sums, identity_for, load_identities};
+use super::super::verify::{
+    Checked, Found, VerifyEnv, check_sums, identity_for, load_identities, verdict,
+};
 use crate::config::{Compression, FreeSpace, VerifyLevel};
 use crate::jobs::JobError;
 use crate::pg;
@@ -25,17 +25,7 @@ pub(in crate::jobs::backup) async fn verify(
     m: &Manifest,
     level: VerifyLevel,
 ) -> Result<Verification, JobError> {
-    let (level, outcome, details) = match check(env, dir, m, level).await {
-        Ok((level, details)) => (level, VerifyOutcome::Passed, details),
-        Err(Found::Cancelled) => return Err(JobError::Cancelled),
-        Err(Found::Problem(level, details)) => (level, VerifyOutcome::Failed, details),
-    };
-    Ok(Verification {
-        level,
-        at: Utc::now(),
-        outcome,
-        details,
-    })
+    verdict(check(env, dir, m, level).await)
 }
 
 async fn check(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {

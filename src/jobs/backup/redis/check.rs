@@ -12,14 +12,12 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use chrono::Utc;
-
 use crate::config::{Compression, VerifyLevel};
 use crate::jobs::JobError;
-use crate::jobs::backup::manifest::{FileSum, Manifest, Verification, VerifyOutcome};
+use crate::jobs::backup::manifest::{FileSum, Manifest, Verification};
 use crate::jobs::backup::stream;
 use crate::jobs::backup::verify::{
-    Checked, Found, VerifyEnv, check_sums, identity_for, load_identities,
+    Checked, Found, VerifyEnv, check_sums, identity_for, load_identities, verdict,
 };
 use crate::process::{self, ProcessError, ProcessSpec};
 
@@ -34,18 +32,7 @@ pub async fn verify(
     m: &Manifest,
     level: VerifyLevel,
 ) -> Result<Verification, JobError> {
-    let result = checked(env, dir, m, level).await;
-    let (level, outcome, details) = match result {
-        Ok((level, details)) => (level, VerifyOutcome::Passed, details),
-        Err(Found::Cancelled) => return Err(JobError::Cancelled),
-        Err(Found::Problem(level, details)) => (level, VerifyOutcome::Failed, details),
-    };
-    Ok(Verification {
-        level,
-        at: Utc::now(),
-        outcome,
-        details,
-    })
+    verdict(checked(env, dir, m, level).await)
 }
 
 async fn checked(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
