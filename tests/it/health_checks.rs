@@ -86,6 +86,8 @@ fn a_healthy_stack_is_all_ok() {
     ] {
         assert!(table.stdout.contains(name), "{}", table.stdout);
     }
+    // Anything raised would be in the outbox before the run's reply, delivered soon after.
+    crate::alerts_support::outbox_drained(stack.dir());
     assert!(stack.on_change_calls().is_empty());
     assert!(stack.http.posts().is_empty());
     status_says(&daemon, "health ok (6 checks)");
@@ -156,6 +158,8 @@ fn a_stopped_redis_fails_once_alerts_once_and_fails_the_health_command() {
     let (code, _) = health_now(&daemon);
     assert_eq!(code, 0);
     assert_eq!(transitions(&daemon.log(), "redis", "fail", "ok"), 1);
+    // Delivered after the run, as the first one was.
+    crate::alerts_support::outbox_drained(stack.dir());
     assert_eq!(stack.on_change_calls().len(), 2);
     assert!(!daemon.log().contains("r3dis-Secret-pw"));
     record(
