@@ -8,6 +8,8 @@
 //! - [`heartbeat`]: the daemon's own ping, sent from the supervisor loop (so a wedged loop
 //!   stops it), at most one in flight.
 //! - [`deliver`]: the HTTP POST, its timeout and retries.
+//! - [`lanes`]: ordered per-key queues with one sending task each, under both the pings and
+//!   the notification outbox.
 //! - [`tail`]: the tracing layer that keeps a run's last log lines for the body of its ping.
 //!
 //! A ping URL is a secret (its path is the key): only its origin is ever logged, counted or
@@ -20,6 +22,7 @@ pub mod deliver;
 pub mod event;
 pub mod events;
 pub mod heartbeat;
+pub mod lanes;
 pub mod memory;
 pub mod noise;
 pub mod notifier;

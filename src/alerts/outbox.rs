@@ -16,22 +16,22 @@
 //! `atpred_notifications_total{channel,outcome}`: `sent`, `retried` (an attempt failed),
 //! `failed` (given up), `dropped`.
 
-use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::channel::{self, Failed};
 use super::deliver::Client;
 use super::event::Event;
+use super::lanes::{Lane, Lanes};
 use crate::config::Config;
 
 /// Messages waiting per channel.
@@ -67,12 +67,6 @@ impl Item {
     }
 }
 
-#[derive(Default)]
-struct Queue {
-    items: Mutex<VecDeque<Item>>,
-    ready: Notify,
-}
-
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
@@ -84,7 +78,7 @@ struct Inner {
     dir: Option<PathBuf>,
     config: watch::Receiver<Arc<Config>>,
     client: Arc<Client>,
-    queues: Mutex<BTreeMap<String, Arc<Queue>>>,
+    lanes: Lanes<String, Item>,
     seq: AtomicU64,
     counts: Family<Labels, Counter>,
     tracker: TaskTracker,
@@ -114,7 +108,7 @@ impl Outbox {
                 dir,
                 config,
                 client,
-                queues: Mutex::default(),
+                lanes: Lanes::default(),
                 seq: AtomicU64::new(left.last().map_or(0, |i| i.seq) + 1),
                 counts: Family::default(),
                 tracker: TaskTracker::new(),
@@ -162,10 +156,7 @@ impl Outbox {
         {
             self.inner.stop.cancel();
             self.inner.tracker.wait().await;
-            let left: usize = lock(&self.inner.queues)
-                .values()
-                .map(|q| lock(&q.items).len())
-                .sum();
+            let left = self.inner.lanes.waiting();
             tracing::warn!(
                 "{left} notification(s) still undelivered at stop; kept in the outbox for the next start"
             );
@@ -192,18 +183,13 @@ impl Outbox {
     }
 
     fn enqueue(&self, item: Item) {
-        let queue = self.queue(&item.channel);
-        let dropped = {
-            let mut items = lock(&queue.items);
-            items.push_back(item);
-            if items.len() > MAX_PENDING {
-                items.pop_front()
-            } else {
-                None
-            }
-        };
-        queue.ready.notify_one();
-        if let Some(old) = dropped {
+        let lane = self.inner.lanes.get(&item.channel, |lane| {
+            let (this, name) = (self.clone(), item.channel.clone());
+            self.inner
+                .tracker
+                .spawn(async move { this.work(&name, &lane).await });
+        });
+        if let Some(old) = lane.push(item, MAX_PENDING) {
             tracing::warn!(
                 channel = old.channel,
                 "notification dropped ({}: {}): {MAX_PENDING} messages wait for channel {}, the oldest goes",
@@ -216,32 +202,13 @@ impl Outbox {
         }
     }
 
-    /// The queue of `channel`, and its task, made at its first message.
-    fn queue(&self, channel: &str) -> Arc<Queue> {
-        let mut queues = lock(&self.inner.queues);
-        if let Some(q) = queues.get(channel) {
-            return Arc::clone(q);
-        }
-        let queue = Arc::new(Queue::default());
-        queues.insert(channel.to_owned(), Arc::clone(&queue));
-        let (this, name, q) = (self.clone(), channel.to_owned(), Arc::clone(&queue));
-        self.inner
-            .tracker
-            .spawn(async move { this.work(&name, &q).await });
-        queue
-    }
-
     /// Sends the messages of one channel in order until the daemon stops.
-    async fn work(&self, name: &str, queue: &Queue) {
+    async fn work(&self, name: &str, queue: &Lane<Item>) {
         let mut pause = BACKOFF_FIRST;
         let mut attempts = 0;
-        loop {
-            let next = lock(&queue.items).front().cloned();
-            let Some(item) = next else {
-                tokio::select! {
-                    () = queue.ready.notified() => continue,
-                    () = self.inner.draining.cancelled() => return,
-                }
+        while queue.wait(&self.inner.draining).await {
+            let Some(item) = queue.items().front().cloned() else {
+                continue;
             };
             let channel = self.inner.config.borrow().notify.get(name).cloned();
             let Some(channel) = channel else {
@@ -297,15 +264,15 @@ impl Outbox {
     }
 
     /// `item` left the queue (unless the bound dropped it meanwhile) and the disk.
-    fn done(&self, queue: &Queue, item: &Item, outcome: &str) {
-        lock(&queue.items).retain(|i| i.seq != item.seq);
+    fn done(&self, queue: &Lane<Item>, item: &Item, outcome: &str) {
+        queue.items().retain(|i| i.seq != item.seq);
         self.forget(item);
         self.count(&item.channel, outcome);
     }
 
     /// A channel removed by a reload: its messages have nowhere to go.
-    fn drop_all(&self, name: &str, queue: &Queue) {
-        let gone: Vec<Item> = lock(&queue.items).drain(..).collect();
+    fn drop_all(&self, name: &str, queue: &Lane<Item>) {
+        let gone: Vec<Item> = queue.items().drain(..).collect();
         tracing::warn!(
             channel = name,
             "{} notification(s) dropped: channel {name} is no longer configured",
@@ -382,8 +349,4 @@ fn parse(name: &str, path: &Path) -> Option<Item> {
         channel: stored.channel,
         event: stored.event,
     })
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

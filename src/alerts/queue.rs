@@ -6,17 +6,16 @@
 //! the receiver in the order its runs produced them. A queue holds at most [`MAX_QUEUED`]
 //! pings: behind a receiver that hangs, the oldest are dropped (and counted), never the run.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::deliver::{self, Client, Delivered, Request};
+use super::lanes::{Lane, Lanes};
 use super::ping::{self, Signal};
 use super::tail;
 use crate::config::JobConfig;
@@ -38,7 +37,7 @@ pub struct Pings {
 #[derive(Default)]
 struct Inner {
     client: Client,
-    queues: Mutex<HashMap<JobName, Arc<Queue>>>,
+    lanes: Lanes<JobName, Ping>,
     /// `atpred_pings_total{job,outcome}`: sent, failed (after retries), dropped.
     counts: Family<Labels, Counter>,
     /// `atpred_heartbeats_total{outcome}`: sent, failed, skipped (one still in flight).
@@ -48,13 +47,6 @@ struct Inner {
     draining: CancellationToken,
     /// Cancelled when draining took too long: sends are abandoned.
     stop: CancellationToken,
-}
-
-/// One job's pending pings.
-#[derive(Default)]
-struct Queue {
-    items: Mutex<VecDeque<Ping>>,
-    ready: Notify,
 }
 
 struct Ping {
@@ -137,19 +129,18 @@ impl Pings {
     }
 
     fn push(&self, job: &JobName, url: &SecretUrl, signal: Signal, body: String) {
-        let queue = self.queue(job);
-        let dropped = {
-            let mut items = lock(&queue.items);
-            let dropped = (items.len() >= MAX_QUEUED).then(|| items.pop_front());
-            items.push_back(Ping {
-                url: url.clone(),
-                signal,
-                body,
-            });
-            dropped.flatten()
+        let lane = self.inner.lanes.get(job, |lane| {
+            let (this, job) = (self.clone(), job.clone());
+            self.inner
+                .tracker
+                .spawn(async move { this.work(&job, &lane).await });
+        });
+        let ping = Ping {
+            url: url.clone(),
+            signal,
+            body,
         };
-        queue.ready.notify_one();
-        if let Some(old) = dropped {
+        if let Some(old) = lane.push(ping, MAX_QUEUED) {
             tracing::warn!(
                 job = %job,
                 "ping ({}) to {} dropped: {MAX_QUEUED} pings wait behind a receiver that does not answer",
@@ -160,30 +151,11 @@ impl Pings {
         }
     }
 
-    /// The queue of `job`, and its task, created at its first ping.
-    fn queue(&self, job: &JobName) -> Arc<Queue> {
-        let mut queues = lock(&self.inner.queues);
-        if let Some(q) = queues.get(job) {
-            return Arc::clone(q);
-        }
-        let queue = Arc::new(Queue::default());
-        queues.insert(job.clone(), Arc::clone(&queue));
-        let (this, job, q) = (self.clone(), job.clone(), Arc::clone(&queue));
-        self.inner
-            .tracker
-            .spawn(async move { this.work(&job, &q).await });
-        queue
-    }
-
     /// Sends the pings of one job, in order, until the daemon stops.
-    async fn work(&self, job: &JobName, queue: &Queue) {
-        loop {
-            let next = lock(&queue.items).pop_front();
-            let Some(p) = next else {
-                tokio::select! {
-                    () = queue.ready.notified() => continue,
-                    () = self.inner.draining.cancelled() => return,
-                }
+    async fn work(&self, job: &JobName, queue: &Lane<Ping>) {
+        while queue.wait(&self.inner.draining).await {
+            let Some(p) = queue.items().pop_front() else {
+                continue;
             };
             let url = ping::url(p.url.expose(), p.signal);
             let shown = p.url.redacted();
@@ -218,8 +190,4 @@ impl Pings {
             ])
             .inc();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
