@@ -11,7 +11,10 @@
 # benches/PHYSICAL.md.
 # Uses from benches/run: work, pg_bin, as_pg, su_psql, runs, write_results, args, phase, commit.
 
-physical_bench() {
+# pgBackRest's repository, configuration and stanza "bench" under $work/physical (shared with
+# benches/pitr.sh); defines pgbr (pgbackrest as the server's user with that configuration) and
+# gives atp_user REPLICATION with a pg_hba line for "replication" (atpred's base backups stream).
+pgbackrest_setup() {
     if ! command -v pgbackrest >/dev/null; then
         [ "$(id -u)" -eq 0 ] || { echo "benches/run: pgbackrest missing: apt-get install pgbackrest" >&2; return 1; }
         phase "installing pgbackrest (apt-get; the bench only)"
@@ -19,8 +22,8 @@ physical_bench() {
     fi
     # pgBackRest's folders belong to the server's user; atpred's to root (it refuses a folder
     # another user can write).
-    local p="$work/physical" a="$work/atpred-physical"
-    mkdir -p "$p/repo" "$p/log" "$p/lock" "$p/bare" "$a"
+    local p="$work/physical"
+    mkdir -p "$p/repo" "$p/log" "$p/lock" "$p/bare"
     [ ${#as_pg[@]} -gt 0 ] && chown -R postgres "$p/repo" "$p/log" "$p/lock"
     # The role streams a base backup: REPLICATION and a pg_hba line for "replication".
     printf 'local replication all scram-sha-256\n' >>"$work/pg/data/pg_hba.conf"
@@ -46,8 +49,14 @@ pg1-port=5432
 pg1-user=postgres
 CONF
     chmod 644 "$p/pgbackrest.conf"
-    pgbr() { "${as_pg[@]}" pgbackrest --config="$p/pgbackrest.conf" --stanza=bench "$@"; }
+    pgbr() { "${as_pg[@]}" pgbackrest --config="$work/physical/pgbackrest.conf" --stanza=bench "$@"; }
     pgbr stanza-create >/dev/null
+}
+
+physical_bench() {
+    pgbackrest_setup
+    local p="$work/physical" a="$work/atpred-physical"
+    mkdir -p "$a"
     cat >"$a/atpred.toml" <<TOML
 [daemon]
 state-dir = "$a/state"
