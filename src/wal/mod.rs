@@ -15,13 +15,18 @@
 //! SIGTERM when the daemon dies, and is swept at the next start if it survived. With `offsite`,
 //! a fourth loop copies archived segments to the targets ([`offsite`]). The task is [`job`],
 //! its shared state [`state`].
+//!
+//! WAL retention is not one of these loops: the prune job applies it ([`prune`], planned by
+//! [`retention`]) after it pruned the base backups that size it.
 
 mod archive;
 mod index;
 mod job;
 mod monitor;
 mod offsite;
+pub mod prune;
 mod receiver;
+pub mod retention;
 pub mod segment;
 mod slot;
 mod state;
