@@ -198,6 +198,8 @@ impl JobCtx {
                 () = tokio::time::sleep(wait) => {}
                 () = cancel.cancelled() => return,
             }
+            self.state
+                .follow_recreated(slot::recreated(&self.spec.archive_dir));
             let view = monitor::observe(&self.spec).await;
             if let Ok(v) = &view {
                 self.state.lock().slot = Some(v.clone());

@@ -50,6 +50,7 @@ use crate::jobs::health::board::Board;
 use crate::protocol::WalStatus;
 
 use self::job::JobCtx;
+pub use self::slot::base_backup_taken;
 pub use self::state::{JobState, Snapshot};
 
 /// Every query and the slot's creation get this long.
