@@ -150,6 +150,7 @@ impl Archivers {
                 state: Arc::clone(&state),
                 board: Arc::clone(&self.board),
                 notifier: self.notifier.clone(),
+                held: Vec::new(),
             };
             let span = tracing::info_span!("wal", job = %name, kind = "wal-archive");
             let task = tokio::spawn(
