@@ -69,7 +69,8 @@ pub async fn run(ctx: &JobContext, spec: &PruneSpec) -> Result<JobReport, JobErr
     }
     let (mine, plan) = plan_over(ctx, spec, &entries);
     if ctx.dry_run {
-        let wal = wal::local(ctx, &spec.of, &entries, &[]).await?;
+        let gone: Vec<String> = plan.removals().map(|d| d.id.clone()).collect();
+        let wal = wal::local(ctx, &spec.of, &entries, &gone).await?;
         return Ok(wal::report(dry_run(&plan), &wal, true));
     }
     let mut freed = 0u64;
@@ -205,7 +206,8 @@ async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobRep
     let (_, plan) = plan_over(ctx, spec, &listing.entries);
     let stale = stale_unfinished(ctx, spec, name, &listing.unfinished);
     if ctx.dry_run {
-        let wal = wal::offsite(ctx, &spec.of, &remote, &listing.entries, &[]).await?;
+        let gone: Vec<String> = plan.removals().map(|d| d.id.clone()).collect();
+        let wal = wal::offsite(ctx, &spec.of, &remote, &listing.entries, &gone).await?;
         let mut report = wal::report(dry_run(&plan), &wal, true);
         for u in &stale {
             report.message.push_str(&format!(
