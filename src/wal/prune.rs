@@ -177,7 +177,7 @@ fn local_one(
         .iter()
         .filter_map(|e| SegmentName::parse(&e.name, e.wal_bytes))
         .collect();
-    let owed = owed(&at, wal, &all).map_err(shown)?;
+    let owed = owed(&at, &wal.offsite, &all).map_err(shown)?;
     let plan = retention::plan(&segments, &bases(entries, gone, jobs, size)?, owed);
     let Some(cutoff) = plan
         .keep_from
@@ -224,10 +224,10 @@ fn remove_file(dir: &Path, name: &str) -> std::io::Result<()> {
     }
 }
 
-/// The oldest indexed segment some offsite target of the job has not recorded yet.
-fn owed(dir: &Path, wal: &WalArchiveSpec, all: &[Segment]) -> std::io::Result<Option<SegmentName>> {
+/// The oldest indexed segment one of the job's offsite `targets` has not recorded yet.
+fn owed(dir: &Path, targets: &[String], all: &[Segment]) -> std::io::Result<Option<SegmentName>> {
     let mut oldest: Option<SegmentName> = None;
-    for target in &wal.offsite {
+    for target in targets {
         let shipped: BTreeSet<String> =
             index::read_path(&dir.join(format!("offsite-{target}.jsonl")))?
                 .into_iter()
@@ -371,4 +371,49 @@ pub fn report(mut report: JobReport, outcomes: &[Outcome], dry_run: bool) -> Job
         map.insert("wal".into(), json!(outcomes));
     }
     report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(n: u64) -> Segment {
+        let name = SegmentName {
+            timeline: 1,
+            number: n,
+            wal_bytes: DEFAULT_WAL_BYTES,
+        }
+        .name();
+        Segment {
+            file: format!("{name}.zst.age"),
+            name,
+            bytes: 1,
+            sha256: String::new(),
+            wal_bytes: DEFAULT_WAL_BYTES,
+            completed: DateTime::UNIX_EPOCH,
+            archived: DateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn wal_retention_owes_the_oldest_segment_a_target_has_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let all: Vec<Segment> = (1..=5).map(segment).collect();
+        let record = |target: &str, upto: u64| {
+            let (mut shipped, _) =
+                Index::open_file(dir.path().join(format!("offsite-{target}.jsonl"))).unwrap();
+            for e in all.iter().take(upto as usize) {
+                shipped.append(e.clone()).unwrap();
+            }
+        };
+        record("a", 5);
+        record("b", 2);
+        let targets = |t: &[&str]| t.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(owed(dir.path(), &[], &all).unwrap(), None);
+        assert_eq!(owed(dir.path(), &targets(&["a"]), &all).unwrap(), None);
+        let first = owed(dir.path(), &targets(&["a", "b"]), &all).unwrap();
+        assert_eq!(first.map(|s| s.number), Some(3), "b has 1 and 2 only");
+        let never = owed(dir.path(), &targets(&["a", "c"]), &all).unwrap();
+        assert_eq!(never.map(|s| s.number), Some(1), "c has no record yet");
+    }
 }
