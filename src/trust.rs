@@ -5,9 +5,17 @@
 //!
 //! A parent with the sticky bit (like `/tmp`) is safe for a child that it and the child's owner
 //! are trusted with: others may add names there but never rename or remove the child.
+//!
+//! A folder judged safe is then best used by handle ([`HeldDir`]): opened with no symlink on
+//! its path ([`open_no_symlinks`]), checked, and reached through `/proc/self/fd/N` from then on,
+//! so a folder renamed away and replaced (by a symlink or another folder) after the check is
+//! never followed.
 
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 
 /// The users and groups allowed to write to a folder atpred writes in.
 #[derive(Debug, Clone)]
@@ -88,6 +96,113 @@ pub fn check_folder(folder: &Path, trusted: &Trusted) -> Result<(), String> {
     Ok(())
 }
 
+/// A folder checked once and from then on used only through its handle: a path swapped for
+/// another folder or a symlink after the check is never followed.
+#[derive(Debug)]
+pub struct HeldDir {
+    fd: OwnedFd,
+    /// The name it was opened by, for messages.
+    path: PathBuf,
+}
+
+impl HeldDir {
+    /// Opens `dir` with no symlink anywhere on its path, checks that only the `trusted` may
+    /// write to it and above it, and that the folder checked by name is the one held. The
+    /// error names the folder and why.
+    pub fn open(dir: &Path, trusted: &Trusted) -> Result<HeldDir, String> {
+        let fd = open_no_symlinks(dir).map_err(|e| match e {
+            rustix::io::Errno::LOOP => format!(
+                "{} has a symlink on its path: refused (the folder could be swapped under atpred); name the real folder",
+                dir.display()
+            ),
+            e => format!("cannot open {}: {}", dir.display(), std::io::Error::from(e)),
+        })?;
+        let held = HeldDir {
+            fd,
+            path: dir.to_owned(),
+        };
+        check_folder(dir, trusted)?;
+        let inside = rustix::fs::fstat(&held.fd).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let named = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if (inside.st_dev, inside.st_ino) != (named.dev(), named.ino()) {
+            return Err(format!(
+                "{} was replaced while it was opened",
+                dir.display()
+            ));
+        }
+        Ok(held)
+    }
+
+    /// The path through which the kernel reaches this folder by its handle
+    /// (`/proc/self/fd/N`): valid in this process and, until it execs, in a child it forks.
+    pub fn at(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// The name it was opened by.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `text` with the handle's path shown as the folder's name.
+    pub fn shown(&self, text: &str) -> String {
+        text.replace(
+            &self.at().display().to_string(),
+            &self.path.display().to_string(),
+        )
+    }
+}
+
+impl AsFd for HeldDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// `dir` opened as a directory with no symlink anywhere on its path (`Errno::LOOP` if there
+/// is one): `openat2(RESOLVE_NO_SYMLINKS)`, or [`walk_no_symlinks`] where that call is refused.
+pub fn open_no_symlinks(dir: &Path) -> rustix::io::Result<OwnedFd> {
+    let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    match rustix::fs::openat2(
+        CWD,
+        dir,
+        how,
+        Mode::empty(),
+        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    ) {
+        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => walk_no_symlinks(dir),
+        other => other,
+    }
+}
+
+/// `dir` opened one name at a time, each `O_NOFOLLOW|O_DIRECTORY` relative to the folder before
+/// it: no step can follow a symlink, so none is followed anywhere on the path.
+pub fn walk_no_symlinks(dir: &Path) -> rustix::io::Result<OwnedFd> {
+    use std::path::Component;
+    let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut at = rustix::fs::openat(
+        CWD,
+        if dir.is_absolute() { "/" } else { "." },
+        how,
+        Mode::empty(),
+    )?;
+    for part in dir.components() {
+        let name = match part {
+            Component::RootDir | Component::CurDir => continue,
+            Component::ParentDir => std::ffi::OsStr::new(".."),
+            Component::Normal(name) => name,
+            Component::Prefix(_) => return Err(rustix::io::Errno::INVAL),
+        };
+        at = rustix::fs::openat(&at, name, how, Mode::empty()).map_err(|e| {
+            // O_NOFOLLOW|O_DIRECTORY on a symlink may answer ENOTDIR rather than ELOOP.
+            let link = rustix::fs::statat(&at, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink());
+            if link { rustix::io::Errno::LOOP } else { e }
+        })?;
+    }
+    Ok(at)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +247,38 @@ mod tests {
             t.clone().with(65534, 65534).outsider(65534, 65534, 0o770),
             None
         );
+    }
+
+    #[test]
+    fn the_walk_refuses_a_symlink_anywhere_on_the_path_and_opens_the_real_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let real = root.path().join("a/b");
+        std::fs::create_dir_all(&real).unwrap();
+        std::os::unix::fs::symlink(root.path().join("a"), root.path().join("link")).unwrap();
+        let through_link = root.path().join("link/b");
+        assert!(
+            through_link.is_dir(),
+            "the path works when links are followed"
+        );
+        assert_eq!(
+            walk_no_symlinks(&through_link).unwrap_err(),
+            rustix::io::Errno::LOOP
+        );
+        assert_eq!(
+            walk_no_symlinks(&root.path().join("link")).unwrap_err(),
+            rustix::io::Errno::LOOP,
+            "a symlink as the last name"
+        );
+        let fd = walk_no_symlinks(&real).unwrap();
+        let held = std::fs::metadata(
+            HeldDir {
+                fd,
+                path: real.clone(),
+            }
+            .at(),
+        )
+        .unwrap();
+        let named = std::fs::metadata(&real).unwrap();
+        assert_eq!((held.dev(), held.ino()), (named.dev(), named.ino()));
     }
 }

@@ -335,6 +335,8 @@ pub struct RawJob {
     pub slot_retained_fail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive_max_age: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_backups: Option<Vec<String>>,
 }
 
 /// `reopen = { pid-file = "...", signal = "HUP" }` of a rotate job.

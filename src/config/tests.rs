@@ -561,6 +561,24 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         "jobs.wal.verify",
         3,
     ),
+    (
+        "base-backups naming no job",
+        "[jobs.wal]\nkind = \"wal-archive\"\nbase-backups = [\"nope\"]\n",
+        "jobs.wal.base-backups",
+        3,
+    ),
+    (
+        "base-backups naming a logical backup job",
+        "[jobs.dump]\nkind = \"backup\"\n[jobs.wal]\nkind = \"wal-archive\"\nbase-backups = [\"dump\"]\n",
+        "jobs.wal.base-backups",
+        5,
+    ),
+    (
+        "base-backups naming a prune job",
+        "[jobs.p]\nkind = \"prune\"\nkeep-last = 1\n[jobs.wal]\nkind = \"wal-archive\"\nbase-backups = [\"p\"]\n",
+        "jobs.wal.base-backups",
+        6,
+    ),
 ];
 
 #[test]

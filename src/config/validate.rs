@@ -213,6 +213,7 @@ pub(super) fn validate(
         notify,
     };
     super::prune::check_targets(&check, &config)?;
+    super::wal::check_base_backups(&check, &config)?;
     super::offsite::check_jobs(&check, &config)?;
     super::health::check_unique(&check, &config)?;
     super::notify::check_names(&check, &config)?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::raw::RawJob;
 use super::validate::Check;
 use super::{ConfigError, DaemonConfig, PostgresConfig};
+use crate::ids::JobName;
 
 /// The keys a wal-archive job accepts besides the common ones.
 pub(super) const KEYS: &[&str] = &[
@@ -21,6 +22,7 @@ pub(super) const KEYS: &[&str] = &[
     "slot-retained-fail",
     "archive-max-age",
     "offsite",
+    "base-backups",
 ];
 
 /// Common keys that mean nothing to a job that never runs on a schedule or on demand.
@@ -55,6 +57,9 @@ pub struct WalArchiveSpec {
     pub archive_max_age: Option<Duration>,
     /// `[offsite.NAME]` targets every archived segment is copied to.
     pub offsite: Vec<String>,
+    /// `base-backups`: the physical backup jobs whose base backups size the WAL retention;
+    /// empty: every physical backup job of the configuration.
+    pub base_backups: Vec<JobName>,
 }
 
 pub(super) fn validate(
@@ -136,6 +141,16 @@ pub(super) fn validate(
         .as_deref()
         .map(|v| check.duration(&k("archive-max-age"), Some(v), Duration::ZERO))
         .transpose()?;
+    let base_backups = raw
+        .base_backups
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|n| {
+            n.parse::<JobName>()
+                .map_err(|e| check.err(&k("base-backups"), e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut replication = postgres.clone();
     if let Some(user) = raw.replication_user.clone() {
         replication.user = user;
@@ -159,7 +174,32 @@ pub(super) fn validate(
             .into_iter()
             .filter(|o| !o.is_empty())
             .collect(),
+        base_backups,
     })
+}
+
+/// The names in each wal-archive job's `base-backups` must be physical backup jobs of the same
+/// configuration.
+pub(super) fn check_base_backups(check: &Check, config: &super::Config) -> Result<(), ConfigError> {
+    for job in config.jobs.values() {
+        let super::JobSpec::WalArchive(spec) = &job.spec else {
+            continue;
+        };
+        for named in &spec.base_backups {
+            let why = match config.jobs.get(named).map(|j| &j.spec) {
+                Some(super::JobSpec::Backup(b)) if b.method == super::BackupMethod::Physical => {
+                    continue;
+                }
+                Some(super::JobSpec::Backup(_)) => format!(
+                    "\"{named}\" is not a physical backup job (method = \"physical\"): only base backups hold WAL"
+                ),
+                Some(_) => format!("\"{named}\" is not a backup job"),
+                None => format!("\"{named}\" is not a job of this configuration"),
+            };
+            return Err(check.err(&format!("jobs.{}.base-backups", job.name), why));
+        }
+    }
+    Ok(())
 }
 
 fn size(check: &Check, key: &str, value: Option<&str>, default: u64) -> Result<u64, ConfigError> {

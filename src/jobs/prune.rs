@@ -3,7 +3,8 @@
 //! Plan, then act: the plan comes from [`super::retention::plan`] over what is on disk right
 //! now (never a side file); a dry run returns it. Removal is crash-safe: a doomed backup is
 //! first renamed to `.trash-<id>` (so a crash never leaves a half-deleted folder that looks like
-//! a backup), then deleted; leftover trash goes at the next start-up.
+//! a backup), then deleted; leftover trash goes at the next start-up. Then the WAL those
+//! backups needed is pruned ([`crate::wal::prune`]).
 
 use std::fmt::Write;
 use std::path::Path;
@@ -16,6 +17,7 @@ use super::{JobContext, JobError, JobReport};
 use crate::config::Kind;
 use crate::ids::JobName;
 use crate::offsite::{self, Remote};
+use crate::wal::prune as wal;
 
 /// `kind = "prune"` settings.
 #[derive(Debug, Clone)]
@@ -67,7 +69,9 @@ pub async fn run(ctx: &JobContext, spec: &PruneSpec) -> Result<JobReport, JobErr
     }
     let (mine, plan) = plan_over(ctx, spec, &entries);
     if ctx.dry_run {
-        return Ok(dry_run(&plan));
+        let gone: Vec<String> = plan.removals().map(|d| d.id.clone()).collect();
+        let wal = wal::local(ctx, &spec.of, &entries, &gone).await?;
+        return Ok(wal::report(dry_run(&plan), &wal, true));
     }
     let mut freed = 0u64;
     let mut removed = Vec::new();
@@ -89,14 +93,16 @@ pub async fn run(ctx: &JobContext, spec: &PruneSpec) -> Result<JobReport, JobErr
         tracing::warn!("removed {stale}: an unfinished backup with no live writer");
     }
     let kept = plan.decisions.len() - removed.len();
-    Ok(JobReport {
+    let wal = wal::local(ctx, &spec.of, &entries, &removed).await?;
+    let report = JobReport {
         message: format!(
             "removed {} backup(s), kept {kept}, freed {}",
             removed.len(),
             super::backup::dump::mib(freed)
         ),
         details: json!({ "removed": removed, "kept": kept, "freed_bytes": freed, "plan": plan }),
-    })
+    };
+    Ok(wal::report(report, &wal, false))
 }
 
 /// The entries of the job's set and the retention plan over them.
@@ -200,7 +206,9 @@ async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobRep
     let (_, plan) = plan_over(ctx, spec, &listing.entries);
     let stale = stale_unfinished(ctx, spec, name, &listing.unfinished);
     if ctx.dry_run {
-        let mut report = dry_run(&plan);
+        let gone: Vec<String> = plan.removals().map(|d| d.id.clone()).collect();
+        let wal = wal::offsite(ctx, &spec.of, &remote, &listing.entries, &gone).await?;
+        let mut report = wal::report(dry_run(&plan), &wal, true);
         for u in &stale {
             report.message.push_str(&format!(
                 "remove  {}  unfinished copy (no manifest; last written {})\n",
@@ -260,7 +268,8 @@ async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobRep
         }
     }
     let kept = plan.decisions.len() - removed.len();
-    Ok(JobReport {
+    let wal = wal::offsite(ctx, &spec.of, &remote, &listing.entries, &removed).await?;
+    let report = JobReport {
         message: format!(
             "{name}: removed {} backup(s), kept {kept}, freed {}{}",
             removed.len(),
@@ -272,7 +281,8 @@ async fn remote(ctx: &JobContext, spec: &PruneSpec, name: &str) -> Result<JobRep
             }
         ),
         details: json!({ "target": name, "removed": removed, "unfinished_removed": unfinished, "kept": kept, "freed_bytes": freed, "plan": plan }),
-    })
+    };
+    Ok(wal::report(report, &wal, false))
 }
 
 /// The unfinished copies this job may clear: older than [`UNFINISHED_AGE`], named as atpred

@@ -180,9 +180,23 @@ pub async fn remove(remote: &Remote, id: &str) -> Result<u64, OffsiteError> {
     Ok(freed)
 }
 
-async fn delete(remote: &Remote, key: &Key) -> Result<(), OffsiteError> {
+/// Deletes the object `key`; one already gone is no error.
+pub async fn delete(remote: &Remote, key: &Key) -> Result<(), OffsiteError> {
     match remote.store.delete(key).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(remote.err("delete", key, e)),
     }
+}
+
+/// Every object under `prefix` (such as a WAL archive's `<prefix>/wal/<job>`).
+pub async fn list_under(
+    remote: &Remote,
+    prefix: &Key,
+) -> Result<Vec<object_store::ObjectMeta>, OffsiteError> {
+    remote
+        .store
+        .list(Some(prefix))
+        .try_collect()
+        .await
+        .map_err(|e| remote.err("list", prefix, e))
 }

@@ -25,6 +25,11 @@ pub struct Pass {
 /// Archives every completed file now in the spool.
 pub fn pass(spec: &WalArchiveSpec, layers: &Layers, index: &mut Index, now: DateTime<Utc>) -> Pass {
     let mut result = Pass::default();
+    // A prune may have rewritten the index since the last pass: count and check gaps over it.
+    if let Err(e) = index.refresh() {
+        result.error = Some(format!("cannot read the index: {e}"));
+        return result;
+    }
     let names = match complete_files(&spec.spool_dir) {
         Ok(n) => n,
         Err(e) => {

@@ -5,11 +5,15 @@
 //! Crash tolerance: a kill -9 in the middle of an append leaves a torn last line (no newline,
 //! or not JSON). [`Index::open`] drops it and rewrites the file atomically, so the next append
 //! cannot glue onto it; the segment it named is still in the spool and is archived again.
+//!
+//! WAL retention rewrites the index ([`rewrite`]: temporary file, fsync, rename, folder fsync)
+//! under a lock (`index.jsonl.lock`, flock) that every append also takes; an append finding the
+//! file renamed under it reopens it first, so no line is written to the replaced file.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -53,25 +57,12 @@ impl Index {
     /// As [`Index::open`], for another file of the same lines (an offsite target's record of
     /// the segments copied there).
     pub fn open_file(path: PathBuf) -> io::Result<(Index, usize)> {
-        let text = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-        };
-        let (entries, dropped) = parse(&text);
+        let _lock = lock(&path)?;
+        let (entries, dropped) = parse(&read_or_empty(&path)?);
         if dropped > 0 {
-            let mut good = Vec::new();
-            for e in entries.values() {
-                good.extend(line(e)?);
-            }
-            crate::publish::write_atomic(&path, &good, 0o600)?;
+            write_lines(&path, entries.values())?;
         }
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        let file = open_append(&path)?;
         Ok((
             Index {
                 path,
@@ -95,14 +86,38 @@ impl Index {
         self.entries.contains_key(name)
     }
 
-    /// Appends `entry` durably.
+    /// Appends `entry` durably, under the lock a [`rewrite`] takes.
     pub fn append(&mut self, entry: Entry) -> io::Result<()> {
         let bytes = line(&entry)?;
+        let _lock = lock(&self.path)?;
+        self.refresh()?;
         self.file
             .write_all(&bytes)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.path.display())))?;
         self.entries.insert(entry.name.clone(), entry);
+        Ok(())
+    }
+
+    /// Follows a [`rewrite`] made since the file was opened: reopens and rereads it when the
+    /// name now holds another file.
+    pub fn refresh(&mut self) -> io::Result<()> {
+        let named = match std::fs::metadata(&self.path) {
+            Ok(m) => Some((m.dev(), m.ino())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", self.path.display()),
+                ));
+            }
+        };
+        let held = self.file.metadata()?;
+        if named == Some((held.dev(), held.ino())) {
+            return Ok(());
+        }
+        self.entries = parse(&read_or_empty(&self.path)?).0;
+        self.file = open_append(&self.path)?;
         Ok(())
     }
 
@@ -143,6 +158,66 @@ impl Index {
             })
             .collect()
     }
+}
+
+/// Rewrites the index file at `path` keeping the entries `keep` accepts, atomically and under
+/// the appenders' lock; returns the entries dropped (nothing is written when none is).
+pub fn rewrite(path: &Path, keep: impl Fn(&Entry) -> bool) -> io::Result<Vec<Entry>> {
+    let _lock = lock(path)?;
+    let (entries, _) = parse(&read_or_empty(path)?);
+    let (kept, dropped): (Vec<Entry>, Vec<Entry>) = entries.into_values().partition(|e| keep(e));
+    if !dropped.is_empty() {
+        write_lines(path, kept.iter())?;
+    }
+    Ok(dropped)
+}
+
+/// The entries of the index file at `path` (another file of the same lines, such as an
+/// offsite target's record), a torn line left out.
+pub fn read_path(path: &Path) -> io::Result<Vec<Entry>> {
+    Ok(parse(&read_or_empty(path)?).0.into_values().collect())
+}
+
+/// The exclusive lock on `PATH.lock`, held until the returned file is dropped.
+fn lock(path: &Path) -> io::Result<File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&name)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", Path::new(&name).display())))?;
+    file.lock()?;
+    Ok(file)
+}
+
+fn read_or_empty(path: &Path) -> io::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+fn write_lines<'a>(path: &Path, entries: impl Iterator<Item = &'a Entry>) -> io::Result<()> {
+    let mut good = Vec::new();
+    for e in entries {
+        good.extend(line(e)?);
+    }
+    crate::publish::write_atomic(path, &good, 0o600)
 }
 
 fn line(entry: &Entry) -> io::Result<Vec<u8>> {
@@ -227,5 +302,30 @@ mod tests {
                 "000000010000000100000000".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn an_append_after_a_rewrite_lands_in_the_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut index, _) = Index::open(dir.path()).unwrap();
+        for n in ["000000010000000000000001", "000000010000000000000002"] {
+            index.append(entry(n)).unwrap();
+        }
+        let path = dir.path().join(INDEX_FILE);
+        let dropped = rewrite(&path, |e| e.name != "000000010000000000000001").unwrap();
+        assert_eq!(dropped.len(), 1);
+        // The archiver's handle still holds the replaced file: its next append must follow.
+        index.append(entry("000000010000000000000003")).unwrap();
+        let names: Vec<String> = Index::read(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["000000010000000000000002", "000000010000000000000003"]
+        );
+        assert_eq!(index.count(), 2, "the memory follows the rewrite");
+        assert!(rewrite(&path, |_| true).unwrap().is_empty());
     }
 }

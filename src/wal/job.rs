@@ -17,6 +17,8 @@ use crate::config::{OffsiteTarget, WalArchiveSpec};
 use crate::ids::JobName;
 use crate::jobs::backup::stream::Layers;
 use crate::jobs::health::board::{Board, Probe};
+use crate::protocol::HealthStatus;
+use crate::trust::{HeldDir, Trusted};
 
 /// What one job's task holds.
 pub(super) struct JobCtx {
@@ -26,16 +28,23 @@ pub(super) struct JobCtx {
     pub(super) state: Arc<JobState>,
     pub(super) board: Arc<Board>,
     pub(super) notifier: Notifier,
+    /// The archive and spool folders, held open while the job runs.
+    pub(super) held: Vec<HeldDir>,
 }
 
 impl JobCtx {
-    pub(super) async fn run(self, cancel: CancellationToken, previous: Option<JoinHandle<()>>) {
+    pub(super) async fn run(mut self, cancel: CancellationToken, previous: Option<JoinHandle<()>>) {
         if let Some(p) = previous {
             let _ = p.await;
         }
-        if cancel.is_cancelled() {
+        // The folders are checked once and then used only through their handles, held until
+        // the job ends: a folder swapped after the check is never followed.
+        let Some((archive, spool)) = self.hold_folders(&cancel).await else {
             return;
-        }
+        };
+        self.spec.archive_dir = archive.at();
+        self.spec.spool_dir = spool.at();
+        self.held = vec![archive, spool];
         if let Some(marker) = slot::recreated(&self.spec.archive_dir) {
             self.state.slot_recreated(marker);
         }
@@ -133,13 +142,14 @@ impl JobCtx {
             (Some(index), pass)
         })
         .await;
-        let (index, pass) = match done {
+        let (index, mut pass) = match done {
             Ok(d) => d,
             Err(e) => {
                 self.state.lock().archive_error = Some(format!("the archiver failed: {e}"));
                 return None;
             }
         };
+        pass.error = pass.error.map(|e| self.shown(e));
         for e in &pass.archived {
             tracing::info!(segment = %e.name, bytes = e.bytes, "archived {}", e.name);
         }
@@ -198,36 +208,98 @@ impl JobCtx {
                 () = tokio::time::sleep(wait) => {}
                 () = cancel.cancelled() => return,
             }
+            self.state
+                .follow_recreated(slot::recreated(&self.spec.archive_dir));
             let view = monitor::observe(&self.spec).await;
             if let Ok(v) = &view {
                 self.state.lock().slot = Some(v.clone());
             }
             let now = Utc::now();
             let (status, message) = monitor::judge(&self.spec, &self.state.snapshot(), &view, now);
-            let check = check_name(&self.job);
-            let probe = Probe::new(status, message);
-            if let Some(t) = self.board.record(&self.job, &check, probe, now)
-                && t.alerts()
-            {
-                tracing::warn!(
-                    check = %t.check,
-                    status = t.status.as_str(),
-                    previous = t.previous_str(),
-                    "health check {} is {}: {}",
-                    t.check,
-                    t.status.as_str(),
-                    t.message
-                );
-                self.notifier.daemon(&crate::alerts::daemon_events::health(
-                    self.job.as_str(),
-                    &t.check,
-                    t.status.as_str(),
-                    t.previous_str(),
-                    &t.message,
-                ));
+            self.record(status, message);
+        }
+    }
+
+    /// Records the job's check on the board, with an alert on a transition.
+    fn record(&self, status: HealthStatus, message: String) {
+        let now = Utc::now();
+        let check = check_name(&self.job);
+        let probe = Probe::new(status, message);
+        if let Some(t) = self.board.record(&self.job, &check, probe, now)
+            && t.alerts()
+        {
+            tracing::warn!(
+                check = %t.check,
+                status = t.status.as_str(),
+                previous = t.previous_str(),
+                "health check {} is {}: {}",
+                t.check,
+                t.status.as_str(),
+                t.message
+            );
+            self.notifier.daemon(&crate::alerts::daemon_events::health(
+                self.job.as_str(),
+                &t.check,
+                t.status.as_str(),
+                t.previous_str(),
+                &t.message,
+            ));
+        }
+    }
+
+    /// Opens the archive and spool folders (made 0700 when missing) once they pass the trust
+    /// check; until they do, the job is `refused` and its check fails, tried again every
+    /// [`CHECK_EVERY`]. `None` when cancelled first.
+    async fn hold_folders(&self, cancel: &CancellationToken) -> Option<(HeldDir, HeldDir)> {
+        let mut said: Option<String> = None;
+        loop {
+            if cancel.is_cancelled() {
+                return None;
+            }
+            let dirs = [self.spec.archive_dir.clone(), self.spec.spool_dir.clone()];
+            let opened = tokio::task::spawn_blocking(move || {
+                let [archive, spool] = dirs;
+                Ok::<_, String>((hold(&archive)?, hold(&spool)?))
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            let why = match opened {
+                Ok(held) => {
+                    if said.is_some() {
+                        self.state.set_receiver("starting", None, None);
+                    }
+                    return Some(held);
+                }
+                Err(why) => why,
+            };
+            if said.as_ref() != Some(&why) {
+                tracing::error!("wal-archive job refused: {why}");
+            }
+            self.state.set_receiver("refused", Some(why.clone()), None);
+            self.record(HealthStatus::Fail, format!("refused: {why}"));
+            said = Some(why);
+            tokio::select! {
+                () = tokio::time::sleep(CHECK_EVERY) => {}
+                () = cancel.cancelled() => return None,
             }
         }
     }
+
+    /// `text` with the held folders' handle paths shown as their names.
+    fn shown(&self, text: String) -> String {
+        self.held.iter().fold(text, |t, d| d.shown(&t))
+    }
+}
+
+/// `dir`, made (0700) when missing, then trust-checked and held by handle.
+fn hold(dir: &std::path::Path) -> Result<HeldDir, String> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    HeldDir::open(dir, &Trusted::daemon())
 }
 
 /// The archive folder (made 0700 if missing) and its index, repaired if a crash tore it.

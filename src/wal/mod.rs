@@ -15,13 +15,18 @@
 //! SIGTERM when the daemon dies, and is swept at the next start if it survived. With `offsite`,
 //! a fourth loop copies archived segments to the targets ([`offsite`]). The task is [`job`],
 //! its shared state [`state`].
+//!
+//! WAL retention is not one of these loops: the prune job applies it ([`prune`], planned by
+//! [`retention`]) after it pruned the base backups that size it.
 
 mod archive;
 mod index;
 mod job;
 mod monitor;
 mod offsite;
+pub mod prune;
 mod receiver;
+pub mod retention;
 pub mod segment;
 mod slot;
 mod state;
@@ -45,6 +50,7 @@ use crate::jobs::health::board::Board;
 use crate::protocol::WalStatus;
 
 use self::job::JobCtx;
+pub use self::slot::base_backup_taken;
 pub use self::state::{JobState, Snapshot};
 
 /// Every query and the slot's creation get this long.
@@ -144,6 +150,7 @@ impl Archivers {
                 state: Arc::clone(&state),
                 board: Arc::clone(&self.board),
                 notifier: self.notifier.clone(),
+                held: Vec::new(),
             };
             let span = tracing::info_span!("wal", job = %name, kind = "wal-archive");
             let task = tokio::spawn(

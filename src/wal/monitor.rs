@@ -62,6 +62,12 @@ pub fn judge(
 ) -> (HealthStatus, String) {
     let mut findings: Vec<(HealthStatus, String)> = Vec::new();
     let mut fail = |m: String| findings.push((HealthStatus::Fail, m));
+    if snap.status.receiver == "refused" {
+        fail(format!(
+            "refused: {}",
+            snap.status.message.clone().unwrap_or_default()
+        ));
+    }
     if snap.status.receiver == "backing-off" {
         fail(format!(
             "receiver down: {}",

@@ -1,7 +1,8 @@
 //! The supervised `pg_receivewal`: the slot made sure of, the receiver started through the
 //! process module (own process group, scrubbed environment, `PGPASSFILE` only, SIGTERM when the
 //! daemon dies, recorded for the next start's sweep) and started again with backoff when it
-//! ends.
+//! ends. It runs in the spool folder held by handle (`--directory .`, its working directory
+//! set through `/proc/self/fd/N`), never reaching the spool by name.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -65,9 +66,10 @@ async fn once(
     prepare_spool(&spec.spool_dir)
         .map_err(|e| format!("cannot prepare {}: {e}", spec.spool_dir.display()))?;
     super::slot::ensure(spec, state, cancel).await?;
+    // `--directory .` in the spool's handle: the receiver never resolves the spool's name.
     let args: Vec<OsString> = [
         "--directory".into(),
-        spec.spool_dir.clone().into_os_string(),
+        ".".into(),
         "--slot".into(),
         spec.slot.clone().into(),
         "--no-loop".into(),
@@ -76,9 +78,12 @@ async fn once(
     .into_iter()
     .chain(spec.synchronous.then(|| "--synchronous".into()))
     .collect();
-    let tool = crate::pg::tool_spec(&spec.replication, "pg_receivewal")
+    let mut tool = crate::pg::tool_spec(&spec.replication, "pg_receivewal")
         .map_err(|e| e.to_string())?
         .args(args);
+    // `spool_dir` is the held folder's `/proc/self/fd/N`: the child changes into it by handle
+    // before it execs (the descriptor is still open then).
+    tool.cwd = Some(spec.spool_dir.clone());
     let running = process::spawn(&tool).map_err(|e| e.to_string())?;
     state.started(running.pid());
     tracing::info!(

@@ -26,6 +26,43 @@ pub struct Recreated {
     pub after_segment: Option<String>,
 }
 
+/// A base backup of `job` that started at `started` succeeded: the marker of every
+/// wal-archive job counting `job`'s base backups, recreated before then, is cleared (the new
+/// base backup does not need the WAL that may be lost). Returns the jobs cleared.
+pub fn base_backup_taken(
+    config: &crate::config::Config,
+    job: &crate::ids::JobName,
+    started: DateTime<Utc>,
+) -> Vec<crate::ids::JobName> {
+    let mut cleared = Vec::new();
+    for j in config.jobs.values() {
+        let crate::config::JobSpec::WalArchive(wal) = &j.spec else {
+            continue;
+        };
+        if !super::prune::base_jobs(config, wal).contains(job) {
+            continue;
+        }
+        let Some(marker) = recreated(&wal.archive_dir).filter(|m| m.at <= started) else {
+            continue;
+        };
+        let path = wal.archive_dir.join(RECREATED_FILE);
+        match std::fs::remove_file(&path).and_then(|()| crate::publish::sync_dir(&wal.archive_dir))
+        {
+            Ok(()) => {
+                tracing::info!(
+                    slot = %marker.slot,
+                    "base backup of {job} taken after slot {} was recreated: the archive of {} is usable again",
+                    marker.slot,
+                    j.name
+                );
+                cleared.push(j.name.clone());
+            }
+            Err(e) => tracing::error!("cannot remove {}: {e}", path.display()),
+        }
+    }
+    cleared
+}
+
 /// Reads the marker, if the slot was ever recreated under this archive.
 pub fn recreated(archive_dir: &Path) -> Option<Recreated> {
     let text = std::fs::read(archive_dir.join(RECREATED_FILE)).ok()?;

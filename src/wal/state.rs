@@ -63,6 +63,18 @@ impl JobState {
         s.recreated = Some(marker);
     }
 
+    /// Follows the marker on disk: gone once a new base backup cleared it.
+    pub(super) fn follow_recreated(&self, marker: Option<slot::Recreated>) {
+        match marker {
+            Some(m) => self.slot_recreated(m),
+            None => {
+                let mut s = self.lock();
+                s.recreated = None;
+                s.status.base_backup_required_since = None;
+            }
+        }
+    }
+
     pub(super) fn archived(&self, index: &Index, error: Option<String>) {
         let mut s = self.lock();
         s.archive_error = error;

@@ -143,4 +143,6 @@ mod schedule_dst;
 mod systemd_units;
 mod wal_archive;
 mod wal_offsite;
+mod wal_retention;
 mod wal_support;
+mod wal_trust;

@@ -1,7 +1,7 @@
 //! A log's folder, opened once per run and used only through that handle.
 //!
-//! The folder is opened with `openat2(RESOLVE_NO_SYMLINKS)`: a symlink anywhere on its path is
-//! refused. Where `openat2` is not to be had (a kernel before 5.6, or a seccomp filter that does
+//! The folder is opened by [`trust::open_no_symlinks`] (`openat2(RESOLVE_NO_SYMLINKS)`): a
+//! symlink anywhere on its path is refused. Where `openat2` is not to be had (a kernel before 5.6, or a seccomp filter that does
 //! not know it: systemd 252's `@system-service` answers ENOSYS), the same guarantee comes from
 //! a walk from the first folder, one name at a time, each opened `O_NOFOLLOW|O_DIRECTORY`
 //! relative to the one before. Every later step (list, rename, create, compress, chmod, chown, remove) goes through
@@ -18,8 +18,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 
 use super::exec::Log;
 use super::hands::Hands;
@@ -54,7 +52,7 @@ pub fn trusted(spec: &RotateSpec) -> Trusted {
 /// checks that only the `trusted` may write to it and above it. `job_key` is `jobs.NAME`, for
 /// the message. Blocking: run it with the job's [`super::hands::Hands`].
 pub fn open(dir: &Path, shared: bool, trusted: &Trusted, job_key: &str) -> io::Result<Folder> {
-    let fd = open_no_symlinks(dir).map_err(|e| match e {
+    let fd = trust::open_no_symlinks(dir).map_err(|e| match e {
         rustix::io::Errno::LOOP => io::Error::other(format!(
             "{} has a symlink on its path: refused (the folder could be swapped under atpred); name the real folder in {job_key}.paths",
             dir.display()
@@ -86,50 +84,6 @@ pub fn open(dir: &Path, shared: bool, trusted: &Trusted, job_key: &str) -> io::R
         )));
     }
     Ok(folder)
-}
-
-/// `dir` opened as a directory with no symlink anywhere on its path (`Errno::LOOP` if there
-/// is one): `openat2(RESOLVE_NO_SYMLINKS)`, or [`walk_no_symlinks`] where that call is refused.
-fn open_no_symlinks(dir: &Path) -> rustix::io::Result<OwnedFd> {
-    let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    match rustix::fs::openat2(
-        CWD,
-        dir,
-        how,
-        Mode::empty(),
-        ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-    ) {
-        Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => walk_no_symlinks(dir),
-        other => other,
-    }
-}
-
-/// `dir` opened one name at a time, each `O_NOFOLLOW|O_DIRECTORY` relative to the folder before
-/// it: no step can follow a symlink, so none is followed anywhere on the path.
-fn walk_no_symlinks(dir: &Path) -> rustix::io::Result<OwnedFd> {
-    use std::path::Component;
-    let how = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
-    let mut at = rustix::fs::openat(
-        CWD,
-        if dir.is_absolute() { "/" } else { "." },
-        how,
-        Mode::empty(),
-    )?;
-    for part in dir.components() {
-        let name = match part {
-            Component::RootDir | Component::CurDir => continue,
-            Component::ParentDir => std::ffi::OsStr::new(".."),
-            Component::Normal(name) => name,
-            Component::Prefix(_) => return Err(rustix::io::Errno::INVAL),
-        };
-        at = rustix::fs::openat(&at, name, how, Mode::empty()).map_err(|e| {
-            // O_NOFOLLOW|O_DIRECTORY on a symlink may answer ENOTDIR rather than ELOOP.
-            let link = rustix::fs::statat(&at, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_symlink());
-            if link { rustix::io::Errno::LOOP } else { e }
-        })?;
-    }
-    Ok(at)
 }
 
 impl Log {
@@ -173,6 +127,7 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustix::fs::{CWD, Mode, OFlags, ResolveFlags};
 
     #[test]
     fn folder_messages_name_the_folder_not_the_handle() {
@@ -219,31 +174,5 @@ mod tests {
             ResolveFlags::NO_SYMLINKS,
         );
         assert_eq!(link.unwrap_err(), rustix::io::Errno::LOOP);
-    }
-
-    #[test]
-    fn the_walk_refuses_a_symlink_anywhere_on_the_path_and_opens_the_real_folder() {
-        let root = tempfile::tempdir().unwrap();
-        let real = root.path().join("a/b");
-        std::fs::create_dir_all(&real).unwrap();
-        std::os::unix::fs::symlink(root.path().join("a"), root.path().join("link")).unwrap();
-        let through_link = root.path().join("link/b");
-        assert!(
-            through_link.is_dir(),
-            "the path works when links are followed"
-        );
-        assert_eq!(
-            walk_no_symlinks(&through_link).unwrap_err(),
-            rustix::io::Errno::LOOP
-        );
-        assert_eq!(
-            walk_no_symlinks(&root.path().join("link")).unwrap_err(),
-            rustix::io::Errno::LOOP,
-            "a symlink as the last name"
-        );
-        let fd = walk_no_symlinks(&real).unwrap();
-        let held = std::fs::metadata(Folder { fd }.at()).unwrap();
-        let named = std::fs::metadata(&real).unwrap();
-        assert_eq!((held.dev(), held.ino()), (named.dev(), named.ino()));
     }
 }

@@ -196,7 +196,11 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
         "stop_lsn": facts.stop_lsn,
         "timeline": facts.timeline,
     });
-    super::finish::verify_and_publish(ctx, spec, partial, manifest, level, details, None).await
+    let report =
+        super::finish::verify_and_publish(ctx, spec, partial, manifest, level, details, None)
+            .await?;
+    crate::wal::base_backup_taken(&ctx.config, &ctx.job.name, ctx.now);
+    Ok(report)
 }
 
 /// Server version, size and extra tablespaces, in one query.
