@@ -17,7 +17,7 @@
 //! its shared state [`state`].
 
 mod archive;
-mod index;
+pub mod index;
 mod job;
 mod monitor;
 mod offsite;

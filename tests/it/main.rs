@@ -143,4 +143,5 @@ mod schedule_dst;
 mod systemd_units;
 mod wal_archive;
 mod wal_offsite;
+mod wal_pitr;
 mod wal_support;

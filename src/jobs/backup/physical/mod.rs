@@ -12,6 +12,7 @@
 
 pub mod facts;
 pub mod tar_watch;
+pub mod unpack;
 mod verify;
 
 use std::sync::{Arc, Mutex};
