@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use super::backups::error;
 use super::peer::Access;
-use crate::config::Config;
+use crate::config::{BackupMethod, Config, VerifyLevel};
+use crate::jobs::backup::manifest::{Manifest, Verification, VerifyOutcome};
 use crate::jobs::catalog::Claim;
 use crate::protocol::{ErrorCode, Outcome, Response};
 use crate::restore::RestoreError;
@@ -180,6 +181,55 @@ async fn execute(
         Err(e) => refusal(&e),
     };
     let _ = out.send(answer);
+}
+
+/// `backups verify ID --level restore` of a physical backup: after the full verification
+/// passed, its point-in-time drill ([`pitr::drill`]), whose outcome becomes the verification's.
+pub(super) async fn drill_on_verify(
+    config: &Config,
+    spec: Option<&crate::config::BackupSpec>,
+    manifest: &Manifest,
+    level: VerifyLevel,
+    mut v: Verification,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Verification {
+    if manifest.method != BackupMethod::Physical
+        || level != VerifyLevel::Restore
+        || v.outcome != VerifyOutcome::Passed
+    {
+        return v;
+    }
+    let progress = |_: String| {};
+    let env = pitr::drill::DrillEnv {
+        config,
+        dbname: spec.map_or(&config.postgres.dbname, |s| &s.dbname),
+        drill_sql: spec.map_or(&[][..], |s| s.drill_sql.as_slice()),
+        identity: spec.and_then(|s| s.verify_identity_file.as_deref()),
+        lag: spec.map_or(std::time::Duration::from_secs(60), |s| s.pitr_drill.lag),
+        cancel,
+        progress: &progress,
+    };
+    match pitr::drill::run(&env, Some(&manifest.id)).await {
+        Ok(d) => {
+            v.details = format!(
+                "{}; PITR drill passed: {} segment(s) ({} to {}) replayed to {}, recovery point \
+                 {:.0} s old, {}, {:.1} s",
+                v.details,
+                d.segments_replayed,
+                d.first_segment,
+                d.last_segment,
+                d.reached_lsn,
+                d.recovery_point_age_seconds,
+                d.amcheck,
+                d.duration_ms as f64 / 1000.0
+            );
+        }
+        Err(e) => {
+            v.outcome = VerifyOutcome::Failed;
+            v.details = format!("{}; PITR drill FAILED: {e}", v.details);
+        }
+    }
+    v
 }
 
 fn busy(e: RestoreError) -> PitrError {

@@ -88,7 +88,7 @@ fn pg_bin(name: &str) -> PathBuf {
 fn wal_pitr_restore_to_a_time_between_two_batches_has_the_first_two_and_not_the_third() {
     let w = WalFixture::new();
     w.fx.sql("CREATE TABLE marks (batch int, n int)");
-    let daemon = w.daemon(&base_job(&w, "")).spawn();
+    let daemon = w.daemon(&base_job(&w, "pitr-drill = false")).spawn();
     wait_receiving(&daemon, 1);
     base_backup(&w, &daemon);
     let t1 = batch(&w, &daemon, 1);
@@ -155,7 +155,7 @@ fn wal_pitr_restore_to_a_time_between_two_batches_has_the_first_two_and_not_the_
 #[test]
 fn wal_pitr_refuses_a_full_folder_a_time_before_any_base_backup_a_gap_and_a_time_not_archived() {
     let w = WalFixture::new();
-    let daemon = w.daemon(&base_job(&w, "")).spawn();
+    let daemon = w.daemon(&base_job(&w, "pitr-drill = false")).spawn();
     wait_receiving(&daemon, 1);
     let before = Utc::now();
     wait_past(before, Duration::from_millis(100));
@@ -227,4 +227,86 @@ fn wal_pitr_refuses_a_full_folder_a_time_before_any_base_backup_a_gap_and_a_time
     );
     assert!(out.stderr.contains(&named), "{named}: {}", out.stderr);
     assert!(!dir.exists(), "no refusal leaves anything behind");
+}
+
+#[test]
+fn wal_pitr_drill_passes_on_a_healthy_archive_and_fails_naming_a_damaged_segment() {
+    let w = WalFixture::new();
+    w.fx.sql("CREATE TABLE marks (batch int, n int); INSERT INTO marks VALUES (1, 1)");
+    // The drill's server runs as postgres, which must reach restore-scratch-dir.
+    let scratch = w.fx.dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    harness::set_mode(&scratch, 0o711);
+    let drill_sql = "drill-sql = [{ query = \"select count(*) from marks\", min = 1 }]";
+    let daemon = w
+        .daemon(&base_job(
+            &w,
+            &format!("pitr-drill-lag = \"1s\"\n{drill_sql}"),
+        ))
+        .set("daemon", "restore-scratch-dir", toml_path(&scratch))
+        .spawn();
+    wait_receiving(&daemon, 1);
+    let run = run_job(&daemon, "base");
+    assert_eq!(
+        run["outcome"],
+        "succeeded",
+        "{run:#}\n{}",
+        harness::tail(&daemon.log(), 30)
+    );
+    let id = run["details"]["id"].as_str().expect("id").to_owned();
+    let drill = &run["details"]["pitr_drill"];
+    assert_eq!(drill["base"], id.as_str(), "{run:#}");
+    assert!(
+        drill["segments_replayed"].as_u64().unwrap_or(0) >= 1,
+        "{drill:#}"
+    );
+    assert!(
+        drill["reached_lsn"]
+            .as_str()
+            .is_some_and(|l| l.contains('/')),
+        "{drill:#}"
+    );
+    assert!(
+        drill["recovery_point_age_seconds"].as_f64().is_some(),
+        "{drill:#}"
+    );
+    assert!(drill["duration_ms"].as_u64().is_some(), "{drill:#}");
+    assert_eq!(drill["smoke"][0]["passed"], true, "{drill:#}");
+    assert_eq!(drill["smoke"][0]["value"], 1.0, "{drill:#}");
+    assert!(
+        drill["amcheck"]
+            .as_str()
+            .is_some_and(|a| a.contains("no corruption")),
+        "{drill:#}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the drill leaves nothing behind: {left:?}");
+    eprintln!("PITR drill: {drill}");
+
+    // A segment after the base, damaged in the archive: the drill names it.
+    let seg = w.write_and_switch("after", 1000);
+    w.wait_archived(&daemon, &seg);
+    let entry = w
+        .index()
+        .into_iter()
+        .find(|e| e["name"] == seg.as_str())
+        .expect("indexed");
+    let file = w.archive_dir().join(entry["file"].as_str().expect("file"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let out = ctl(&daemon, &["backups", "verify", &id, "--level", "restore"]);
+    assert_eq!(out.status, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("PITR drill FAILED")
+            && out.stdout.contains(&format!("segment {seg} is damaged")),
+        "{}",
+        out.stdout
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "a failed drill leaves nothing behind: {left:?}"
+    );
 }

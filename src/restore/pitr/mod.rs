@@ -7,8 +7,10 @@
 //! `SHA256SUMS`, `restore_command = 'atpred wal-fetch …'` ([`fetch`]), the target time and
 //! `recovery.signal`. Starting the server is atprectl's (`--start`).
 
+pub mod drill;
 pub mod fetch;
 pub mod plan;
+pub mod server;
 pub mod stage;
 
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@
 //! them to one stream). Verification: [`verify`].
 
 pub mod facts;
+mod pitr;
 pub mod tar_watch;
 pub mod unpack;
 mod verify;
@@ -197,7 +198,10 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
         "stop_lsn": facts.stop_lsn,
         "timeline": facts.timeline,
     });
-    super::finish::verify_and_publish(ctx, spec, partial, manifest, level, details, None).await
+    let report =
+        super::finish::verify_and_publish(ctx, spec, partial, manifest, level, details, None)
+            .await?;
+    pitr::after_backup(ctx, spec, &id, report).await
 }
 
 /// Server version, size and extra tablespaces, in one query.
