@@ -1,11 +1,13 @@
-//! Point-in-time restores: `atprectl restore --pitr --time T --to-dir DIR`.
+//! Point-in-time restores: `atprectl restore --pitr --time T --to-dir DIR`, and the PITR drill
+//! of a physical backup job ([`drill`]).
 //!
 //! The daemon (it holds the keys) finds what a restore needs ([`prepare`]: the wal-archive
 //! job, the verified physical base backups in backup-dir, the archive's index; [`plan`] picks
 //! the base and the segments, or names what is missing), then writes the data directory
 //! ([`stage`]): the base unpacked, the segments decrypted into `DIR/atpred-wal/` with their
 //! `SHA256SUMS`, `restore_command = 'atpred wal-fetch …'` ([`fetch`]), the target time and
-//! `recovery.signal`. Starting the server is atprectl's (`--start`).
+//! `recovery.signal`. Starting the server is atprectl's (`--start`), or the drill's own
+//! private one ([`server`]).
 
 pub mod drill;
 pub mod fetch;
@@ -270,10 +272,21 @@ pub fn check_space(dir: &Path, need: u64) -> Result<(), PitrError> {
     Ok(())
 }
 
-/// The uid and gid of `owner`, or of `postgres` when it exists and none was named.
+/// The uid and gid of `owner`, or of `postgres` when it exists and none was named. A daemon
+/// that is not root keeps the files (and can give them to no one else).
 pub fn owner(name: Option<&str>) -> Result<Option<(u32, u32)>, PitrError> {
+    let root = nix::unistd::geteuid().is_root();
+    if !root && name.is_none() {
+        return Ok(None);
+    }
     let wanted = name.unwrap_or("postgres");
     match nix::unistd::User::from_name(wanted) {
+        Ok(Some(u)) if !root && u.uid != nix::unistd::geteuid() => {
+            Err(PitrError::BadRequest(format!(
+                "--owner {wanted:?}: the daemon does not run as root and cannot give the files \
+                 away; restore without --owner (they are then the daemon's user's)"
+            )))
+        }
         Ok(Some(u)) => Ok(Some((u.uid.as_raw(), u.gid.as_raw()))),
         Ok(None) if name.is_none() => Ok(None),
         Ok(None) => Err(PitrError::BadRequest(format!(

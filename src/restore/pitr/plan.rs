@@ -144,7 +144,11 @@ struct OnLine {
 /// The base's start segment, its stop segment's number, and the archive's segments of its
 /// timeline in WAL order.
 fn positions(base: &Base, segments: &[Segment]) -> Result<(OnLine, u64, Vec<OnLine>), PlanError> {
-    let wal_bytes = segments.first().map_or(16 << 20, |s| s.wal_bytes);
+    // A timeline history file's line carries its own size: the first segment's says it.
+    let wal_bytes = segments
+        .iter()
+        .find(|s| SegmentName::parse(&s.name, s.wal_bytes).is_some())
+        .map_or(16 << 20, |s| s.wal_bytes);
     let mut line: Vec<OnLine> = segments
         .iter()
         .filter_map(|s| {
@@ -292,7 +296,15 @@ mod tests {
     #[test]
     fn takes_the_newest_base_before_the_time_and_the_segments_up_to_it() {
         let bases = [base("a", 2, 10), base("b", 5, 50)];
-        let segs: Vec<Segment> = (2..=9).map(|n| seg(n, n as i64 * 10)).collect();
+        // A history file's line (its own size) first: it says nothing of segment sizes.
+        let history = Segment {
+            name: "00000002.history".into(),
+            wal_bytes: 41,
+            ..seg(0, 0)
+        };
+        let segs: Vec<Segment> = std::iter::once(history)
+            .chain((2..=9).map(|n| seg(n, n as i64 * 10)))
+            .collect();
         let p = to_time(&bases, &segs, at(65)).unwrap();
         assert_eq!(p.base, "b");
         assert_eq!(
