@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::backup_support::{ctl, quote, run_job, shell, shell_status};
+use crate::backup_support::{DB, PASSWORD, ROLE, ctl, quote, run_job, shell, shell_status};
 use crate::harness::{self, CtlOutput, Daemon, toml_path};
 use crate::wal_support::{WalFixture, wait_receiving};
 
@@ -227,6 +227,20 @@ fn wal_pitr_refuses_a_full_folder_a_time_before_any_base_backup_a_gap_and_a_time
     );
     assert!(out.stderr.contains(&named), "{named}: {}", out.stderr);
     assert!(!dir.exists(), "no refusal leaves anything behind");
+
+    // A daemon without a wal-archive job has nothing to replay.
+    let other = harness::tempdir();
+    let lone = Daemon::builder(other.path())
+        .postgres(&w.fx.pg, ROLE, PASSWORD, DB)
+        .toml(&base_job(&w, ""))
+        .spawn();
+    let out = pitr(&lone, &now, &dir, &[]);
+    assert_eq!(out.status, 23, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("no wal-archive job is configured"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
