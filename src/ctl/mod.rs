@@ -1,7 +1,7 @@
 //! `atprectl`: one function per command, rendering tables or `--json`, mapping outcomes to
 //! exit codes (0 ok, 1 job failed, 2 usage, 69 unreachable, 75 busy (also: another restore is
-//! running), 76 protocol mismatch, 77 not permitted; 10-15 restore refusals and 130 Ctrl-C
-//! while following a restore, in [`restore`]).
+//! running), 76 protocol mismatch, 77 not permitted; 10-16 restore refusals and 130 Ctrl-C
+//! while following a restore, in [`restore`]; 20-24 for `restore --pitr`, in [`pitr`]).
 
 mod evidence;
 mod pitr;
