@@ -36,6 +36,8 @@
 //! | `metrics` | `metrics` (OpenMetrics text) |
 //! | `restore` (`dry_run: true`) | `restore_plan` |
 //! | `restore` | any number of `progress` (with the restore run's id), then `restored`, or an `error` (`restore_busy` while another restore runs) |
+//! | `restore_pitr` (`dry_run: true`) | `pitr_plan` (base backup, WAL range, space), or an `error`: `restore_target_not_empty`, `pitr_no_base`, `pitr_gap`, `pitr_not_archived`, `pitr_no_archive_job`, `unknown_job` |
+//! | `restore_pitr` | the same refusals, or any number of `progress` (with the restore run's id), then `pitr_restored` (root and the daemon's user only) |
 //!
 //! An `identity` (`backup_fetch`, `restore`'s `options.identity`) names a file for the daemon
 //! to read: from anyone but root and the daemon's own user it gets
