@@ -283,6 +283,9 @@ pub enum Outcome {
     TimedOut,
     /// Not run: the job was still running from an earlier trigger.
     Skipped,
+    /// Cut short by the daemon's end (kill -9, crash, power loss); recorded at the next start
+    /// from its in-flight marker ([`crate::runner::inflight`]).
+    Interrupted,
 }
 
 impl Outcome {
@@ -293,6 +296,7 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::TimedOut => "timed_out",
             Outcome::Skipped => "skipped",
+            Outcome::Interrupted => "interrupted",
         }
     }
 
