@@ -358,3 +358,38 @@ fn files_restore_replace_confirmation_names_the_folder() {
     assert!(!to.join("keep").exists(), "replaced");
     assert_eq!(listing(&fx.restored_tree(&to)), listing(&fx.tree()));
 }
+
+/// `atprectl cancel restore` during a files restore: the run ends `cancelled`, the folder
+/// keeps what it had, and no temporary folder is left beside it.
+#[test]
+fn files_restore_cancelled_mid_way_leaves_the_folder_as_it_was() {
+    let fx = FilesFixture::new(BIG_MIB);
+    let daemon = fx.daemon("").spawn();
+    let id = backup_ok(&daemon, "appfiles");
+    let to = fx.dir.path().join("live");
+    std::fs::create_dir(&to).expect("mkdir");
+    std::fs::write(to.join("keep"), b"the old tree").expect("write");
+
+    let _client = restore_in_background(&daemon, &id, &to);
+    let unpacking = crate::harness::wait_until(Duration::from_secs(30), || {
+        temporaries(&to)
+            .first()
+            .is_some_and(|t| crate::backup_disturb::tree_size(t) >= 8 << 20)
+    });
+    assert!(unpacking, "no restore unpacking beside {}", to.display());
+    let out = ctl(&daemon, &["cancel", "restore"]);
+    assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
+    let ended = crate::harness::wait_until(Duration::from_secs(30), || {
+        !crate::restore_support::restore_runs(&daemon).is_empty()
+    });
+    assert!(ended, "the cancelled restore has no record");
+    let runs = crate::restore_support::restore_runs(&daemon);
+    assert_eq!(runs[0]["outcome"], "cancelled", "{runs:#?}");
+    assert!(temporaries(&to).is_empty(), "{:?}", temporaries(&to));
+    assert_eq!(crate::backup_support::entries(&to), ["keep"]);
+    assert!(
+        !fx.dir.path().join("state/inflight").exists()
+            || crate::backup_support::entries(&fx.dir.path().join("state/inflight")).is_empty(),
+        "the in-flight marker is removed with the record"
+    );
+}
