@@ -208,8 +208,9 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DBNAME", required_unless_present_any = ["redis_dir", "to_dir"])]
     pub to: Option<String>,
     /// A Redis backup: stage its RDB in this Redis data folder (owner and mode of its
-    /// dump.rdb) and print the steps to load it; no server is stopped or started.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "replace", "globals", "dry_run", "target"])]
+    /// dump.rdb) and print the steps to load it; no server is stopped or started. With
+    /// --target, from the copy at that offsite target.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "replace", "globals", "dry_run"])]
     pub redis_dir: Option<PathBuf>,
     /// A files backup: restore its tree into this folder (absolute; new or empty, or any with
     /// --replace) with owners, modes, mtimes and symlinks; needs a daemon running as root.

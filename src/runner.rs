@@ -10,6 +10,7 @@
 
 pub mod external;
 mod fleet;
+pub mod inflight;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -54,7 +54,7 @@ pub enum Verdict {
 /// Whether an outcome counts as a failure (`Some(true)`), a success, or neither.
 fn failing(outcome: Outcome) -> Option<bool> {
     match outcome {
-        Outcome::Failed | Outcome::TimedOut => Some(true),
+        Outcome::Failed | Outcome::TimedOut | Outcome::Interrupted => Some(true),
         Outcome::Succeeded => Some(false),
         Outcome::Skipped | Outcome::Cancelled => None,
     }

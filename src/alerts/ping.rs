@@ -39,7 +39,7 @@ impl Signal {
         match record.outcome {
             Outcome::Succeeded => Some(Signal::Success),
             Outcome::Skipped => None,
-            Outcome::TimedOut | Outcome::Cancelled => Some(Signal::Fail),
+            Outcome::TimedOut | Outcome::Cancelled | Outcome::Interrupted => Some(Signal::Fail),
             Outcome::Failed => {
                 let code = record.details.get("exit_code").and_then(|c| c.as_u64());
                 Some(match code.and_then(|c| u8::try_from(c).ok()) {

@@ -263,17 +263,8 @@ pub(super) fn validate(
         None => None,
         Some(v) => Some(check.duration(&k("verify-every"), Some(v), Duration::ZERO)?),
     };
-    if source == BackupSource::Files {
-        // A files archive's drill is what `full` does: read back and compare every entry.
-        if verify == VerifyLevel::Restore {
-            return Err(check.err(
-                &k("verify"),
-                "a files backup is verified at \"checksum\" or \"full\" (full reads every entry back)",
-            ));
-        }
-        if verify_every.is_some() {
-            return Err(check.err(&k("verify-every"), "not with source = \"files\""));
-        }
+    if source == BackupSource::Files && verify_every.is_some() {
+        return Err(check.err(&k("verify-every"), "not with source = \"files\""));
     }
     let encrypt_to = recipients(check, key, &raw)?;
     if !encrypt_to.is_empty() && format != DumpFormat::Custom {

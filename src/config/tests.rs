@@ -520,9 +520,9 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         0,
     ),
     (
-        "a restore drill of files",
-        "[jobs.b]\nkind = \"backup\"\nsource = \"files\"\npaths = [\"/etc\"]\nverify = \"restore\"\n",
-        "jobs.b.verify",
+        "verify-every on files",
+        "[jobs.b]\nkind = \"backup\"\nsource = \"files\"\npaths = [\"/etc\"]\nverify-every = \"7d\"\n",
+        "jobs.b.verify-every",
         0,
     ),
     (

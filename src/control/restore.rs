@@ -290,9 +290,10 @@ pub(super) fn refusal(e: &RestoreError) -> Response {
         RestoreError::Busy(_) => ErrorCode::RestoreBusy,
         RestoreError::ShuttingDown => ErrorCode::ShuttingDown,
         RestoreError::SafetyBackup { .. } => ErrorCode::RestoreSafetyBackup,
-        RestoreError::Failed(_) | RestoreError::Scratch(_) | RestoreError::Cancelled => {
-            ErrorCode::Internal
-        }
+        RestoreError::Failed(_)
+        | RestoreError::FolderFailed { .. }
+        | RestoreError::Scratch(_)
+        | RestoreError::Cancelled => ErrorCode::Internal,
     };
     error(code, e.to_string())
 }

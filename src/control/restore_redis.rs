@@ -1,6 +1,7 @@
 //! Handler of `restore --redis-dir DIR`: the refusals (unknown, failed or non-Redis backup, a
-//! copy at an offsite target, a missing identity), then the RDB staged by
-//! [`crate::restore::redis_dir`] while retention is kept off the backup.
+//! missing identity), then the RDB staged by [`crate::restore::redis_dir`], from backup-dir
+//! while retention is kept off the backup, or with `--target NAME` from the copy at that
+//! offsite target as it downloads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -48,6 +49,9 @@ async fn staged(
     options: &Options,
     dir: &Path,
 ) -> Result<redis_dir::Staged, RestoreError> {
+    if let Some(target) = &options.target {
+        return staged_from_copy(config, id, options, dir, target).await;
+    }
     let (folder, manifest, identity) =
         local_backup(config, id, options, BackupSource::Redis, "--redis-dir")?;
     // Retention must not remove it while it is read.
@@ -58,6 +62,60 @@ async fn staged(
     })
     .await
     .map_err(|e| RestoreError::Failed(e.to_string()))?
+}
+
+/// `--target NAME`: the RDB of the copy at that offsite target, read as it downloads (hashed,
+/// decrypted, decoded and checked against the remote manifest in one pass) and staged; no
+/// local copy is needed and nothing encrypted is stored.
+async fn staged_from_copy(
+    config: &Config,
+    id: &str,
+    options: &Options,
+    dir: &Path,
+    target: &str,
+) -> Result<redis_dir::Staged, RestoreError> {
+    redis_dir::check_dir(dir)?;
+    let remote = crate::restore::remote::open(config, target)?;
+    let manifest = crate::restore::remote::manifest(&remote, id).await?;
+    if manifest.source != BackupSource::Redis {
+        return Err(RestoreError::BadRequest(format!(
+            "{id} is a {} backup: --redis-dir takes redis backups",
+            manifest.source.as_str()
+        )));
+    }
+    let identity = identity_of(config, options, &manifest)?;
+    let file =
+        manifest.files.first().cloned().ok_or_else(|| {
+            RestoreError::Failed(format!("{id}: the remote manifest lists no file"))
+        })?;
+    let key = remote.key(id, &file.path);
+    let dir = dir.to_owned();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    crate::offsite::reader::read_with(&remote, &key, &file, &cancel, move |input| {
+        redis_dir::stage_from(input, &manifest, identity.as_deref(), &dir)
+    })
+    .await
+    .map_err(|e| {
+        RestoreError::Failed(format!(
+            "{id} at offsite target {target}: {e}; nothing was staged"
+        ))
+    })?
+}
+
+/// The identity to decrypt `manifest`'s backup with (`--identity`, else the job's
+/// verify-identity-file), refused when it is encrypted and there is none.
+fn identity_of(
+    config: &Config,
+    options: &Options,
+    manifest: &Manifest,
+) -> Result<Option<PathBuf>, RestoreError> {
+    let identity = options.identity.clone().or_else(|| {
+        config.jobs.values().find_map(|j| match &j.spec {
+            JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
+            _ => None,
+        })
+    });
+    unpack::identity(&manifest.id, manifest.encrypted(), identity.as_deref())
 }
 
 /// The refusals of a restore from backup-dir into a folder (`flag`): a copy at an offsite
@@ -91,13 +149,7 @@ pub(super) fn local_backup(
             source.as_str()
         )));
     }
-    let identity = options.identity.clone().or_else(|| {
-        config.jobs.values().find_map(|j| match &j.spec {
-            JobSpec::Backup(b) if j.name.as_str() == manifest.job => b.verify_identity_file.clone(),
-            _ => None,
-        })
-    });
-    let identity = unpack::identity(id, manifest.encrypted(), identity.as_deref())?;
+    let identity = identity_of(config, options, &manifest)?;
     Ok((folder, manifest, identity))
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::restore::evidence::{Drill, Estimate, Evidence};
+use crate::restore::evidence::{Drill, Estimate, Evidence, Loaded};
 use crate::timefmt;
 
 /// The evidence lines; says so when the backup was never drilled or restored. A backup
@@ -48,14 +48,22 @@ pub fn render(
 }
 
 fn drill(label: &str, d: &Drill, now: DateTime<Utc>) -> String {
+    let loaded = match &d.loaded {
+        Some(Loaded::Redis { databases, keys }) => {
+            format!("{keys} keys in {databases} database(s)")
+        }
+        Some(Loaded::Files { entries, bytes }) => format!(
+            "{entries} entries, {}",
+            crate::jobs::backup::dump::mib(*bytes)
+        ),
+        None => format!("{} tables, {} rows", d.tables, d.rows),
+    };
     let mut out = format!(
-        "{label}: {} ({}), {}, took {:.1} s, {} tables, {} rows; data age then {}\n",
+        "{label}: {} ({}), {}, took {:.1} s, {loaded}; data age then {}\n",
         stamp(d.at),
         timefmt::relative(d.at, now),
         if d.passed { "passed" } else { "FAILED" },
         d.duration_ms as f64 / 1000.0,
-        d.tables,
-        d.rows,
         timefmt::short_span(d.data_age_seconds.unsigned_abs())
     );
     if !d.passed {

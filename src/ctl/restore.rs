@@ -1,5 +1,5 @@
-//! `atprectl restore`: the confirmation (typing the database name on a terminal; `--yes`
-//! otherwise), then the request, following its progress until the answer.
+//! `atprectl restore`: the confirmation (typing the database name, or the folder's path for
+//! `--to-dir --replace`, on a terminal; `--yes` otherwise), then the request, following its progress until the answer.
 
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -44,11 +44,13 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
     // restore without --replace only fills a new or empty folder: no question.
     let quiet = args.redis_dir.is_some() || (args.to_dir.is_some() && !args.replace);
     if !args.dry_run && !args.yes && !quiet {
-        let to = match &args.to_dir {
-            Some(dir) => super::absolute(dir).display().to_string(),
-            None => to.clone(),
-        };
-        confirm(&to)?;
+        match &args.to_dir {
+            Some(dir) => confirm(
+                &Confirm::Folder,
+                &super::absolute(dir).display().to_string(),
+            )?,
+            None => confirm(&Confirm::Database, &to)?,
+        }
     }
     Ok(Request::Restore {
         id: args.id.clone().unwrap_or_default(),
@@ -68,7 +70,15 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
     })
 }
 
-fn confirm(to: &str) -> Result<(), u8> {
+/// What the operator is asked to confirm by typing its name.
+enum Confirm {
+    /// `--to DB`: type the database's name.
+    Database,
+    /// `--to-dir DIR --replace`: type the folder's path.
+    Folder,
+}
+
+fn confirm(what: &Confirm, to: &str) -> Result<(), u8> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         eprintln!(
@@ -77,11 +87,23 @@ fn confirm(to: &str) -> Result<(), u8> {
         );
         return Err(EXIT_NEEDS_YES);
     }
-    eprint!("Restore into database {to:?}? Type its name to go on: ");
+    let (question, typed) = match what {
+        Confirm::Database => (
+            format!("Restore into database {to:?}? Type its name"),
+            "name",
+        ),
+        Confirm::Folder => (
+            format!(
+                "Replace everything in the folder {to:?} with the backup's tree? Type its path"
+            ),
+            "path",
+        ),
+    };
+    eprint!("{question} to go on: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     if stdin.lock().read_line(&mut line).is_err() || line.trim_end_matches(['\n', '\r']) != to {
-        eprintln!("atprectl: not confirmed (the name typed was not {to:?}); nothing done");
+        eprintln!("atprectl: not confirmed (the {typed} typed was not {to:?}); nothing done");
         return Err(EXIT_NOT_CONFIRMED);
     }
     Ok(())

@@ -149,6 +149,18 @@ pub async fn run(config: Config) -> Result<(), StartupError> {
             history_path.display()
         );
     }
+    // Runs a kill -9 cut short: their leftovers removed, their records written.
+    let known = |id: &crate::ids::RunId| {
+        history
+            .recent(None, usize::MAX)
+            .iter()
+            .any(|r| &r.run_id == id)
+    };
+    for record in crate::runner::inflight::recover(&config.daemon.state_dir, known) {
+        if let Err(e) = history.append(record).await {
+            tracing::warn!("{}: {e}", history_path.display());
+        }
+    }
     let groups = config.daemon.state_dir.join("groups");
     let unclean = crate::process::registry::unclean_previous(&groups);
     let ended = match crate::process::registry::start(&groups) {

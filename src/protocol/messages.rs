@@ -306,6 +306,9 @@ pub enum Outcome {
     TimedOut,
     /// Not run: the job was still running from an earlier trigger.
     Skipped,
+    /// Cut short by the daemon's end (kill -9, crash, power loss); recorded at the next start
+    /// from its in-flight marker ([`crate::runner::inflight`]).
+    Interrupted,
 }
 
 impl Outcome {
@@ -316,6 +319,7 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::TimedOut => "timed_out",
             Outcome::Skipped => "skipped",
+            Outcome::Interrupted => "interrupted",
         }
     }
 

@@ -56,6 +56,20 @@ pub struct Drill {
     #[serde(default)]
     pub smoke: Vec<SmokeResult>,
     pub details: String,
+    /// What a Redis or files drill loaded (a PostgreSQL drill says it in `tables` and `rows`,
+    /// which are 0 here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded: Option<Loaded>,
+}
+
+/// What a drill of a Redis or files backup loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Loaded {
+    /// Keys the scratch redis-server loaded, in how many databases.
+    Redis { databases: usize, keys: u64 },
+    /// Entries (files, folders, symlinks) unpacked into scratch space, and the files' bytes.
+    Files { entries: usize, bytes: u64 },
 }
 
 /// A restore (`atprectl restore`) made from the backup.
@@ -113,6 +127,31 @@ pub fn drilled(dir: &Path, drill: Drill) {
         }
         e.last_drill = Some(drill);
     });
+}
+
+/// Records the drill of a Redis or files backup that `verification` concludes (started at
+/// `t0`; `loaded` is what it loaded when it got that far) in `dir`'s evidence.
+pub fn drilled_source(
+    dir: &Path,
+    manifest: &Manifest,
+    verification: &crate::jobs::backup::manifest::Verification,
+    t0: std::time::Instant,
+    loaded: Option<Loaded>,
+) {
+    drilled(
+        dir,
+        Drill {
+            at: verification.at,
+            duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+            passed: verification.outcome == crate::jobs::backup::manifest::VerifyOutcome::Passed,
+            tables: 0,
+            rows: 0,
+            data_age_seconds: data_age(manifest, verification.at),
+            smoke: Vec::new(),
+            details: verification.details.clone(),
+            loaded,
+        },
+    );
 }
 
 /// Records a successful restore of the backup in `dir`.
@@ -219,6 +258,7 @@ mod tests {
             data_age_seconds: 60,
             smoke: Vec::new(),
             details: "restored 3 tables".into(),
+            loaded: None,
         }
     }
 

@@ -5,33 +5,31 @@
 //! checked against the manifest on the way (name, metadata, content SHA-256) and the stored
 //! file's checksum at the end, the file system synced, and only then renamed to DIR (an
 //! existing non-empty DIR only with `--replace`: the two are exchanged atomically and the old
-//! tree removed). A failed, refused or killed restore leaves DIR as it was.
-//!
-//! A hostile archive cannot write outside the temporary folder: a name that is absolute or has
-//! a `..` (or `.`) is refused before anything is written, and every path is opened beneath the
-//! folder's handle with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, so a symlink the
-//! archive made is never followed.
+//! tree removed). A failed, refused, cancelled or killed restore leaves DIR as it was; the
+//! temporary folder of a killed one is named in its in-flight marker
+//! ([`crate::runner::inflight`]) and removed at the next start. The unpacking itself, safe
+//! against a hostile archive, is [`super::files_unpack`].
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-use rustix::fs::{
-    AtFlags, CWD, Gid, Mode, OFlags, RenameFlags, ResolveFlags, Timespec, Timestamps, Uid,
-};
+use rustix::fs::{CWD, Gid, Mode, OFlags, RenameFlags, Uid};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use super::RestoreError;
+use super::files_unpack::unpack;
 use crate::config::Compression;
-use crate::jobs::backup::files::pax;
-use crate::jobs::backup::files::tree::{Entry, Kind, Tree};
 use crate::jobs::backup::manifest::Manifest;
-use crate::jobs::backup::stream::{self, hex};
+use crate::jobs::backup::stream;
 use crate::jobs::backup::verify::load_identities;
+
+/// What the temporary folder's name holds after DIR's: `.DIR.atpred-restore-TAG`.
+pub const TEMP_MARK: &str = ".atpred-restore-";
 
 /// What was restored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,53 +51,88 @@ enum Before {
     Full,
 }
 
-/// Restores backup `m` (in folder `backup`) into `dir`. Blocking.
+/// DIR, inspected before the restore begins (so that its refusals are not runs).
+pub struct Target {
+    dir: PathBuf,
+    parent: PathBuf,
+    name: OsString,
+    before: Before,
+}
+
+impl Target {
+    /// Refuses a DIR that is not an absolute path to a folder (a symlink is not followed), whose
+    /// parent is missing, or that is not empty without `replace`.
+    pub fn inspect(dir: &Path, replace: bool) -> Result<Target, RestoreError> {
+        let bad =
+            |why: String| RestoreError::BadRequest(format!("--to-dir {}: {why}", dir.display()));
+        let (parent, name) = match (dir.is_absolute(), dir.parent(), dir.file_name()) {
+            (true, Some(p), Some(n)) => (p, n),
+            _ => return Err(bad("not an absolute path to a folder".into())),
+        };
+        if !std::fs::metadata(parent).is_ok_and(|m| m.is_dir()) {
+            return Err(bad(format!("{} is not a folder", parent.display())));
+        }
+        let before = match std::fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Before::Missing,
+            Err(e) => return Err(bad(e.to_string())),
+            Ok(meta) if !meta.is_dir() => {
+                return Err(bad("not a folder (a symlink is not followed)".into()));
+            }
+            Ok(meta) => match std::fs::read_dir(dir).map(|mut d| d.next().is_none()) {
+                Ok(true) => Before::Empty(meta),
+                Ok(false) if replace => Before::Full,
+                Ok(false) => {
+                    return Err(bad(
+                        "not empty; give --replace to replace what is in it".into()
+                    ));
+                }
+                Err(e) => return Err(bad(e.to_string())),
+            },
+        };
+        Ok(Target {
+            dir: dir.to_owned(),
+            parent: parent.to_owned(),
+            name: name.to_owned(),
+            before,
+        })
+    }
+
+    /// The temporary folder beside DIR that a restore tagged `tag` (its run id) unpacks into.
+    pub fn temp_path(&self, tag: &str) -> PathBuf {
+        let mut name = OsStr::new(".").to_os_string();
+        name.push(&self.name);
+        name.push(format!("{TEMP_MARK}{tag}"));
+        self.parent.join(name)
+    }
+
+    fn failed(&self, why: String) -> RestoreError {
+        RestoreError::FolderFailed {
+            dir: self.dir.display().to_string(),
+            why: format!("{why}; {} was not touched", self.dir.display()),
+        }
+    }
+}
+
+/// Restores backup `m` (in folder `backup`) into `target` through the temporary folder
+/// `temp` ([`Target::temp_path`]). Blocking; heeds `cancel` up to the rename.
 pub fn restore(
     backup: &Path,
     m: &Manifest,
     identity: Option<&Path>,
-    dir: &Path,
-    replace: bool,
+    target: &Target,
+    temp: &Path,
+    cancel: &CancellationToken,
 ) -> Result<Restored, RestoreError> {
-    let bad = |why: String| RestoreError::BadRequest(format!("--to-dir {}: {why}", dir.display()));
-    let (parent, name) = match (dir.is_absolute(), dir.parent(), dir.file_name()) {
-        (true, Some(p), Some(n)) => (p, n),
-        _ => return Err(bad("not an absolute path to a folder".into())),
-    };
-    if !std::fs::metadata(parent).is_ok_and(|m| m.is_dir()) {
-        return Err(bad(format!("{} is not a folder", parent.display())));
-    }
-    let before = match std::fs::symlink_metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Before::Missing,
-        Err(e) => return Err(bad(e.to_string())),
-        Ok(meta) if !meta.is_dir() => {
-            return Err(bad("not a folder (a symlink is not followed)".into()));
-        }
-        Ok(meta) => match std::fs::read_dir(dir).map(|mut d| d.next().is_none()) {
-            Ok(true) => Before::Empty(meta),
-            Ok(false) if replace => Before::Full,
-            Ok(false) => {
-                return Err(bad(
-                    "not empty; give --replace to replace what is in it".into()
-                ));
-            }
-            Err(e) => return Err(bad(e.to_string())),
-        },
-    };
+    let failed = |why: String| target.failed(why);
     let tree = m
         .tree
         .as_ref()
-        .ok_or_else(|| RestoreError::Failed(format!("{}: the manifest has no tree", m.id)))?;
+        .ok_or_else(|| failed(format!("{}: the manifest has no tree", m.id)))?;
     let file = m
         .files
         .first()
-        .ok_or_else(|| RestoreError::Failed(format!("{}: the manifest lists no file", m.id)))?;
-    let mut tmp_name = OsStr::new(".").to_os_string();
-    tmp_name.push(name);
-    tmp_name.push(format!(".atpred-restore-{}", std::process::id()));
-    let temp = Temp(parent.join(tmp_name));
-    let failed =
-        |e: String| RestoreError::Failed(format!("{e}; {} was not touched", dir.display()));
+        .ok_or_else(|| failed(format!("{}: the manifest lists no file", m.id)))?;
+    let temp = Temp(temp.to_owned());
     let root = temp
         .create()
         .map_err(|e| failed(format!("{}: {e}", temp.0.display())))?;
@@ -107,9 +140,14 @@ pub fn restore(
     let input =
         File::open(backup.join(&file.path)).map_err(|e| failed(format!("{}: {e}", file.path)))?;
     let zstd = matches!(m.compression, Compression::Zstd { .. });
-    let (written, unpacked) =
-        stream::read_with(input, zstd, ids.as_deref(), |r| unpack(r, &root, tree))
-            .map_err(|e| failed(format!("reading {}: {e}", file.path)))?;
+    let cancelled = || cancel.is_cancelled();
+    let (written, unpacked) = stream::read_with(input, zstd, ids.as_deref(), |r| {
+        unpack(r, &root, tree, &cancelled, true)
+    })
+    .map_err(|e| failed(format!("reading {}: {e}", file.path)))?;
+    if cancel.is_cancelled() {
+        return Err(failed("cancelled".into()));
+    }
     if written.sha256 != file.sha256 || written.bytes != file.bytes {
         return Err(failed(format!(
             "{}: checksum mismatch ({} bytes, manifest says {})",
@@ -117,16 +155,24 @@ pub fn restore(
         )));
     }
     let (entries, bytes) = unpacked.map_err(|e| failed(e.to_string()))?;
-    if let Before::Empty(meta) = &before {
+    if let Before::Empty(meta) = &target.before {
         // DIR keeps its own owner and mode.
-        rustix::fs::fchown(&root, Some(uid(meta.uid())), Some(gid(meta.gid())))
-            .and_then(|()| rustix::fs::fchmod(&root, Mode::from_raw_mode(meta.mode() & 0o7777)))
-            .map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+        rustix::fs::fchown(
+            &root,
+            Some(Uid::from_raw(meta.uid())),
+            Some(Gid::from_raw(meta.gid())),
+        )
+        .and_then(|()| rustix::fs::fchmod(&root, Mode::from_raw_mode(meta.mode() & 0o7777)))
+        .map_err(|e| failed(format!("{}: {e}", target.dir.display())))?;
     }
     rustix::fs::syncfs(&root).map_err(|e| failed(format!("syncing: {e}")))?;
     drop(root);
-    let replaced = matches!(before, Before::Full);
-    match before {
+    if cancel.is_cancelled() {
+        return Err(failed("cancelled".into()));
+    }
+    let dir = &target.dir;
+    let replaced = matches!(target.before, Before::Full);
+    match target.before {
         Before::Missing | Before::Empty(_) => std::fs::rename(&temp.0, dir)
             .map_err(|e| failed(format!("renaming into place: {e}")))?,
         Before::Full => {
@@ -136,7 +182,13 @@ pub fn restore(
     }
     // Now the temporary name holds the old tree (or nothing): removed either way.
     drop(temp);
-    crate::publish::sync_dir(parent).map_err(|e| RestoreError::Failed(e.to_string()))?;
+    crate::publish::sync_dir(&target.parent).map_err(|e| RestoreError::FolderFailed {
+        dir: dir.display().to_string(),
+        why: format!(
+            "syncing {} after the rename: {e} (the restored tree is in place)",
+            target.parent.display()
+        ),
+    })?;
     Ok(Restored {
         id: m.id.clone(),
         dir: dir.to_owned(),
@@ -147,10 +199,10 @@ pub fn restore(
 }
 
 /// The temporary folder, removed with what is in it when dropped.
-struct Temp(PathBuf);
+pub(super) struct Temp(pub(super) PathBuf);
 
 impl Temp {
-    fn create(&self) -> io::Result<OwnedFd> {
+    pub(super) fn create(&self) -> io::Result<OwnedFd> {
         let _ = std::fs::remove_dir_all(&self.0);
         rustix::fs::mkdir(&self.0, Mode::from_raw_mode(0o700))?;
         Ok(rustix::fs::open(
@@ -164,242 +216,5 @@ impl Temp {
 impl Drop for Temp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Unpacks the tar from `r` beneath `root`, checking each entry against `tree`; the entries
-/// and file bytes written.
-pub fn unpack(r: &mut dyn Read, root: &OwnedFd, tree: &Tree) -> io::Result<(usize, u64)> {
-    let mut archive = tar::Archive::new(r);
-    let mut want = tree.entries.iter();
-    let mut dirs: Vec<Entry> = Vec::new();
-    let (mut n, mut bytes) = (0usize, 0u64);
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let mut got = pax::entry_of(&mut entry)?;
-        let rel = safe(&got.path)?;
-        let w = want.next().ok_or_else(|| {
-            other(format!(
-                "/{}: in the archive but not in the manifest",
-                got.path
-            ))
-        })?;
-        let named = |e: io::Error| io::Error::new(e.kind(), format!("/{}: {e}", got.path));
-        parents(root, rel).map_err(named)?;
-        match got.kind {
-            Kind::Dir => {
-                rustix::fs::mkdirat(root, rel, Mode::from_raw_mode(0o700))
-                    .map_err(|e| named(e.into()))?;
-            }
-            Kind::File => {
-                got.sha256 = Some(write_file(root, rel, &mut entry, &got).map_err(named)?);
-                bytes += got.size;
-            }
-            Kind::Symlink => symlink(root, rel, &got).map_err(named)?,
-        }
-        if let Some(diff) = pax::differ(w, &got) {
-            return Err(other(format!("/{}: {diff}", w.path)));
-        }
-        if got.kind == Kind::Dir {
-            dirs.push(got);
-        }
-        n += 1;
-    }
-    if let Some(w) = want.next() {
-        return Err(other(format!(
-            "/{}: in the manifest but not in the archive",
-            w.path
-        )));
-    }
-    // Last, deepest first: writing into a folder changes its mtime, and a read-only folder
-    // could not be written into.
-    for d in dirs.iter().rev() {
-        let fd = beneath(
-            root,
-            Path::new(&d.path),
-            OFlags::DIRECTORY | OFlags::RDONLY,
-            0,
-        )?;
-        own(&fd, d).map_err(|e| io::Error::new(e.kind(), format!("/{}: {e}", d.path)))?;
-    }
-    Ok((n, bytes))
-}
-
-/// The entry's path, refused unless it is relative and made of plain names only.
-fn safe(path: &str) -> io::Result<&Path> {
-    let p = Path::new(path);
-    let plain = !path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
-    if plain {
-        Ok(p)
-    } else {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("refusing a hostile archive: entry {path:?} is absolute or leaves its folder"),
-        ))
-    }
-}
-
-/// Creates the missing folders above `rel` (mode 0700, root's: the backup did not hold them).
-fn parents(root: &OwnedFd, rel: &Path) -> io::Result<()> {
-    let mut at = PathBuf::new();
-    let Some(parent) = rel.parent() else {
-        return Ok(());
-    };
-    for c in parent.components() {
-        at.push(c);
-        match rustix::fs::mkdirat(root, &at, Mode::from_raw_mode(0o700)) {
-            Ok(()) => {}
-            Err(rustix::io::Errno::EXIST) => {
-                // Must be a real folder, not a symlink the archive made.
-                beneath(root, &at, OFlags::DIRECTORY | OFlags::PATH, 0)?;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn write_file(root: &OwnedFd, rel: &Path, data: &mut impl Read, e: &Entry) -> io::Result<String> {
-    let fd = beneath(
-        root,
-        rel,
-        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL,
-        0o600,
-    )?;
-    let mut out = File::from(fd);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match data.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-    }
-    own(&out, e)?;
-    Ok(hex(&hasher.finalize()))
-}
-
-fn symlink(root: &OwnedFd, rel: &Path, e: &Entry) -> io::Result<()> {
-    let (parent, name) = parent_of(root, rel)?;
-    let target = e.target.as_deref().unwrap_or_default();
-    rustix::fs::symlinkat(target, &parent, name)?;
-    rustix::fs::chownat(
-        &parent,
-        name,
-        Some(uid(e.uid)),
-        Some(gid(e.gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(|err| root_needed(err, e))?;
-    rustix::fs::utimensat(&parent, name, &times(e), AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(())
-}
-
-/// Owner (first: chown clears setuid), then mode, then mtime.
-fn own(fd: &impl std::os::fd::AsFd, e: &Entry) -> io::Result<()> {
-    rustix::fs::fchown(fd, Some(uid(e.uid)), Some(gid(e.gid)))
-        .map_err(|err| root_needed(err, e))?;
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode))?;
-    rustix::fs::futimens(fd, &times(e))?;
-    Ok(())
-}
-
-fn root_needed(err: rustix::io::Errno, e: &Entry) -> io::Error {
-    let err = io::Error::from(err);
-    if err.kind() == io::ErrorKind::PermissionDenied {
-        return io::Error::new(
-            err.kind(),
-            format!("restoring owner {}:{} needs root: {err}", e.uid, e.gid),
-        );
-    }
-    err
-}
-
-/// `rel` opened beneath `root`, no symlink followed on the way or at the end.
-fn beneath(root: &OwnedFd, rel: &Path, flags: OFlags, mode: u32) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::openat2(
-        root,
-        rel,
-        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::from_raw_mode(mode),
-        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
-    )?)
-}
-
-fn parent_of<'a>(root: &OwnedFd, rel: &'a Path) -> io::Result<(OwnedFd, &'a OsStr)> {
-    let name = rel
-        .file_name()
-        .ok_or_else(|| other(format!("{}: no name", rel.display())))?;
-    let parent = match rel.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    Ok((
-        beneath(root, parent, OFlags::DIRECTORY | OFlags::PATH, 0)?,
-        name,
-    ))
-}
-
-fn times(e: &Entry) -> Timestamps {
-    let t = Timespec {
-        tv_sec: e.mtime,
-        tv_nsec: i64::from(e.mtime_nsec),
-    };
-    Timestamps {
-        last_access: t,
-        last_modification: t,
-    }
-}
-
-fn uid(id: u32) -> Uid {
-    Uid::from_raw(id)
-}
-
-fn gid(id: u32) -> Gid {
-    Gid::from_raw(id)
-}
-
-fn other(why: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, why)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A tar whose one entry has the raw name `name` (as a hostile tool could write it).
-    fn hostile(name: &str) -> Vec<u8> {
-        let mut header = tar::Header::new_old();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(4);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(0);
-        header.set_cksum();
-        let mut b = tar::Builder::new(Vec::new());
-        b.append(&header, &b"evil"[..]).unwrap();
-        b.into_inner().unwrap()
-    }
-
-    #[test]
-    fn a_hostile_archive_writes_nothing_outside() {
-        let dir = tempfile::tempdir().unwrap();
-        let root_path = dir.path().join("root");
-        std::fs::create_dir(&root_path).unwrap();
-        let root: OwnedFd = File::open(&root_path).unwrap().into();
-        for name in ["../evil", "/tmp/atpred-evil", "a/../../evil", "./x"] {
-            let tar = hostile(name);
-            let err = unpack(&mut &tar[..], &root, &Tree::default()).unwrap_err();
-            assert!(err.to_string().contains("hostile"), "{name}: {err}");
-        }
-        assert!(!dir.path().join("evil").exists());
-        assert!(!Path::new("/tmp/atpred-evil").exists());
-        assert_eq!(std::fs::read_dir(&root_path).unwrap().count(), 0);
     }
 }

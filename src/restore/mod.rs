@@ -19,6 +19,7 @@ pub mod database;
 pub mod evidence;
 pub mod exec;
 pub mod files_dir;
+pub mod files_unpack;
 pub mod globals;
 pub mod growing;
 pub mod load;
@@ -111,6 +112,9 @@ pub enum RestoreError {
     SafetyBackup { db: String, why: String },
     #[error("restore failed: {0}; the target database was not touched")]
     Failed(String),
+    /// A files restore (`--to-dir`) failed; `why` says whether the folder was touched.
+    #[error("restore into the folder {dir} failed: {why}")]
+    FolderFailed { dir: String, why: String },
     #[error("restore failed: restore-scratch-dir: {0}; the target database was not touched")]
     Scratch(String),
     #[error("restore cancelled; the target database was not touched")]

@@ -42,20 +42,34 @@ pub fn stage(
     identity: Option<&Path>,
     redis_dir: &Path,
 ) -> Result<Staged, RestoreError> {
-    let bad = |why: String| {
-        RestoreError::BadRequest(format!("--redis-dir {}: {why}", redis_dir.display()))
-    };
-    if !redis_dir.is_absolute() {
-        return Err(bad("not an absolute path".into()));
-    }
-    let dir_meta = std::fs::symlink_metadata(redis_dir).map_err(|e| bad(e.to_string()))?;
-    if !dir_meta.is_dir() {
-        return Err(bad("not a folder (a symlink is not followed)".into()));
-    }
-    let file = m
-        .files
-        .first()
-        .ok_or_else(|| RestoreError::Failed(format!("{}: the manifest lists no file", m.id)))?;
+    let file = first_file(m)?;
+    stage_with(m, redis_dir, |tmp| {
+        check::unpack(&backup.join(&file.path), m, file, identity, tmp)
+    })
+}
+
+/// Stages the RDB of backup `m` read from `input` (its copy at an offsite target, as it
+/// downloads: hashed, decrypted and decoded in one pass) in `redis_dir`. Blocking.
+pub fn stage_from(
+    input: impl std::io::Read,
+    m: &Manifest,
+    identity: Option<&Path>,
+    redis_dir: &Path,
+) -> Result<Staged, RestoreError> {
+    let file = first_file(m)?;
+    stage_with(m, redis_dir, |tmp| {
+        check::unpack_from(input, m, file, identity, tmp)
+    })
+}
+
+/// The refusals of `redis_dir`, then `fill` writes the RDB into a temporary file there, which
+/// is owned, moded, renamed to the staged name and the folder synced.
+fn stage_with(
+    m: &Manifest,
+    redis_dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<u64, String>,
+) -> Result<Staged, RestoreError> {
+    let dir_meta = check_dir(redis_dir)?;
     let (uid, gid, mode) = match std::fs::symlink_metadata(redis_dir.join(DUMP)) {
         Ok(meta) if meta.is_file() => (meta.uid(), meta.gid(), meta.mode() & 0o777),
         _ => (dir_meta.uid(), dir_meta.gid(), 0o600),
@@ -67,18 +81,20 @@ pub fn stage(
         std::process::id()
     ));
     let _ = std::fs::remove_file(&tmp);
-    let written =
-        check::unpack(&backup.join(&file.path), m, file, identity, &tmp).and_then(|bytes| {
-            own(&tmp, uid, gid, mode).map_err(|e| format!("{}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, &staged).map_err(|e| format!("{}: {e}", staged.display()))?;
-            crate::publish::sync_dir(redis_dir).map_err(|e| e.to_string())?;
-            Ok(bytes)
-        });
+    let written = fill(&tmp).and_then(|bytes| {
+        own(&tmp, uid, gid, mode).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &staged).map_err(|e| format!("{}: {e}", staged.display()))?;
+        crate::publish::sync_dir(redis_dir).map_err(|e| e.to_string())?;
+        Ok(bytes)
+    });
     let rdb_bytes = match written {
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(RestoreError::Failed(e));
+            return Err(RestoreError::FolderFailed {
+                dir: redis_dir.display().to_string(),
+                why: format!("{e}; nothing was staged, the server's files were not touched"),
+            });
         }
     };
     let steps = steps(m, redis_dir, &staged);
@@ -92,6 +108,27 @@ pub fn stage(
         mode,
         steps,
     })
+}
+
+/// `redis_dir` must be an absolute path to a folder (a symlink is not followed).
+pub fn check_dir(redis_dir: &Path) -> Result<std::fs::Metadata, RestoreError> {
+    let bad = |why: String| {
+        RestoreError::BadRequest(format!("--redis-dir {}: {why}", redis_dir.display()))
+    };
+    if !redis_dir.is_absolute() {
+        return Err(bad("not an absolute path".into()));
+    }
+    let dir_meta = std::fs::symlink_metadata(redis_dir).map_err(|e| bad(e.to_string()))?;
+    if !dir_meta.is_dir() {
+        return Err(bad("not a folder (a symlink is not followed)".into()));
+    }
+    Ok(dir_meta)
+}
+
+fn first_file(m: &Manifest) -> Result<&crate::jobs::backup::manifest::FileSum, RestoreError> {
+    m.files
+        .first()
+        .ok_or_else(|| RestoreError::Failed(format!("{}: the manifest lists no file", m.id)))
 }
 
 /// Owner and mode through a handle opened without following links (the folder may be

@@ -165,7 +165,7 @@ impl RestoreRun {
     }
 }
 
-fn refused(e: BeginError) -> RestoreError {
+pub(crate) fn refused(e: BeginError) -> RestoreError {
     match e {
         BeginError::Busy { run_id, what, .. } => RestoreError::Busy(format!(
             "{what} (run {run_id}); wait for it to end, or stop it with `atprectl cancel restore`"

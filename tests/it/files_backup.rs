@@ -300,3 +300,75 @@ fn files_backup_killed_mid_archive_leaves_nothing_listed() {
     let id = backup_ok(&daemon, "appfiles");
     assert_eq!(manifest(&daemon, &id)["verification"]["outcome"], "passed");
 }
+
+/// A small tmpfs mounted at a path; unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path) -> Mount {
+        std::fs::create_dir_all(at).expect("create the mount point");
+        shell(&format!(
+            "mount -t tmpfs -o size=1m atpred-test {}",
+            quote(at)
+        ));
+        Mount(at.to_owned())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn files_backup_one_file_system_leaves_out_a_mount_and_says_so() {
+    harness::require_binary("mount", "apt-get install mount");
+    let fx = FilesFixture::new(1);
+    let mnt = fx.tree().join("sub/mnt");
+    let _mount = Mount::tmpfs(&mnt);
+    std::fs::write(mnt.join("on-the-mount.txt"), b"mounted\n").expect("write on the tmpfs");
+    let daemon = fx
+        .daemon("")
+        .toml(&format!(
+            "[jobs.crossing]\nkind = \"backup\"\nsource = \"files\"\none-file-system = false\n\
+             paths = [{}]\n",
+            harness::toml_path(&fx.tree())
+        ))
+        .spawn();
+
+    let run = run_job(&daemon, "appfiles");
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    let id = run["details"]["id"].as_str().expect("id").to_owned();
+    let m = manifest(&daemon, &id);
+    let entries = m["tree"]["entries"].to_string();
+    assert!(!entries.contains("on-the-mount.txt"), "{entries}");
+    assert_eq!(
+        entry(&fx, &m, "sub/mnt")["kind"],
+        "dir",
+        "the mount point is kept"
+    );
+    assert!(entries.contains("deep.txt"), "the rest is there: {entries}");
+    let skipped = m["tree"]["skipped"].to_string();
+    let mnt_text = mnt.to_str().expect("UTF-8");
+    assert!(
+        skipped.contains(mnt_text) && skipped.contains("one-file-system"),
+        "{skipped}"
+    );
+    let message = run["message"].as_str().expect("message");
+    assert!(
+        message.contains(mnt_text) && message.contains("another file system"),
+        "the run says the mount was left out: {message}"
+    );
+    assert!(daemon.log().contains("another file system is mounted here"));
+
+    let id = backup_ok(&daemon, "crossing");
+    let m = manifest(&daemon, &id);
+    assert_eq!(
+        entry(&fx, &m, "sub/mnt/on-the-mount.txt")["kind"],
+        "file",
+        "{:#}",
+        m["tree"]
+    );
+    assert_eq!(m["tree"]["skipped"].as_array().map_or(0, Vec::len), 0);
+}

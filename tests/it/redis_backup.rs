@@ -271,3 +271,27 @@ fn redis_backup_keeps_the_password_out_of_argv_environment_and_logs() {
     assert_eq!(run.finish()["outcome"], "succeeded");
     assert_no_password("the daemon log", &daemon.log());
 }
+
+/// `rediss://` (TLS) is not supported yet: a backup fails saying so, before any partial
+/// folder is made, never hanging on a handshake.
+#[test]
+fn redis_backup_over_rediss_is_refused_with_a_clear_message() {
+    let fx = RedisFixture::new(false);
+    let daemon = fx
+        .daemon("verify = \"checksum\"")
+        .set("redis", "url", "\"rediss://127.0.0.1:6380/0\"")
+        .spawn();
+    let run = run_job(&daemon, "cache");
+    assert_eq!(run["outcome"], "failed", "{run:#}");
+    let message = run["message"].as_str().expect("message");
+    assert!(
+        message.contains("rediss://") && message.contains("TLS"),
+        "a clear refusal: {message}"
+    );
+    assert!(backups(&daemon).is_empty());
+    assert!(
+        entries(&fx.backup_dir()).is_empty(),
+        "{:?}",
+        entries(&fx.backup_dir())
+    );
+}

@@ -1,7 +1,8 @@
 //! `atprectl restore ID --redis-dir DIR`: the RDB staged beside a fresh server's dump.rdb with
 //! that file's owner and mode, and the printed steps — stop, move, AOF off, start, AOF on —
 //! followed to the letter give the same keys (values, types, expiries), from the RDB and then
-//! from the AOF Redis rewrote.
+//! from the AOF Redis rewrote; with `--target` from the encrypted copy at an offsite target,
+//! the local copy deleted.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -105,4 +106,63 @@ fn redis_restore_refuses_a_missing_folder() {
     assert_ne!(out.status, 0, "{}", out.stdout);
     assert!(out.stderr.contains("--redis-dir"), "{}", out.stderr);
     assert!(!missing.exists());
+}
+
+/// `--redis-dir DIR --target NAME`: the RDB of the encrypted copy at a Garage bucket, read as
+/// it downloads (no local copy left), staged with no encrypted byte stored, and loaded by a
+/// fresh server gives the same keys.
+#[test]
+fn redis_restore_from_an_encrypted_offsite_copy_with_the_local_copy_deleted() {
+    crate::backup_encryption::require_age();
+    let fx = RedisFixture::new(false);
+    fx.populate();
+    let garage = crate::harness::Garage::start();
+    let (key, public) = crate::backup_encryption::keygen(fx.dir.path());
+    let credentials = garage.credentials_file(fx.dir.path());
+    let target = garage.offsite_toml("s3", &credentials, "atp-re/cache", "");
+    let daemon = fx
+        .daemon(&format!(
+            "verify = \"checksum\"\nencrypt-to = [\"{public}\"]\nverify-identity-file = {}\n\
+             offsite = \"s3\"\n{target}",
+            harness::toml_path(&key)
+        ))
+        .spawn();
+    let run = crate::backup_support::run_job(&daemon, "cache");
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    let id = run["details"]["id"].as_str().expect("id").to_owned();
+    assert_eq!(run["details"]["offsite"][0]["stage"], "verified", "{run:#}");
+    let want = dataset(&fx.redis);
+    std::fs::remove_dir_all(fx.backup_dir().join(&id)).expect("delete the local copy");
+
+    let mut fresh = RedisServer::start_with_password(PASSWORD);
+    let dir = fresh.dir().display().to_string();
+    let local = ctl(&daemon, &["restore", &id, "--redis-dir", &dir]);
+    assert_ne!(local.status, 0, "no local copy: {}", local.stdout);
+    let out = ctl(
+        &daemon,
+        &["restore", &id, "--redis-dir", &dir, "--target", "s3"],
+    );
+    assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
+    let staged = fresh.dir().join(format!("dump.rdb.atpred-{id}"));
+    assert!(staged.exists(), "{}", out.stdout);
+    let names = crate::backup_support::entries(fresh.dir());
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains(".age") || n.contains(".tmp")),
+        "nothing encrypted or temporary is left: {names:?}"
+    );
+
+    fresh.stop();
+    std::fs::rename(&staged, fresh.dir().join("dump.rdb")).expect("move the RDB in place");
+    fresh.restart();
+    assert_same_keys(
+        &dataset(&fresh),
+        &want,
+        "the keys loaded from the offsite copy",
+    );
+    assert!(
+        !daemon.log().contains(PASSWORD),
+        "the password is in the log"
+    );
 }

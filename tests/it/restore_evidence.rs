@@ -3,7 +3,7 @@
 //! `atpred_restore_duration_seconds`, `atpred_backup_data_age_seconds` and
 //! `atpred_restore_drill_timestamp_seconds` come from it (read by Prometheus' own parser);
 //! `drill-sql` smoke queries run in the drill and fail it when out of bounds; `--dry-run`
-//! estimates the time from the last drill.
+//! estimates the time from the last drill. Redis and files drills record their evidence too.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -252,4 +252,113 @@ fn a_bad_drill_sql_is_refused_naming_the_key() {
             out.stderr
         );
     }
+}
+
+/// The drill evidence common to every source: passed, timed, the data's age, the same record
+/// as the last passed drill, 0600, and `backups show` printing it with `what` (what it loaded).
+fn assert_drill_recorded(
+    daemon: &Daemon,
+    backup_dir: &std::path::Path,
+    id: &str,
+    what: &str,
+) -> Value {
+    let e = evidence(daemon, id);
+    let drill = &e["last_drill"];
+    assert_eq!(drill["passed"], true, "{e:#}");
+    assert!(drill["duration_ms"].as_u64().unwrap() > 0, "{e:#}");
+    let age = drill["data_age_seconds"].as_i64().unwrap();
+    assert!((0..600).contains(&age), "{e:#}");
+    assert_eq!(e["last_passed_drill"], *drill, "{e:#}");
+    let file = backup_dir.join(id).join("evidence.json");
+    let mode = std::fs::metadata(&file)
+        .expect("evidence.json")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let shown = ctl(daemon, &["backups", "show", id]);
+    assert_eq!(shown.status, 0, "{}", shown.stderr);
+    assert!(shown.stdout.contains("last drill: "), "{}", shown.stdout);
+    assert!(shown.stdout.contains(", passed, took "), "{}", shown.stdout);
+    assert!(shown.stdout.contains(what), "{what} in:\n{}", shown.stdout);
+    drill.clone()
+}
+
+#[test]
+fn a_redis_drill_records_evidence_like_a_postgres_one() {
+    let fx = crate::redis_support::RedisFixture::new(false);
+    fx.populate();
+    let daemon = fx.daemon("verify = \"restore\"").spawn();
+    let id = backup_ok(&daemon, "cache");
+    let keys: u64 = crate::redis_support::keyspace_json(&fx.redis)
+        .as_object()
+        .expect("keyspace")
+        .values()
+        .map(|d| d["keys"].as_u64().expect("keys"))
+        .sum();
+    let dbs = crate::redis_support::DBS.len();
+    let drill = assert_drill_recorded(
+        &daemon,
+        &fx.backup_dir(),
+        &id,
+        &format!("{keys} keys in {dbs} database(s)"),
+    );
+    assert_eq!(drill["loaded"]["source"], "redis", "{drill:#}");
+    assert_eq!(drill["loaded"]["keys"], keys, "{drill:#}");
+    assert_eq!(drill["loaded"]["databases"], dbs, "{drill:#}");
+    let m = metrics(&daemon);
+    let secs = m.value(
+        "atpred_restore_duration_seconds",
+        &[("job", "cache"), ("kind", "drill")],
+    );
+    let want = drill["duration_ms"].as_f64().unwrap() / 1000.0;
+    assert!((secs - want).abs() < 0.001, "{secs} vs {want}");
+
+    // A drill on request is recorded too.
+    let out = ctl(&daemon, &["backups", "verify", &id, "--level", "restore"]);
+    assert_eq!(out.status, 0, "{}{}", out.stdout, out.stderr);
+    let again = &evidence(&daemon, &id)["last_drill"];
+    assert_ne!(again["at"], drill["at"], "{again:#}");
+    assert_eq!(again["loaded"], drill["loaded"], "{again:#}");
+}
+
+#[test]
+fn a_files_drill_records_evidence_too() {
+    let fx = crate::files_support::FilesFixture::new(2);
+    let daemon = fx.daemon("verify = \"restore\"").spawn();
+    let id = backup_ok(&daemon, "appfiles");
+    let m = crate::backup_support::manifest(&daemon, &id);
+    let v = &m["verification"];
+    assert_eq!(
+        (&v["level"], &v["outcome"]),
+        (&"restore".into(), &"passed".into()),
+        "{v}"
+    );
+    let details = v["details"].as_str().expect("details");
+    assert!(
+        details.contains("unpacked into restore-scratch-dir"),
+        "{details}"
+    );
+    let entries = m["tree"]["entries"].as_array().expect("entries");
+    let bytes: u64 = entries
+        .iter()
+        .map(|e| e["size"].as_u64().unwrap_or(0))
+        .sum();
+    let drill = assert_drill_recorded(
+        &daemon,
+        &fx.backup_dir(),
+        &id,
+        &format!("{} entries", entries.len()),
+    );
+    assert_eq!(drill["loaded"]["source"], "files", "{drill:#}");
+    assert_eq!(drill["loaded"]["entries"], entries.len(), "{drill:#}");
+    assert_eq!(drill["loaded"]["bytes"], bytes, "{drill:#}");
+    let scratch = fx.dir.path().join("state/restore");
+    let left = crate::backup_support::entries(&scratch);
+    assert!(left.is_empty(), "the drill left {left:?}");
+    let m = metrics(&daemon);
+    let drilled_at = m.value(
+        "atpred_restore_drill_timestamp_seconds",
+        &[("job", "appfiles")],
+    );
+    assert!(now() - drilled_at < 600.0, "{drilled_at}");
 }

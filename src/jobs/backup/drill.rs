@@ -128,6 +128,7 @@ pub(super) fn record(
             data_age_seconds: evidence::data_age(manifest, verification.at),
             smoke: facts.smoke,
             details: verification.details.clone(),
+            loaded: None,
         },
     );
 }

@@ -1,10 +1,10 @@
 //! Verification of a files backup, by level:
 //!
 //! - checksum: re-read the archive file and compare with the SHA-256 streamed at backup time;
-//! - full (and restore, which for files is the same read): also decrypt, decode and parse the
-//!   tar in the same pass, and compare every entry (name, type, size, mode, owner, mtime,
-//!   symlink target, content SHA-256) with the manifest's `tree`, in order; the first
-//!   difference is named by its path.
+//! - full: also decrypt, decode and parse the tar in the same pass, and compare every entry
+//!   (name, type, size, mode, owner, mtime, symlink target, content SHA-256) with the
+//!   manifest's `tree`, in order; the first difference is named by its path;
+//! - restore: a drill, the archive unpacked as a restore does ([`super::drill`]).
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -28,10 +28,18 @@ pub async fn verify(
     m: &Manifest,
     level: VerifyLevel,
 ) -> Result<Verification, JobError> {
+    if level == VerifyLevel::Restore {
+        return super::drill::verify(env, dir, m).await;
+    }
     verdict(checked(env, dir, m, level).await)
 }
 
-async fn checked(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
+pub(super) async fn checked(
+    env: &VerifyEnv<'_>,
+    dir: &Path,
+    m: &Manifest,
+    level: VerifyLevel,
+) -> Checked {
     let level = level.min(VerifyLevel::Full);
     let file = m
         .files

@@ -12,6 +12,7 @@
 
 pub mod archive;
 pub mod check;
+pub mod drill;
 pub mod pax;
 pub mod tree;
 pub mod walk;

@@ -22,7 +22,7 @@ pub struct Tree {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
     /// Paths not archived, and why (sockets, FIFOs, devices; unreadable files with
-    /// `ignore-unreadable`).
+    /// `ignore-unreadable`; mount points whose contents `one-file-system` left out).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Skipped>,
 }

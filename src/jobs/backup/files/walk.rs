@@ -3,7 +3,7 @@
 //! descending into other mounts. Only metadata is read here (lstat); each file is opened once,
 //! later, by [`super::archive`].
 
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
@@ -48,6 +48,7 @@ pub fn walk(spec: &FilesSpec, cancel: &CancellationToken) -> Option<Walked> {
             walked.add(root.clone(), meta);
             continue;
         }
+        let root_dev = meta.dev();
         let entries = walkdir::WalkDir::new(root)
             .follow_links(false)
             .same_file_system(spec.one_file_system)
@@ -59,7 +60,19 @@ pub fn walk(spec: &FilesSpec, cancel: &CancellationToken) -> Option<Walked> {
                 return None;
             }
             match entry.and_then(|e| e.metadata().map(|m| (e.into_path(), m))) {
-                Ok((path, meta)) => walked.add(path, meta),
+                Ok((path, meta)) => {
+                    // walkdir yields a mount point but does not descend into it: the
+                    // folder is archived, what is mounted there is left out, and said so.
+                    if spec.one_file_system && meta.is_dir() && meta.dev() != root_dev {
+                        walked.skipped.push(skipped(
+                            &path,
+                            "another file system is mounted here: its contents are left out \
+                             (one-file-system = true)"
+                                .into(),
+                        ));
+                    }
+                    walked.add(path, meta);
+                }
                 Err(e) => {
                     let path = e.path().unwrap_or(root).to_owned();
                     let why = e

@@ -20,6 +20,7 @@ use crate::jobs::backup::verify::{
     Checked, Found, VerifyEnv, check_sums, identity_for, load_identities, verdict,
 };
 use crate::process::{self, ProcessError, ProcessSpec};
+use crate::restore::evidence::{self, Loaded};
 
 /// The checker, from redis-tools; on PATH.
 const CHECKER: &str = "redis-check-rdb";
@@ -32,10 +33,23 @@ pub async fn verify(
     m: &Manifest,
     level: VerifyLevel,
 ) -> Result<Verification, JobError> {
-    verdict(checked(env, dir, m, level).await)
+    let t0 = std::time::Instant::now();
+    let mut loaded = None;
+    let verification = verdict(checked(env, dir, m, level, &mut loaded).await)?;
+    // A drill, as a PostgreSQL one: in the folder's evidence.json.
+    if verification.level == VerifyLevel::Restore {
+        evidence::drilled_source(dir, m, &verification, t0, loaded);
+    }
+    Ok(verification)
 }
 
-async fn checked(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel) -> Checked {
+async fn checked(
+    env: &VerifyEnv<'_>,
+    dir: &Path,
+    m: &Manifest,
+    level: VerifyLevel,
+    loaded: &mut Option<Loaded>,
+) -> Checked {
     let file = m
         .files
         .first()
@@ -67,7 +81,8 @@ async fn checked(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLev
                 .map_err(|e| Found::Problem(level, e.to_string()))?
                 .map_err(|e| Found::Problem(level, e))?;
             let keys = check_file(env, &rdb, level).await?;
-            let drilled = super::drill::drill(env, folder.path(), m).await?;
+            let (drilled, counts) = super::drill::drill(env, folder.path(), m).await?;
+            *loaded = Some(counts);
             Ok((
                 level,
                 format!("{note}redis-check-rdb: RDB OK, {keys}; {drilled}"),
@@ -113,6 +128,18 @@ pub fn unpack(
     identity: Option<&Path>,
     to: &Path,
 ) -> Result<u64, String> {
+    let input = File::open(from).map_err(|e| format!("reading {}: {e}", file.path))?;
+    unpack_from(input, m, file, identity, to)
+}
+
+/// [`unpack`] from any byte source (the copy at an offsite target, read as it downloads).
+pub fn unpack_from(
+    input: impl io::Read,
+    m: &Manifest,
+    file: &FileSum,
+    identity: Option<&Path>,
+    to: &Path,
+) -> Result<u64, String> {
     let mut out = File::options()
         .write(true)
         .create_new(true)
@@ -123,7 +150,7 @@ pub fn unpack(
     let ids = identity.map(load_identities).transpose()?;
     let zstd = matches!(m.compression, Compression::Zstd { .. });
     let mut counted = Counting(&mut out, 0);
-    let back = stream::read_stream(from, zstd, ids.as_deref(), Some(&mut counted))
+    let back = stream::read_from(input, zstd, ids.as_deref(), Some(&mut counted))
         .map_err(|e| format!("reading {}: {e}", file.path))?;
     let rdb_bytes = counted.1;
     let w = &back.written;

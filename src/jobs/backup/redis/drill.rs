@@ -23,17 +23,19 @@ use crate::jobs::backup::manifest::Manifest;
 use crate::jobs::backup::stream::hex;
 use crate::jobs::backup::verify::{Found, VerifyEnv};
 use crate::process::{self, ProcessSpec};
+use crate::restore::evidence::Loaded;
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(100);
 const SCAN_COUNT: usize = 1000;
 
-/// Loads `folder/dump.rdb` into a scratch server and compares; the summary of what matched.
+/// Loads `folder/dump.rdb` into a scratch server and compares; the summary of what matched
+/// and what was loaded (for the drill's evidence).
 pub(super) async fn drill(
     env: &VerifyEnv<'_>,
     folder: &Path,
     m: &Manifest,
-) -> Result<String, Found> {
+) -> Result<(String, Loaded), Found> {
     let level = VerifyLevel::Restore;
     let problem = |e: String| Found::Problem(level, e);
     let facts = m
@@ -88,7 +90,7 @@ pub(super) async fn drill(
     result
 }
 
-async fn compare(socket: &Path, facts: &RedisFacts) -> Result<String, String> {
+async fn compare(socket: &Path, facts: &RedisFacts) -> Result<(String, Loaded), String> {
     let mut conn = loaded(socket).await?;
     let text: String = redis::cmd("INFO")
         .arg("keyspace")
@@ -105,7 +107,11 @@ async fn compare(socket: &Path, facts: &RedisFacts) -> Result<String, String> {
     }
     let (matched, expired) = check_sample(&mut conn, &facts.sample).await?;
     let keys: u64 = got.values().map(|d| d.keys).sum();
-    Ok(format!(
+    let loaded = Loaded::Redis {
+        databases: got.len(),
+        keys,
+    };
+    let summary = format!(
         "loaded into a scratch redis-server: {keys} keys in {} database(s), every count matches \
          INFO keyspace at backup time; {matched} sampled key(s) match in type and expiry{}",
         got.len(),
@@ -114,7 +120,8 @@ async fn compare(socket: &Path, facts: &RedisFacts) -> Result<String, String> {
         } else {
             String::new()
         }
-    ))
+    );
+    Ok((summary, loaded))
 }
 
 /// A connection once the server has loaded the RDB (it answers LOADING until then).
