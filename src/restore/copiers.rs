@@ -238,12 +238,16 @@ fn tell_spread(env: &Env<'_>, toc: &Toc, shares: &[Share]) {
         let Some(entry) = toc.entry(first.id) else {
             continue;
         };
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         (env.progress)(format!(
-            "{}.{}: spread over {} connections (its first {} MiB frozen, then {copies} COPYs)",
+            "{}.{}: spread over {} connection{} (after its first {} MiB: {copies} COPY{} of \
+             whole rows)",
             entry.namespace.as_deref().unwrap_or("public"),
             entry.tag,
             connections.len(),
+            plural(connections.len()),
             spread::SPREAD_AFTER >> 20,
+            plural(copies),
         ));
     }
 }
