@@ -9,8 +9,9 @@
 //!    table, the block that holds its rows and the COPY statement for them;
 //! 2. `pg_restore` creates the schema (the pre-data section; it reads only the TOC);
 //! 3. `jobs` connections of our own COPY each table's rows as soon as its block is unpacked,
-//!    each block read by its own thread as it grows, and take COPY's row count from the
-//!    server's answer;
+//!    each block read by its own thread as it grows, a big table's over every free connection,
+//!    and take COPY's row count from the server's answer ([`super::copiers`],
+//!    [`super::spread`]);
 //! 4. once the archive is whole and checked against the manifest, `pg_restore -j` builds the
 //!    rest (indexes, constraints, triggers, sequence values, large objects, grants) from a list
 //!    of exactly those entries, with the data offsets written into the file so it seeks.
@@ -24,27 +25,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{self, BufReader};
-use std::sync::Arc;
+use std::io::BufReader;
 
-use bytes::Bytes;
-use futures::SinkExt;
-use tokio::sync::{Mutex, mpsc};
 use tokio_postgres::Client;
 
 use super::RestoreError;
+use super::copiers;
 use super::exec::{self, Env};
 use super::growing::Follow;
 use super::plan::RestorePlan;
-use super::toc::{self, BLK_DATA, Entry, Section, Toc};
+use super::spread::unpacking;
+use super::toc::{self, Section, Toc};
 use super::unpack::Scratch;
 use crate::pg;
 use crate::process::{self, Stream};
-
-/// COPY data is sent in pieces of about this size (a block holds one chunk per row).
-const PIECE: usize = 256 * 1024;
-/// Pieces read ahead of the server, per table being copied.
-const AHEAD: usize = 4;
 
 /// The entries pg_restore restores after the rows: the grants (its "ACL" pass) and what must
 /// follow them.
@@ -118,7 +112,7 @@ pub async fn data(
         plan.restoring,
         plan.jobs.max(1)
     ));
-    let (rows, blocks) = copy_rows(env, plan, scratch, &toc, copy).await?;
+    let (rows, blocks) = copiers::copy_rows(env, plan, scratch, &toc, copy).await?;
     Ok(Loaded::Copied(Copied {
         toc,
         after,
@@ -227,67 +221,8 @@ impl Drop for ListFile {
     }
 }
 
-/// Copies the rows of the `copy` entries: a scanner thread finds each data block as it is
-/// unpacked, `jobs` connections copy the blocks it found. Returns the rows per entry and
-/// every block's position.
-async fn copy_rows(
-    env: &Env<'_>,
-    plan: &RestorePlan,
-    scratch: &Scratch,
-    toc: &Toc,
-    copy: HashSet<i64>,
-) -> Result<(HashMap<i64, u64>, Vec<(i64, u64)>), RestoreError> {
-    let (found, next) = mpsc::unbounded_channel();
-    let mut blocks = toc.blocks(
-        BufReader::with_capacity(
-            1 << 20,
-            Follow::new(scratch.file.clone(), toc.end, scratch.growing.clone()),
-        ),
-        toc.end,
-    );
-    let wanted = copy.clone();
-    let scan = tokio::task::spawn_blocking(move || -> io::Result<Vec<(i64, u64)>> {
-        let mut all = Vec::new();
-        while let Some((kind, id, at)) = blocks.next_block()? {
-            all.push((id, at));
-            if kind == BLK_DATA && wanted.contains(&id) {
-                // The copiers may have stopped (a failure): the scan still ends.
-                let _ = found.send((id, at));
-            }
-            blocks.skip_block(kind)?;
-        }
-        Ok(all)
-    });
-    let next = Arc::new(Mutex::new(next));
-    let mut copiers = Vec::new();
-    let mut frozen = None;
-    for _ in 0..plan.jobs.max(1) {
-        let client = session(env, plan).await?;
-        if frozen.is_none() {
-            frozen = Some(Arc::new(freezable(&client).await?));
-        }
-        let frozen = frozen.clone().unwrap_or_default();
-        copiers.push(copier(env, client, toc, scratch, frozen, next.clone()));
-    }
-    // On a failure the scan is not waited for: it may be waiting for an unpack that is stopped
-    // only once this returns, and ends with it.
-    let rows: HashMap<i64, u64> = futures::future::try_join_all(copiers)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
-    let blocks = scan.await.map_err(failed)?.map_err(|e| unpacking(&e))?;
-    if let Some(missing) = copy.iter().find(|id| !rows.contains_key(id)) {
-        let tag = toc.entry(*missing).map_or("?", |e| e.tag.as_str());
-        return Err(RestoreError::Failed(format!(
-            "the archive has no data block for table {tag} (entry {missing})"
-        )));
-    }
-    Ok((rows, blocks))
-}
-
 /// A connection into the restoring database set up as pg_restore sets up its own.
-async fn session(env: &Env<'_>, plan: &RestorePlan) -> Result<Client, RestoreError> {
+pub(super) async fn session(env: &Env<'_>, plan: &RestorePlan) -> Result<Client, RestoreError> {
     let (client, _) = pg::connect_named(env.server, &plan.restoring, "atpred restore")
         .await
         .map_err(|e| RestoreError::Failed(format!("connecting to {}: {e}", plan.restoring)))?;
@@ -301,137 +236,6 @@ async fn session(env: &Env<'_>, plan: &RestorePlan) -> Result<Client, RestoreErr
         .await
         .map_err(|e| RestoreError::Failed(format!("setting up a session: {}", pg::describe(&e))))?;
     Ok(client)
-}
-
-/// The tables whose rows can be copied already frozen: plain tables that are not partitions
-/// (a partition's rows may be routed through its root, `--load-via-partition-root`, and a
-/// partitioned table takes no `FREEZE`), by (schema, name).
-async fn freezable(client: &Client) -> Result<HashSet<(String, String)>, RestoreError> {
-    let rows = client
-        .query(
-            "SELECT n.nspname, c.relname FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND NOT c.relispartition",
-            &[],
-        )
-        .await
-        .map_err(|e| {
-            RestoreError::Failed(format!("listing the restored tables: {}", pg::describe(&e)))
-        })?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// One connection's loop: takes the next block found and copies it, until there are none.
-async fn copier(
-    env: &Env<'_>,
-    client: Client,
-    toc: &Toc,
-    scratch: &Scratch,
-    frozen: Arc<HashSet<(String, String)>>,
-    next: Arc<Mutex<mpsc::UnboundedReceiver<(i64, u64)>>>,
-) -> Result<Vec<(i64, u64)>, RestoreError> {
-    if let Some(encoding) = toc.encoding() {
-        client
-            .batch_execute(&format!("SET client_encoding = '{encoding}'"))
-            .await
-            .map_err(|e| RestoreError::Failed(format!("client_encoding: {}", pg::describe(&e))))?;
-    }
-    let mut done = Vec::new();
-    loop {
-        let found = tokio::select! {
-            found = async { next.lock().await.recv().await } => found,
-            () = env.cancel.cancelled() => return Err(RestoreError::Cancelled),
-        };
-        let Some((id, at)) = found else {
-            return Ok(done);
-        };
-        let entry = toc.entry(id).ok_or_else(|| failed("a block of no entry"))?;
-        let rows = tokio::select! {
-            rows = copy_block(&client, toc, entry, scratch, &frozen, at) => rows?,
-            () = env.cancel.cancelled() => return Err(RestoreError::Cancelled),
-        };
-        done.push((id, rows));
-    }
-}
-
-/// Copies one table's block: its rows are read (waiting for the unpack) on a blocking thread
-/// and sent in pieces; COPY's answer is the row count. As pg_restore -j does, the table is
-/// emptied in the same transaction first, so that with `wal_level = minimal` the COPY writes
-/// no WAL. That also lets a plain table's rows be copied `FREEZE` (which pg_restore does not
-/// do): they arrive frozen and all-visible, so the index builds that read them next, and the
-/// first queries and vacuums after the restore, find no hint bits to set and write no page
-/// again, and no anti-wraparound vacuum has to rewrite the whole table later.
-async fn copy_block(
-    client: &Client,
-    toc: &Toc,
-    entry: &Entry,
-    scratch: &Scratch,
-    frozen: &HashSet<(String, String)>,
-    at: u64,
-) -> Result<u64, RestoreError> {
-    let sql = |what: &str| {
-        let what = what.to_owned();
-        move |e: tokio_postgres::Error| {
-            RestoreError::Failed(format!("{what} {}: {}", entry.tag, pg::describe(&e)))
-        }
-    };
-    let namespace = entry.namespace.as_deref().unwrap_or("public");
-    let table = format!(
-        "{}.{}",
-        pg::quote_ident(namespace),
-        pg::quote_ident(&entry.tag)
-    );
-    client
-        .batch_execute(&format!("BEGIN; TRUNCATE ONLY {table}"))
-        .await
-        .map_err(sql("emptying"))?;
-    let statement = entry.copy_stmt.as_deref().unwrap_or_default();
-    let freeze = frozen.contains(&(namespace.to_owned(), entry.tag.clone()));
-    let statement = match statement.trim_end().strip_suffix(';') {
-        Some(bare) if freeze && bare.ends_with("FROM stdin") => format!("{bare} WITH (FREEZE)"),
-        _ => statement.to_owned(),
-    };
-    let sink = client.copy_in(&statement).await.map_err(sql("COPY into"))?;
-    let mut sink = std::pin::pin!(sink);
-    let (pieces, mut arriving) = mpsc::channel::<Bytes>(AHEAD);
-    let mut block = toc.blocks(
-        BufReader::with_capacity(
-            PIECE,
-            Follow::new(scratch.file.clone(), at, scratch.growing.clone()),
-        ),
-        at,
-    );
-    let dump_id = entry.dump_id;
-    let reader = tokio::task::spawn_blocking(move || -> io::Result<()> {
-        match block.next_block()? {
-            Some((BLK_DATA, id, _)) if id == dump_id => {}
-            _ => return Err(io::Error::other("the block found is not there")),
-        }
-        let mut piece = Vec::with_capacity(PIECE + 8192);
-        loop {
-            let more = block.chunk_into(&mut piece)?;
-            if piece.len() >= PIECE || (!more && !piece.is_empty()) {
-                let full = std::mem::replace(&mut piece, Vec::with_capacity(PIECE + 8192));
-                if pieces.blocking_send(Bytes::from(full)).is_err() {
-                    return Ok(()); // the copy stopped
-                }
-            }
-            if !more {
-                return Ok(());
-            }
-        }
-    });
-    while let Some(piece) = arriving.recv().await {
-        sink.send(piece).await.map_err(sql("COPY into"))?;
-    }
-    // A block cut short (the unpack failed) must not be committed as a whole table.
-    reader.await.map_err(failed)?.map_err(|e| unpacking(&e))?;
-    let rows = sink.as_mut().finish().await.map_err(sql("COPY into"))?;
-    client
-        .batch_execute("COMMIT")
-        .await
-        .map_err(sql("committing"))?;
-    Ok(rows)
 }
 
 /// Every user table's row count as `count(*)` gives it: its own rows and those of every table
@@ -491,10 +295,4 @@ async fn rolled_up(
 
 fn failed(e: impl std::fmt::Display) -> RestoreError {
     RestoreError::Failed(e.to_string())
-}
-
-/// An error reading the scratch file: the unpack's own error says more, and is preferred
-/// ([`super::exec`]).
-fn unpacking(e: &io::Error) -> RestoreError {
-    RestoreError::Failed(format!("reading the archive as it is unpacked: {e}"))
 }

@@ -15,6 +15,7 @@
 //! restored with `--redis-dir` ([`redis_dir`]): its RDB is staged there, the server is the
 //! operator's to restart. A files backup is restored with `--to-dir` ([`files_dir`]).
 
+pub mod copiers;
 pub mod database;
 pub mod evidence;
 pub mod exec;
@@ -31,6 +32,7 @@ pub mod remote;
 pub mod run;
 pub mod safety;
 pub mod smoke;
+pub mod spread;
 pub mod swap;
 pub mod toc;
 pub mod unpack;

@@ -214,6 +214,18 @@ impl<R: BufRead> Reader<R> {
     }
 }
 
+#[cfg(test)]
+impl<R> Reader<R> {
+    /// A reader of bare blocks whose integers have `int_size` bytes.
+    pub fn over(inner: R, int_size: u8) -> Self {
+        Self {
+            inner,
+            pos: 0,
+            int_size,
+        }
+    }
+}
+
 const MAX_STRING: usize = 1 << 30;
 
 fn bad(what: &str) -> io::Error {
