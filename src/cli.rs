@@ -22,6 +22,21 @@ pub struct DaemonArgs {
     /// With --check: list the runs after this time (RFC 3339) instead of after now.
     #[arg(long, requires = "check", value_name = "RFC3339")]
     pub from: Option<chrono::DateTime<chrono::Utc>>,
+    #[command(subcommand)]
+    pub command: Option<DaemonCommand>,
+}
+
+/// What the daemon binary does besides being the daemon.
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// The restore_command of a point-in-time restore: copies the staged segment FILE to PATH
+    /// after checking it against STAGED/SHA256SUMS (exit 1: not staged; 126: damaged).
+    #[command(hide = true)]
+    WalFetch {
+        staged: PathBuf,
+        file: String,
+        path: PathBuf,
+    },
 }
 
 /// atprectl: control a running atpred over its socket.
@@ -186,8 +201,9 @@ pub struct ScheduleArgs {
 /// `atprectl restore`.
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
-    /// The backup's id (see `atprectl backups`).
-    pub id: String,
+    /// The backup's id (see `atprectl backups`); none with --pitr.
+    #[arg(required_unless_present = "pitr")]
+    pub id: Option<String>,
     /// The database to restore into: a new name, or an existing empty database.
     #[arg(long, value_name = "DBNAME", required_unless_present_any = ["redis_dir", "to_dir"])]
     pub to: Option<String>,
@@ -197,7 +213,8 @@ pub struct RestoreArgs {
     pub redis_dir: Option<PathBuf>,
     /// A files backup: restore its tree into this folder (absolute; new or empty, or any with
     /// --replace) with owners, modes, mtimes and symlinks; needs a daemon running as root.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "redis_dir", "globals", "dry_run", "target", "schema", "table", "jobs"])]
+    /// With --pitr: the new PostgreSQL data directory (new or empty).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "redis_dir", "globals", "target", "schema", "table", "jobs"])]
     pub to_dir: Option<PathBuf>,
     /// pg_restore -j (default 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -231,6 +248,34 @@ pub struct RestoreArgs {
     /// the job's verify-identity-file; root and the daemon's user only.
     #[arg(long, value_name = "FILE")]
     pub identity: Option<PathBuf>,
+    #[command(flatten)]
+    pub pitr: PitrArgs,
+}
+
+/// `atprectl restore --pitr`: the whole cluster to a point in time, from the newest physical
+/// base backup before it and the WAL archive.
+#[derive(Debug, clap::Args)]
+pub struct PitrArgs {
+    /// Restore the cluster to a point in time into --to-dir (a new data directory): the base
+    /// backup unpacked, the WAL it needs staged, recovery set up to stop at --time.
+    #[arg(long, requires_all = ["time", "to_dir"], conflicts_with_all = ["id", "to", "redis_dir", "replace", "globals", "target", "schema", "table", "jobs", "yes"])]
+    pub pitr: bool,
+    /// The time to recover to (RFC 3339, e.g. 2026-12-06T09:30:00Z).
+    #[arg(long, value_name = "RFC3339", requires = "pitr")]
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The wal-archive job whose archive is replayed (default: the only one).
+    #[arg(long = "job", value_name = "WAL_JOB", requires = "pitr")]
+    pub wal_job: Option<String>,
+    /// Who owns the data directory (default: postgres, when that user exists).
+    #[arg(long, value_name = "USER", requires = "pitr")]
+    pub owner: Option<String>,
+    /// Then start the server on the data directory (as its owner, by pg_ctl) and wait until
+    /// it is out of recovery and answers queries.
+    #[arg(long, requires = "pitr", conflicts_with = "dry_run")]
+    pub start: bool,
+    /// With --start: the port it listens on.
+    #[arg(long, value_name = "P", requires = "start", default_value_t = 5432)]
+    pub port: u16,
 }
 
 /// A retention policy, as in a `kind = "prune"` job.

@@ -41,6 +41,9 @@ pub struct ProcessSpec {
     pub cwd: Option<PathBuf>,
     /// Give the child a pipe on stdin ([`Running::take_stdin`]) instead of /dev/null.
     pub stdin: bool,
+    /// Run as this uid and gid (supplementary groups dropped): a restored PostgreSQL server
+    /// refuses to run as root and must run as its data directory's owner.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl ProcessSpec {
@@ -51,7 +54,14 @@ impl ProcessSpec {
             env: Vec::new(),
             cwd: None,
             stdin: false,
+            run_as: None,
         }
+    }
+
+    /// Runs the child as `uid`:`gid` ([`ProcessSpec::run_as`]).
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.run_as = Some((uid, gid));
+        self
     }
 
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -179,6 +189,10 @@ pub fn spawn(spec: &ProcessSpec) -> Result<Running, ProcessError> {
         .kill_on_drop(true);
     if let Some(dir) = &spec.cwd {
         cmd.current_dir(dir);
+    }
+    if let Some((uid, gid)) = spec.run_as {
+        // std drops the supplementary groups when root changes uid.
+        cmd.uid(uid).gid(gid);
     }
     if let Some(marker) = registry::marker() {
         cmd.env(registry::MARKER_VAR, marker);

@@ -27,6 +27,8 @@ pub(super) const KEYS: &[&str] = &[
     "run-on",
     "globals-passwords",
     "drill-sql",
+    "pitr-drill",
+    "pitr-drill-lag",
     "paths",
     "exclude",
     "one-file-system",
@@ -124,6 +126,8 @@ pub struct BackupSpec {
     pub drill_sql: Vec<super::drill_sql::DrillSql>,
     /// `source = "files"`: what is archived; `None` for the other sources.
     pub files: Option<super::backup_files::FilesSpec>,
+    /// `method = "physical"`: the point-in-time drill after each backup.
+    pub pitr_drill: super::backup_method::PitrDrill,
 }
 
 /// `run-on`: a backup runs only when its source server is of this kind; otherwise the tick is
@@ -254,6 +258,7 @@ pub(super) fn validate(
         })?,
     };
     let drill_sql = super::drill_sql::validate(check, key, raw.drill_sql.clone())?;
+    let pitr_drill = super::backup_method::pitr_drill(check, key, &raw, method)?;
     let verify_every = match raw.verify_every.as_deref() {
         None => None,
         Some(v) => Some(check.duration(&k("verify-every"), Some(v), Duration::ZERO)?),
@@ -342,6 +347,7 @@ pub(super) fn validate(
         globals_passwords: raw.globals_passwords.unwrap_or(false),
         drill_sql,
         files,
+        pitr_drill,
     })
 }
 

@@ -1,5 +1,8 @@
 //! `method` of a backup job: `logical` (pg_dump, the default) or `physical` (pg_basebackup),
-//! and the settings a physical backup refuses because they mean something to pg_dump only.
+//! the settings a physical backup refuses because they mean something to pg_dump only, and
+//! its point-in-time drill (`pitr-drill`, `pitr-drill-lag`).
+
+use std::time::Duration;
 
 use super::ConfigError;
 use super::backup::{BackupMethod, BackupSource};
@@ -7,13 +10,59 @@ use super::raw::RawJob;
 use super::validate::Check;
 
 /// Keys of pg_dump backups that a physical backup cannot honour.
-const LOGICAL_ONLY: &[&str] = &[
-    "format",
-    "parallel",
-    "globals-passwords",
-    "drill-sql",
-    "verify-every",
-];
+const LOGICAL_ONLY: &[&str] = &["format", "parallel", "globals-passwords", "verify-every"];
+
+/// Keys of physical backups only.
+const PHYSICAL_ONLY: &[&str] = &["pitr-drill", "pitr-drill-lag"];
+
+/// `pitr-drill` and `pitr-drill-lag` of a physical backup job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PitrDrill {
+    /// `None`: on when a wal-archive job exists (decided when the job runs).
+    pub enabled: Option<bool>,
+    /// The drill replays what was archived by now minus this.
+    pub lag: Duration,
+}
+
+impl Default for PitrDrill {
+    fn default() -> Self {
+        PitrDrill {
+            enabled: Some(false),
+            lag: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The drill settings; refused on a logical job.
+pub(super) fn pitr_drill(
+    check: &Check,
+    key: &str,
+    raw: &RawJob,
+    method: BackupMethod,
+) -> Result<PitrDrill, ConfigError> {
+    if method != BackupMethod::Physical {
+        if let Some(name) = raw
+            .set_keys()
+            .into_iter()
+            .find(|n| PHYSICAL_ONLY.contains(&n.as_str()))
+        {
+            return Err(check.err(
+                &format!("{key}.{name}"),
+                "a setting of physical backups (method = \"physical\")",
+            ));
+        }
+        return Ok(PitrDrill::default());
+    }
+    let lag = check.duration(
+        &format!("{key}.pitr-drill-lag"),
+        raw.pitr_drill_lag.as_deref(),
+        Duration::from_secs(60),
+    )?;
+    Ok(PitrDrill {
+        enabled: raw.pitr_drill,
+        lag,
+    })
+}
 
 /// The job's method, refusing settings that do not fit it.
 pub(super) fn validate(

@@ -37,6 +37,7 @@ pub use backup::{
     BackupMethod, BackupSource, BackupSpec, Compression, DumpFormat, FreeSpace, RunOn, VerifyLevel,
 };
 pub use backup_files::FilesSpec;
+pub use backup_method::PitrDrill;
 pub use coordination::{Backend, CoordinationConfig};
 pub use drill_sql::DrillSql;
 pub use error::{ConfigError, Invalid};

@@ -223,6 +223,11 @@ pub struct RawJob {
     pub globals_passwords: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill_sql: Option<Vec<super::drill_sql::RawDrillSql>>,
+    /// A physical backup job: the point-in-time drill after each backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pitr_drill: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pitr_drill_lag: Option<String>,
     /// `source = "files"`: glob patterns of paths left out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exclude: Option<Vec<String>>,

@@ -143,7 +143,16 @@ pub async fn verify(
     };
     let level = level.unwrap_or(VerifyLevel::Full);
     tracing::info!(backup = id, "verifying backup {id} ({level:?}) on request");
-    match verify::verify(&env, &dir, &manifest, level).await {
+    let verified = verify::verify(&env, &dir, &manifest, level).await;
+    // A physical backup's restore drill is its point-in-time drill.
+    let verified = match verified {
+        Ok(v) => Ok(super::restore_pitr::drill_on_verify(
+            config, spec, &manifest, level, v, cancel,
+        )
+        .await),
+        Err(e) => Err(e),
+    };
+    match verified {
         Ok(v) => {
             let passed = v.outcome == crate::jobs::backup::manifest::VerifyOutcome::Passed;
             if passed {

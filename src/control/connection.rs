@@ -259,6 +259,14 @@ async fn handle(
             })
             .await
         }
+        Request::RestorePitr { options, dry_run } => {
+            let config = shared.config.borrow().clone();
+            let runner = &shared.runner;
+            relay(conn, |tx| async move {
+                super::restore_pitr::restore(runner, config, options, dry_run, access, tx).await;
+            })
+            .await
+        }
         Request::BackupUnpin { id } => {
             let config = shared.config.borrow().clone();
             send(conn, super::pins::unpin(&config, &id).await).await

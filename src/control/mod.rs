@@ -18,6 +18,7 @@ pub mod peer;
 mod pins;
 mod restore;
 mod restore_files;
+mod restore_pitr;
 mod restore_redis;
 pub mod slots;
 

@@ -4,6 +4,7 @@
 //! while following a restore, in [`restore`]).
 
 mod evidence;
+mod pitr;
 mod render;
 mod restore;
 mod retention;
@@ -188,6 +189,7 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
         Request::Run { wait: true, .. }
             | Request::Run { dry_run: true, .. }
             | Request::Restore { .. }
+            | Request::RestorePitr { .. }
     );
     let mut interrupt = restore::catch_interrupt(&request);
     let mut reply = restore::or_interrupt(&mut interrupt, client.request(&request)).await?;
@@ -201,6 +203,17 @@ async fn run(args: &CtlArgs) -> Result<u8, ClientError> {
             _ => true,
         };
         if done {
+            if let (Response::PitrRestored { report }, CtlCommand::Restore(r)) =
+                (&response, &args.command)
+                && code == 0
+                && r.pitr.start
+            {
+                return Ok(pitr::start(
+                    &report.to_dir,
+                    report.owner.as_deref(),
+                    r.pitr.port,
+                ));
+            }
             return Ok(code);
         }
         reply = restore::or_interrupt(&mut interrupt, client.next()).await?;
@@ -249,6 +262,10 @@ fn show(response: &Response, json: bool) -> u8 {
                 ErrorCode::RestoreNoSpace => restore::EXIT_NO_SPACE,
                 ErrorCode::RestoreReplacedExists => restore::EXIT_REPLACED_EXISTS,
                 ErrorCode::RestoreSafetyBackup => restore::EXIT_SAFETY_BACKUP,
+                ErrorCode::PitrNoBase => pitr::EXIT_NO_BASE,
+                ErrorCode::PitrGap => pitr::EXIT_GAP,
+                ErrorCode::PitrNotArchived => pitr::EXIT_NOT_ARCHIVED,
+                ErrorCode::PitrNoArchiveJob => pitr::EXIT_NO_ARCHIVE_JOB,
                 ErrorCode::ProtocolMismatch | ErrorCode::HelloFirst | ErrorCode::BadFrame => {
                     EXIT_PROTOCOL
                 }

@@ -66,6 +66,8 @@ pub fn print(response: &Response) {
             super::restore::globals_lines(r.globals.as_deref())
         ),
         Response::RedisStaged { staged } => redis_staged(staged),
+        Response::PitrPlan { plan } => super::pitr::plan(plan),
+        Response::PitrRestored { report } => super::pitr::restored(report),
         Response::FilesRestored { restored: r } => format!(
             "restored {} into {}: {} entries, {}{}\n",
             r.id,

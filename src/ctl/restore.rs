@@ -30,6 +30,15 @@ pub const EXIT_SAFETY_BACKUP: u8 = 16;
 
 /// The request, or the exit code of a refusal made here.
 pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
+    if args.pitr.pitr {
+        return super::pitr::request(args).ok_or(super::EXIT_USAGE);
+    }
+    if args.to_dir.is_some() && args.dry_run {
+        eprintln!(
+            "atprectl: --dry-run is for database restores and --pitr, not a files backup's --to-dir"
+        );
+        return Err(super::EXIT_USAGE);
+    }
     let to = args.to.clone().unwrap_or_default();
     // Staging an RDB beside a server's dump.rdb changes nothing the server uses, and a files
     // restore without --replace only fills a new or empty folder: no question.
@@ -42,7 +51,7 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
         confirm(&to)?;
     }
     Ok(Request::Restore {
-        id: args.id.clone(),
+        id: args.id.clone().unwrap_or_default(),
         options: Options {
             to,
             redis_dir: args.redis_dir.as_deref().map(super::absolute),
@@ -82,7 +91,9 @@ fn confirm(to: &str) -> Result<(), u8> {
 /// not the restore, which is the daemon's run (see [`interrupted`]). `None` otherwise.
 pub fn catch_interrupt(request: &Request) -> Option<Signal> {
     match request {
-        Request::Restore { dry_run: false, .. } => signal(SignalKind::interrupt()).ok(),
+        Request::Restore { dry_run: false, .. } | Request::RestorePitr { dry_run: false, .. } => {
+            signal(SignalKind::interrupt()).ok()
+        }
         _ => None,
     }
 }

@@ -79,6 +79,9 @@ pub enum StartupError {
 
 /// The daemon's `main`: `--check`, or load, log, run, exit code.
 pub fn main(args: DaemonArgs) -> ExitCode {
+    if let Some(crate::cli::DaemonCommand::WalFetch { staged, file, path }) = &args.command {
+        return ExitCode::from(crate::restore::pitr::fetch::run(staged, file, path));
+    }
     let loaded = if args.check {
         Config::load_for_check(&args.config)
     } else {

@@ -91,6 +91,13 @@ pub enum Request {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Restore the cluster to a point in time into a new data directory
+    /// ([`crate::restore::pitr`]); with `dry_run`, only the plan (after the same refusals).
+    RestorePitr {
+        options: crate::restore::pitr::PitrOptions,
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// The health checks' last results; with `now`, run every health job first and wait.
     Health {
         #[serde(default)]
@@ -189,6 +196,14 @@ pub enum Response {
     RedisStaged {
         staged: crate::restore::redis_dir::Staged,
     },
+    /// The answer to `restore_pitr` with `dry_run`: the base backup, the WAL range, the space.
+    PitrPlan {
+        plan: crate::restore::pitr::plan::PitrPlan,
+    },
+    /// The answer to `restore_pitr`: the data directory is written, ready to start.
+    PitrRestored {
+        report: crate::restore::pitr::PitrReport,
+    },
     /// The answer to `backup_pin` and `backup_unpin`: the backup's pin now (`None`: unpinned),
     /// and what was done at its offsite target, if its job has one.
     PinState {
@@ -252,6 +267,14 @@ pub enum ErrorCode {
     UnknownChannel,
     /// The channel did not take the test message; the message says what it answered.
     NotifyFailed,
+    /// `restore_pitr` refused: no verified physical base backup finished before the time.
+    PitrNoBase,
+    /// `restore_pitr` refused: a segment between the base backup and the time is missing.
+    PitrGap,
+    /// `restore_pitr` refused: the time is later than what the archive holds.
+    PitrNotArchived,
+    /// `restore_pitr` refused: no wal-archive job is configured.
+    PitrNoArchiveJob,
 }
 
 /// How a run was started.

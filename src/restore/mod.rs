@@ -23,6 +23,7 @@ pub mod globals;
 pub mod growing;
 pub mod load;
 pub mod pipe;
+pub mod pitr;
 pub mod plan;
 pub mod redis_dir;
 pub mod remote;

@@ -41,18 +41,30 @@ impl RestoreRun {
         backup_job: &str,
     ) -> Result<RestoreRun, RestoreError> {
         let what = format!("the restore of {} into {}", plan.id, plan.to);
+        Self::begin_into(runner, what, &plan.id, backup_job, &plan.to)
+    }
+
+    /// Begins a restore of `backup` (made by `backup_job`) into `to` (a database or a folder)
+    /// that `what` describes, for restores without a [`RestorePlan`] (a point-in-time one).
+    pub fn begin_into(
+        runner: &Arc<Runner>,
+        what: String,
+        backup: &str,
+        backup_job: &str,
+        to: &str,
+    ) -> Result<RestoreRun, RestoreError> {
         let run = runner
             .begin_external(job_name(), Kind::Restore, Trigger::Manual, what)
             .map_err(refused)?;
         let span = tracing::info_span!("run", job = %run.job(), kind = %run.kind(),
-            run_id = %run.run_id(), backup = %plan.id, database = %plan.to);
+            run_id = %run.run_id(), backup = %backup, database = %to);
         span.in_scope(|| tracing::info!(trigger = Trigger::Manual.as_str(), "run started"));
         Ok(RestoreRun {
             run,
             span,
-            backup: plan.id.clone(),
+            backup: backup.to_owned(),
             backup_job: backup_job.to_owned(),
-            to: plan.to.clone(),
+            to: to.to_owned(),
         })
     }
 
@@ -118,6 +130,33 @@ impl RestoreRun {
         if let Ok(report) = result {
             details["report"] = json!(report);
         }
+        let span = self.span.clone();
+        self.run
+            .finish(outcome, message, details)
+            .instrument(span)
+            .await
+    }
+}
+
+impl RestoreRun {
+    /// Records how a restore begun with [`RestoreRun::begin_into`] ended: its message and
+    /// report, or its outcome and message.
+    pub async fn finish_with(
+        self,
+        result: Result<(String, serde_json::Value), (Outcome, String)>,
+    ) -> RunRecord {
+        let mut details = json!({
+            "backup": self.backup,
+            "backup_job": self.backup_job,
+            "database": self.to,
+        });
+        let (outcome, message) = match result {
+            Ok((message, report)) => {
+                details["report"] = report;
+                (Outcome::Succeeded, message)
+            }
+            Err(ended) => ended,
+        };
         let span = self.span.clone();
         self.run
             .finish(outcome, message, details)

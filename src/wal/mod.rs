@@ -20,7 +20,7 @@
 //! [`retention`]) after it pruned the base backups that size it.
 
 mod archive;
-mod index;
+pub mod index;
 mod job;
 mod monitor;
 mod offsite;

@@ -143,6 +143,7 @@ mod schedule_dst;
 mod systemd_units;
 mod wal_archive;
 mod wal_offsite;
+mod wal_pitr;
 mod wal_retention;
 mod wal_support;
 mod wal_trust;

@@ -11,7 +11,9 @@
 //! them to one stream). Verification: [`verify`].
 
 pub mod facts;
+mod pitr;
 pub mod tar_watch;
+pub mod unpack;
 mod verify;
 
 use std::sync::{Arc, Mutex};
@@ -200,7 +202,7 @@ pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobE
         super::finish::verify_and_publish(ctx, spec, partial, manifest, level, details, None)
             .await?;
     crate::wal::base_backup_taken(&ctx.config, &ctx.job.name, ctx.now);
-    Ok(report)
+    pitr::after_backup(ctx, spec, &id, report).await
 }
 
 /// Server version, size and extra tablespaces, in one query.

@@ -9,10 +9,8 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use super::super::manifest::{Manifest, Verification};
-use super::super::stream;
-use super::super::verify::{
-    Checked, Found, VerifyEnv, check_sums, identity_for, load_identities, verdict,
-};
+use super::super::verify::{Checked, Found, VerifyEnv, check_sums, identity_for, verdict};
+use super::unpack::unpack;
 use crate::config::{Compression, FreeSpace, VerifyLevel};
 use crate::jobs::JobError;
 use crate::pg;
@@ -138,46 +136,6 @@ async fn verify_backup(
         )),
         Ok(out) => Ok(out.stdout_tail.join(" ").trim().to_owned()),
     }
-}
-
-/// What unpacking found: the stored file's bytes, and why decoding or untarring stopped.
-struct Unpacked {
-    read: stream::ReadBack,
-    untar_error: Option<std::io::Error>,
-}
-
-/// Reads `from` (hashing every byte), decrypts and decodes it into a pipe, and untars the
-/// other end into `into`, on two threads.
-fn unpack(
-    from: &Path,
-    zstd: bool,
-    identity: Option<PathBuf>,
-    into: &Path,
-) -> std::io::Result<Unpacked> {
-    let ids = identity
-        .map(|p| load_identities(&p))
-        .transpose()
-        .map_err(std::io::Error::other)?;
-    let (reader, mut writer) = std::io::pipe()?;
-    let into = into.to_owned();
-    let untar = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut archive = tar::Archive::new(reader);
-        archive.set_preserve_permissions(false);
-        archive.unpack(&into)?;
-        // Whatever follows the trailer is read too, so the writer never meets a closed pipe.
-        std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
-        Ok(())
-    });
-    let read = stream::read_stream(from, zstd, ids.as_deref(), Some(&mut writer));
-    drop(writer);
-    let untar_error = match untar.join() {
-        Ok(r) => r.err(),
-        Err(_) => Some(std::io::Error::other("the untar thread panicked")),
-    };
-    Ok(Unpacked {
-        read: read?,
-        untar_error,
-    })
 }
 
 const WORK_PREFIX: &str = ".physical-";

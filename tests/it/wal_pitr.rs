@@ -1,0 +1,312 @@
+//! Point-in-time restore (`atprectl restore --pitr`): a real primary with a wal-archive job and
+//! a physical backup job; rows written in marked batches at recorded times; the cluster
+//! restored to a time between two batches and started by `--start`, then asked what it has.
+//! And every refusal, with its message and exit code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::backup_support::{ctl, quote, run_job, shell, shell_status};
+use crate::harness::{self, CtlOutput, Daemon, toml_path};
+use crate::wal_support::{WalFixture, wait_receiving};
+
+/// The port the restored server listens on (its socket is in the primary's private folder,
+/// so no other test's server can clash with it).
+const PORT: &str = "25999";
+
+/// The physical backup job, decrypting with the fixture's key.
+fn base_job(w: &WalFixture, extra: &str) -> String {
+    format!(
+        "[jobs.base]\nkind = \"backup\"\nmethod = \"physical\"\nverify = \"checksum\"\n\
+         encrypt-to = [\"{}\"]\nverify-identity-file = {}\n{extra}",
+        w.public,
+        toml_path(&w.key)
+    )
+}
+
+/// A base backup, then its stop segment switched out and archived.
+fn base_backup(w: &WalFixture, daemon: &Daemon) -> String {
+    let run = run_job(daemon, "base");
+    assert_eq!(run["outcome"], "succeeded", "{run:#}");
+    let seg = w.switch();
+    w.wait_archived(daemon, &seg);
+    run["details"]["id"].as_str().expect("id").to_owned()
+}
+
+/// Batch `n` of rows in `marks`, committed, then its segment switched out and archived; the
+/// time just after the commit.
+fn batch(w: &WalFixture, daemon: &Daemon, n: u32) -> DateTime<Utc> {
+    w.fx.sql(&format!(
+        "INSERT INTO marks SELECT {n}, g FROM generate_series(1, 100) g"
+    ));
+    let at = Utc::now();
+    let seg = w.switch();
+    w.wait_archived(daemon, &seg);
+    at
+}
+
+/// Waits until the clock is past `t` by `by`: the recorded times are then well apart.
+fn wait_past(t: DateTime<Utc>, by: Duration) {
+    let until = t + chrono::Duration::from_std(by).expect("duration");
+    assert!(harness::wait_until(Duration::from_secs(10), || Utc::now() > until));
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn pitr(daemon: &Daemon, time: &str, dir: &Path, more: &[&str]) -> CtlOutput {
+    let mut args = vec!["restore", "--pitr", "--time", time, "--to-dir"];
+    let dir = dir.to_str().expect("UTF-8");
+    args.push(dir);
+    args.extend_from_slice(more);
+    ctl(daemon, &args)
+}
+
+/// Stops the restored server, whatever the test's end.
+struct Restored(PathBuf);
+
+impl Drop for Restored {
+    fn drop(&mut self) {
+        if self.0.join("postmaster.pid").exists() {
+            let _ = shell_status(&format!(
+                "runuser -u postgres -- {} -D {} stop -m immediate",
+                quote(&pg_bin("pg_ctl")),
+                quote(&self.0)
+            ));
+        }
+    }
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    PathBuf::from("/usr/lib/postgresql/15/bin").join(name)
+}
+
+#[test]
+fn wal_pitr_restore_to_a_time_between_two_batches_has_the_first_two_and_not_the_third() {
+    let w = WalFixture::new();
+    w.fx.sql("CREATE TABLE marks (batch int, n int)");
+    let daemon = w.daemon(&base_job(&w, "pitr-drill = false")).spawn();
+    wait_receiving(&daemon, 1);
+    base_backup(&w, &daemon);
+    let t1 = batch(&w, &daemon, 1);
+    wait_past(t1, Duration::from_millis(500));
+    let t2 = batch(&w, &daemon, 2);
+    wait_past(t2, Duration::from_secs(1));
+    let target = Utc::now();
+    wait_past(target, Duration::from_secs(1));
+    let t3 = batch(&w, &daemon, 3);
+    assert!(t1 < t2 && t2 < target && target < t3);
+
+    let dir = w.fx.dir.path().join("restored");
+    let dry = pitr(&daemon, &rfc3339(target), &dir, &["--dry-run"]);
+    assert_eq!(dry.status, 0, "{}{}", dry.stdout, dry.stderr);
+    for said in ["base backup: ", "WAL: 0000000100000000", "space needed: "] {
+        assert!(dry.stdout.contains(said), "{said}: {}", dry.stdout);
+    }
+    assert!(!dir.exists(), "a dry run changes nothing");
+
+    let _restored = Restored(dir.clone());
+    let out = pitr(
+        &daemon,
+        &rfc3339(target),
+        &dir,
+        &["--start", "--port", PORT],
+    );
+    assert_eq!(
+        out.status,
+        0,
+        "{}{}\n{}",
+        out.stdout,
+        out.stderr,
+        harness::tail(&daemon.log(), 30)
+    );
+    assert!(out.stdout.contains("out of recovery"), "{}", out.stdout);
+    let meta = std::fs::metadata(&dir).expect("the data directory");
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    let pg_uid = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .unwrap()
+        .uid;
+    assert_eq!(meta.uid(), pg_uid.as_raw(), "owned by postgres");
+    let staged = std::fs::read_to_string(dir.join("atpred-wal").join("SHA256SUMS"))
+        .expect("the staged segments' sums");
+    assert!(staged.lines().count() >= 3, "{staged}");
+
+    let batches = shell(&format!(
+        "runuser -u postgres -- {} -X -A -t -h {} -p {PORT} -d atp_app -c \
+         'SELECT array_agg(DISTINCT batch ORDER BY batch) FROM marks'",
+        quote(&pg_bin("psql")),
+        quote(w.fx.pg.socket_dir())
+    ));
+    assert_eq!(batches.stdout.trim(), "{1,2}", "batches 1 and 2, not 3");
+
+    let history = ctl(&daemon, &["--json", "history", "restore"]);
+    assert!(
+        history.stdout.contains("\"kind\":\"restore\"") && history.stdout.contains("succeeded"),
+        "{}",
+        history.stdout
+    );
+}
+
+#[test]
+fn wal_pitr_refuses_a_full_folder_a_time_before_any_base_backup_a_gap_and_a_time_not_archived() {
+    let w = WalFixture::new();
+    let daemon = w.daemon(&base_job(&w, "pitr-drill = false")).spawn();
+    wait_receiving(&daemon, 1);
+    let before = Utc::now();
+    wait_past(before, Duration::from_millis(100));
+    let id = base_backup(&w, &daemon);
+    let mut switched = Vec::new();
+    let mut mid = None;
+    for tag in ["a", "b", "c"] {
+        let seg = w.write_and_switch(tag, 100);
+        w.wait_archived(&daemon, &seg);
+        switched.push(seg);
+        if mid.is_none() {
+            let t = Utc::now();
+            wait_past(t, Duration::from_millis(100));
+            mid = Some(t);
+        }
+    }
+    let dir = w.fx.dir.path().join("restored");
+    // After segment a was archived, before b was completed.
+    let now = rfc3339(mid.expect("a time"));
+
+    let full = w.fx.dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("PG_VERSION"), "15\n").unwrap();
+    let out = pitr(&daemon, &now, &full, &[]);
+    assert_eq!(out.status, 13, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("is not empty"), "{}", out.stderr);
+
+    let out = pitr(&daemon, &rfc3339(before), &dir, &[]);
+    assert_eq!(out.status, 20, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains("no physical base backup finished before")
+            && out.stderr.contains("the oldest verified one finished at"),
+        "{}",
+        out.stderr
+    );
+
+    let later = rfc3339(Utc::now() + chrono::Duration::hours(1));
+    let out = pitr(&daemon, &later, &dir, &[]);
+    assert_eq!(out.status, 22, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("is later than what is archived") && out.stderr.contains(&switched[2]),
+        "{}",
+        out.stderr
+    );
+
+    let out = pitr(&daemon, &now, &dir, &["--job", "nightly"]);
+    assert_eq!(out.status, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("\"nightly\" is not a job"),
+        "{}",
+        out.stderr
+    );
+
+    // A hole in the index between the base and the time (the daemon appends in place).
+    let index = w.archive_dir().join("index.jsonl");
+    let text = std::fs::read_to_string(&index).unwrap();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains(&switched[1]))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&index, kept).unwrap();
+    let out = pitr(&daemon, &now, &dir, &[]);
+    assert_eq!(out.status, 21, "{}{}", out.stdout, out.stderr);
+    let named = format!(
+        "gap in the archive between base backup {id} and the target: {} missing",
+        switched[1]
+    );
+    assert!(out.stderr.contains(&named), "{named}: {}", out.stderr);
+    assert!(!dir.exists(), "no refusal leaves anything behind");
+}
+
+#[test]
+fn wal_pitr_drill_passes_on_a_healthy_archive_and_fails_naming_a_damaged_segment() {
+    let w = WalFixture::new();
+    w.fx.sql("CREATE TABLE marks (batch int, n int); INSERT INTO marks VALUES (1, 1)");
+    // The drill's server runs as postgres, which must reach restore-scratch-dir.
+    let scratch = w.fx.dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    harness::set_mode(&scratch, 0o711);
+    let drill_sql = "drill-sql = [{ query = \"select count(*) from marks\", min = 1 }]";
+    let daemon = w
+        .daemon(&base_job(
+            &w,
+            &format!("pitr-drill-lag = \"1s\"\n{drill_sql}"),
+        ))
+        .set("daemon", "restore-scratch-dir", toml_path(&scratch))
+        .spawn();
+    wait_receiving(&daemon, 1);
+    let run = run_job(&daemon, "base");
+    assert_eq!(
+        run["outcome"],
+        "succeeded",
+        "{run:#}\n{}",
+        harness::tail(&daemon.log(), 30)
+    );
+    let id = run["details"]["id"].as_str().expect("id").to_owned();
+    let drill = &run["details"]["pitr_drill"];
+    assert_eq!(drill["base"], id.as_str(), "{run:#}");
+    assert!(
+        drill["segments_replayed"].as_u64().unwrap_or(0) >= 1,
+        "{drill:#}"
+    );
+    assert!(
+        drill["reached_lsn"]
+            .as_str()
+            .is_some_and(|l| l.contains('/')),
+        "{drill:#}"
+    );
+    assert!(
+        drill["recovery_point_age_seconds"].as_f64().is_some(),
+        "{drill:#}"
+    );
+    assert!(drill["duration_ms"].as_u64().is_some(), "{drill:#}");
+    assert_eq!(drill["smoke"][0]["passed"], true, "{drill:#}");
+    assert_eq!(drill["smoke"][0]["value"], 1.0, "{drill:#}");
+    assert!(
+        drill["amcheck"]
+            .as_str()
+            .is_some_and(|a| a.contains("no corruption")),
+        "{drill:#}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the drill leaves nothing behind: {left:?}");
+    eprintln!("PITR drill: {drill}");
+
+    // A segment after the base, damaged in the archive: the drill names it.
+    let seg = w.write_and_switch("after", 1000);
+    w.wait_archived(&daemon, &seg);
+    let entry = w
+        .index()
+        .into_iter()
+        .find(|e| e["name"] == seg.as_str())
+        .expect("indexed");
+    let file = w.archive_dir().join(entry["file"].as_str().expect("file"));
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    let out = ctl(&daemon, &["backups", "verify", &id, "--level", "restore"]);
+    assert_eq!(out.status, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("PITR drill FAILED")
+            && out.stdout.contains(&format!("segment {seg} is damaged")),
+        "{}",
+        out.stdout
+    );
+    let left: Vec<_> = std::fs::read_dir(&scratch).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "a failed drill leaves nothing behind: {left:?}"
+    );
+}
