@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use futures::TryStreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as Key;
 use serde_json::Value;
 
@@ -313,6 +313,12 @@ fn wal_retention_offsite_prunes_the_same_segments_and_writes_the_mark() {
     assert_eq!(mark["target"], "s3");
     assert_eq!(mark["below"], bases[1].1.as_str(), "{mark:#}");
     assert!(mark["below_lsn"].as_str().is_some_and(|l| l.contains('/')));
+    // The target carries the same mark, for a restore from it alone.
+    let key = Key::from(format!("{PREFIX}/wal/{JOB}/pruned.json"));
+    let there = block_on(async { garage.store().get(&key).await?.bytes().await })
+        .expect("pruned.json at the target");
+    let there: Value = serde_json::from_slice(&there).expect("pruned.json is JSON");
+    assert_eq!(there, mark, "the uploaded mark is the local one");
 }
 
 #[test]
