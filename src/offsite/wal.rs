@@ -4,6 +4,8 @@
 //! a small object written whole by one PUT (atomic per object at S3), so a reader sees the old
 //! one or the new one. A restore from that target reads them instead of the local archive.
 
+use std::path::Path;
+
 use object_store::path::Path as Key;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -34,6 +36,14 @@ pub async fn put(
         .await
         .map(|_| ())
         .map_err(|e| remote.err("put", &key, e))
+}
+
+/// Puts the local file `path` as `<prefix>/wal/<job>/<file>`.
+pub async fn put_file(remote: &Remote, job: &str, file: &str, path: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    put(remote, job, file, bytes)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The object `<prefix>/wal/<job>/<file>`, or none when it is not there.

@@ -24,7 +24,7 @@ use crate::config::{BackupMethod, Config, JobSpec, WalArchiveSpec};
 use crate::ids::JobName;
 use crate::jobs::catalog::Entry;
 use crate::jobs::{JobContext, JobError, JobReport};
-use crate::offsite::Remote;
+use crate::offsite::{Remote, wal as remote_wal};
 use crate::trust::{HeldDir, Trusted};
 
 /// Assumed when the local index has no segment to tell the server's segment size.
@@ -312,11 +312,8 @@ async fn offsite_one(
     };
     write_mark(&dir, remote.name(), &below, lsn, size, ctx.now)?;
     // The target says it too, before anything goes: a restore from it alone reads the mark.
-    let mark = std::fs::read(dir.at().join(mark_file(remote.name()))).map_err(|e| e.to_string())?;
-    let pruned = crate::offsite::wal::PRUNED;
-    crate::offsite::wal::put(remote, job.as_str(), pruned, mark)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mark = dir.at().join(mark_file(remote.name()));
+    remote_wal::put_file(remote, job.as_str(), remote_wal::PRUNED, &mark).await?;
     let doomed: BTreeSet<String> = outcome.plan.remove.iter().cloned().collect();
     for (s, o) in named.iter().filter(|(s, _)| doomed.contains(&s.name())) {
         crate::offsite::catalog::delete(remote, &o.location)

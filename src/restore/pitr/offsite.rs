@@ -126,7 +126,11 @@ fn refuse_pruned(
     name: &str,
     options: &PitrOptions,
 ) -> Result<(), PitrError> {
-    let size = entries.first().map_or(16 << 20, |e| e.wal_bytes);
+    // A timeline history file's line carries its own size: a segment's says the WAL's.
+    let size = entries
+        .iter()
+        .find(|e| SegmentName::parse(&e.name, e.wal_bytes).is_some())
+        .map_or(16 << 20, |e| e.wal_bytes);
     let below = SegmentName::parse(&mark.below, size).ok_or_else(|| {
         PitrError::Failed(format!(
             "offsite target {name}: pruned.json names {:?}, not a segment",
