@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 
 use crate::backup_support::{backup_ok, ctl, manifest, run_job, wait_past_second_of};
@@ -20,7 +20,7 @@ const PREFIX: &str = "atp-re";
 /// A physical backup job `base` encrypted to the fixture's key, plus `extra` lines.
 fn base_job(wf: &WalFixture, name: &str, extra: &str) -> String {
     format!(
-        "[jobs.{name}]\nkind = \"backup\"\nmethod = \"physical\"\nverify = \"checksum\"\nencrypt-to = [\"{}\"]\n{extra}\n",
+        "[jobs.{name}]\nkind = \"backup\"\nmethod = \"physical\"\nverify = \"checksum\"\nencrypt-to = [\"{}\"]\npitr-drill = false\n{extra}\n",
         wf.public
     )
 }
@@ -250,6 +250,8 @@ fn remote_wal(garage: &Garage) -> Vec<String> {
     .expect("list the target")
     .into_iter()
     .filter_map(|o| o.location.filename().map(str::to_owned))
+    // The segments; index.jsonl and pruned.json beside them describe them.
+    .filter(|n| n.ends_with(".age") || n.ends_with(".zst"))
     .collect();
     names.sort();
     names
