@@ -109,6 +109,26 @@ fn wal_offsite_index_at_the_target_lists_exactly_the_uploaded_segments() {
         "{}",
         out.stderr
     );
+    // --target with --to-dir is for --pitr only, not a files backup's restore.
+    let files = crate::backup_support::ctl(
+        &daemon,
+        &[
+            "restore",
+            "20261206T000000Z-files",
+            "--to-dir",
+            "/tmp/x",
+            "--target",
+            "s3",
+        ],
+    );
+    assert_eq!(files.status, 2, "{}{}", files.stdout, files.stderr);
+    assert!(
+        files
+            .stderr
+            .contains("--target is for database restores and --pitr"),
+        "{}",
+        files.stderr
+    );
 
     for tag in ["a", "b"] {
         let seg = w.write_and_switch(tag, 2_000);
