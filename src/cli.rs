@@ -215,7 +215,7 @@ pub struct RestoreArgs {
     /// A files backup: restore its tree into this folder (absolute; new or empty, or any with
     /// --replace) with owners, modes, mtimes and symlinks; needs a daemon running as root.
     /// With --pitr: the new PostgreSQL data directory (new or empty).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "redis_dir", "globals", "target", "schema", "table", "jobs"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["to", "redis_dir", "globals", "schema", "table", "jobs"])]
     pub to_dir: Option<PathBuf>,
     /// pg_restore -j (default 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -243,6 +243,7 @@ pub struct RestoreArgs {
     pub yes: bool,
     /// Restore from the copy at this [offsite.NAME] target (the backup need not be in
     /// backup-dir): fetched, checked and decrypted in one stream into restore-scratch-dir.
+    /// With --pitr: the base backup and the WAL both from the target (its uploaded index).
     #[arg(long, value_name = "NAME")]
     pub target: Option<String>,
     /// An age identity file (readable by the daemon, mode 0600) to decrypt with instead of
@@ -259,7 +260,7 @@ pub struct RestoreArgs {
 pub struct PitrArgs {
     /// Restore the cluster to a point in time into --to-dir (a new data directory): the base
     /// backup unpacked, the WAL it needs staged, recovery set up to stop at --time.
-    #[arg(long, requires_all = ["time", "to_dir"], conflicts_with_all = ["id", "to", "redis_dir", "replace", "globals", "target", "schema", "table", "jobs", "yes"])]
+    #[arg(long, requires_all = ["time", "to_dir"], conflicts_with_all = ["id", "to", "redis_dir", "replace", "globals", "schema", "table", "jobs", "yes"])]
     pub pitr: bool,
     /// The time to recover to (RFC 3339, e.g. 2026-12-06T09:30:00Z).
     #[arg(long, value_name = "RFC3339", requires = "pitr")]

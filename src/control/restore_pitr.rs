@@ -63,11 +63,18 @@ async fn start(
     }
     pitr::check_dir(&options.to_dir)?;
     let owner = pitr::owner(options.owner.as_deref())?;
-    let prepared = {
-        let (config, options) = (Arc::clone(&config), options.clone());
-        tokio::task::spawn_blocking(move || pitr::prepare(&config, &options))
-            .await
-            .map_err(|e| PitrError::Failed(e.to_string()))??
+    let (prepared, source) = match options.target.as_deref() {
+        Some(name) => {
+            let (prepared, source) = pitr::offsite::prepare(&config, options, name).await?;
+            (prepared, Some(source))
+        }
+        None => {
+            let (config, options) = (Arc::clone(&config), options.clone());
+            let prepared = tokio::task::spawn_blocking(move || pitr::prepare(&config, &options))
+                .await
+                .map_err(|e| PitrError::Failed(e.to_string()))??;
+            (prepared, None)
+        }
     };
     pitr::check_space(&options.to_dir, prepared.plan.space_needed)?;
     if dry_run {
@@ -83,11 +90,19 @@ async fn start(
         ))
     })?;
     let dir = options.to_dir.display().to_string();
-    let what = format!("the point-in-time restore to {} into {dir}", options.time);
+    let from = options
+        .target
+        .as_deref()
+        .map(|t| format!(" from offsite {t}"))
+        .unwrap_or_default();
+    let what = format!(
+        "the point-in-time restore to {}{from} into {dir}",
+        options.time
+    );
     let run =
         RestoreRun::begin_into(runner, what, &base, &prepared.manifest.job, &dir).map_err(busy)?;
     let (options, out) = (options.clone(), out.clone());
-    run.spawn(move |run| execute(run, prepared, options, owner, claim, out));
+    run.spawn(move |run| execute(run, prepared, source, options, owner, claim, out));
     Ok(())
 }
 
@@ -95,6 +110,7 @@ async fn start(
 async fn execute(
     run: RestoreRun,
     prepared: Prepared,
+    source: Option<pitr::offsite::Source>,
     options: PitrOptions,
     owner: Option<(u32, u32)>,
     claim: Claim,
@@ -115,7 +131,73 @@ async fn execute(
     });
     let progress_out = out.clone();
     let dir = options.to_dir.clone();
-    let staged = tokio::task::spawn_blocking(move || {
+    let downloaded = match &source {
+        Some(s) => {
+            let (out, run_id) = (out.clone(), run.run_id().clone());
+            let progress = move |message: String| {
+                let _ = out.send(Response::Progress {
+                    run_id: run_id.clone(),
+                    message,
+                });
+            };
+            s.download(&prepared, &token, &progress)
+                .instrument(span.clone())
+                .await
+        }
+        None => Ok(()),
+    };
+    let staged = match downloaded {
+        Ok(()) => stage_from(prepared, owner, dir, token, run_id, progress_out, &span).await,
+        Err(_) if token.is_cancelled() => Err(PitrError::Cancelled),
+        Err(e) => Err(PitrError::Failed(e)),
+    };
+    if let Some(s) = &source {
+        s.remove();
+    }
+    drop(claim);
+    let result = staged.map(|staged| PitrReport {
+        plan,
+        to_dir: options.to_dir.clone(),
+        owner: owner.map(|_| options.owner.clone().unwrap_or_else(|| "postgres".into())),
+        staged,
+        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
+    });
+    let ended = match &result {
+        Ok(r) => Ok((
+            format!(
+                "restored base backup {} and {} WAL segment(s) ({} to {}) into {}, recovering \
+                 to {}",
+                r.plan.base,
+                r.staged.segments,
+                r.plan.first(),
+                r.plan.last(),
+                r.to_dir.display(),
+                options.time
+            ),
+            serde_json::to_value(r).unwrap_or_default(),
+        )),
+        Err(PitrError::Cancelled) => Err((Outcome::Cancelled, PitrError::Cancelled.to_string())),
+        Err(e) => Err((Outcome::Failed, e.to_string())),
+    };
+    run.finish_with(ended).await;
+    let answer = match result {
+        Ok(report) => Response::PitrRestored { report },
+        Err(e) => refusal(&e),
+    };
+    let _ = out.send(answer);
+}
+
+/// The data directory written from `prepared` (the local archive, or a target's download).
+async fn stage_from(
+    prepared: Prepared,
+    owner: Option<(u32, u32)>,
+    dir: std::path::PathBuf,
+    token: tokio_util::sync::CancellationToken,
+    run_id: crate::ids::RunId,
+    progress_out: mpsc::UnboundedSender<Response>,
+    span: &tracing::Span,
+) -> Result<stage::Staged, PitrError> {
+    tokio::task::spawn_blocking(move || {
         let atpred = pitr::atpred_binary()?;
         let inputs = stage::Inputs {
             folder: &prepared.folder,
@@ -149,38 +231,7 @@ async fn execute(
     })
     .instrument(span.clone())
     .await
-    .unwrap_or_else(|e| Err(PitrError::Failed(e.to_string())));
-    drop(claim);
-    let result = staged.map(|staged| PitrReport {
-        plan,
-        to_dir: options.to_dir.clone(),
-        owner: owner.map(|_| options.owner.clone().unwrap_or_else(|| "postgres".into())),
-        staged,
-        duration_ms: u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX),
-    });
-    let ended = match &result {
-        Ok(r) => Ok((
-            format!(
-                "restored base backup {} and {} WAL segment(s) ({} to {}) into {}, recovering \
-                 to {}",
-                r.plan.base,
-                r.staged.segments,
-                r.plan.first(),
-                r.plan.last(),
-                r.to_dir.display(),
-                options.time
-            ),
-            serde_json::to_value(r).unwrap_or_default(),
-        )),
-        Err(PitrError::Cancelled) => Err((Outcome::Cancelled, PitrError::Cancelled.to_string())),
-        Err(e) => Err((Outcome::Failed, e.to_string())),
-    };
-    run.finish_with(ended).await;
-    let answer = match result {
-        Ok(report) => Response::PitrRestored { report },
-        Err(e) => refusal(&e),
-    };
-    let _ = out.send(answer);
+    .unwrap_or_else(|e| Err(PitrError::Failed(e.to_string())))
 }
 
 /// `backups verify ID --level restore` of a physical backup: after the full verification

@@ -37,6 +37,7 @@ pub fn request(args: &RestoreArgs) -> Option<Request> {
             job: args.pitr.wal_job.clone(),
             owner: args.pitr.owner.clone(),
             identity: args.identity.as_deref().map(super::absolute),
+            target: args.target.clone(),
         },
         dry_run: args.dry_run,
     })

@@ -39,6 +39,12 @@ pub fn request(args: &RestoreArgs) -> Result<Request, u8> {
         );
         return Err(super::EXIT_USAGE);
     }
+    if args.to_dir.is_some() && args.target.is_some() {
+        eprintln!(
+            "atprectl: --target is for database restores and --pitr, not a files backup's --to-dir"
+        );
+        return Err(super::EXIT_USAGE);
+    }
     let to = args.to.clone().unwrap_or_default();
     // Staging an RDB beside a server's dump.rdb changes nothing the server uses, and a files
     // restore without --replace only fills a new or empty folder: no question.

@@ -21,6 +21,7 @@ mod remote;
 pub mod ship;
 pub mod state;
 pub(crate) mod transfer;
+pub mod wal;
 
 pub use remote::Remote;
 

@@ -178,6 +178,24 @@ pub fn read_path(path: &Path) -> io::Result<Vec<Entry>> {
     Ok(parse(&read_or_empty(path)?).0.into_values().collect())
 }
 
+/// The lines of `entries` in name order, as an index file holds them (an offsite target's
+/// uploaded index).
+pub fn to_bytes<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> io::Result<Vec<u8>> {
+    let sorted: BTreeMap<&str, &Entry> =
+        entries.into_iter().map(|e| (e.name.as_str(), e)).collect();
+    let mut out = Vec::new();
+    for e in sorted.values() {
+        out.extend(line(e)?);
+    }
+    Ok(out)
+}
+
+/// The entries of index lines read from elsewhere, and how many lines were unreadable.
+pub fn from_bytes(bytes: &[u8]) -> (Vec<Entry>, usize) {
+    let (entries, dropped) = parse(bytes);
+    (entries.into_values().collect(), dropped)
+}
+
 /// The exclusive lock on `PATH.lock`, held until the returned file is dropped.
 fn lock(path: &Path) -> io::Result<File> {
     let mut name = path.as_os_str().to_owned();

@@ -7,8 +7,8 @@
 //! are removed after: a crash in between leaves files the index no longer lists, never a
 //! listed segment without its file; the next prune removes such leftovers below the cutoff.
 //! At a target, `archive-dir/offsite-<target>.pruned` records the segment below which the
-//! target was pruned before anything is deleted there, so a restore from that target knows
-//! what it cannot find.
+//! target was pruned before anything is deleted there, and is put there as
+//! `<prefix>/wal/<job>/pruned.json`, so a restore from that target knows what it cannot find.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -24,7 +24,7 @@ use crate::config::{BackupMethod, Config, JobSpec, WalArchiveSpec};
 use crate::ids::JobName;
 use crate::jobs::catalog::Entry;
 use crate::jobs::{JobContext, JobError, JobReport};
-use crate::offsite::Remote;
+use crate::offsite::{Remote, wal as remote_wal};
 use crate::trust::{HeldDir, Trusted};
 
 /// Assumed when the local index has no segment to tell the server's segment size.
@@ -311,6 +311,9 @@ async fn offsite_one(
         return Ok(outcome);
     };
     write_mark(&dir, remote.name(), &below, lsn, size, ctx.now)?;
+    // The target says it too, before anything goes: a restore from it alone reads the mark.
+    let mark = dir.at().join(mark_file(remote.name()));
+    remote_wal::put_file(remote, job.as_str(), remote_wal::PRUNED, &mark).await?;
     let doomed: BTreeSet<String> = outcome.plan.remove.iter().cloned().collect();
     for (s, o) in named.iter().filter(|(s, _)| doomed.contains(&s.name())) {
         crate::offsite::catalog::delete(remote, &o.location)

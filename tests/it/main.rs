@@ -144,6 +144,7 @@ mod systemd_units;
 mod wal_archive;
 mod wal_offsite;
 mod wal_pitr;
+mod wal_pitr_offsite;
 mod wal_retention;
 mod wal_support;
 mod wal_trust;

@@ -17,7 +17,7 @@ use crate::wal_support::{WalFixture, wait_receiving};
 const PORT: &str = "25999";
 
 /// The physical backup job, decrypting with the fixture's key.
-fn base_job(w: &WalFixture, extra: &str) -> String {
+pub(crate) fn base_job(w: &WalFixture, extra: &str) -> String {
     format!(
         "[jobs.base]\nkind = \"backup\"\nmethod = \"physical\"\nverify = \"checksum\"\n\
          encrypt-to = [\"{}\"]\nverify-identity-file = {}\n{extra}",
@@ -27,7 +27,7 @@ fn base_job(w: &WalFixture, extra: &str) -> String {
 }
 
 /// A base backup, then its stop segment switched out and archived.
-fn base_backup(w: &WalFixture, daemon: &Daemon) -> String {
+pub(crate) fn base_backup(w: &WalFixture, daemon: &Daemon) -> String {
     let run = run_job(daemon, "base");
     assert_eq!(run["outcome"], "succeeded", "{run:#}");
     let seg = w.switch();
@@ -37,7 +37,7 @@ fn base_backup(w: &WalFixture, daemon: &Daemon) -> String {
 
 /// Batch `n` of rows in `marks`, committed, then its segment switched out and archived; the
 /// time just after the commit.
-fn batch(w: &WalFixture, daemon: &Daemon, n: u32) -> DateTime<Utc> {
+pub(crate) fn batch(w: &WalFixture, daemon: &Daemon, n: u32) -> DateTime<Utc> {
     w.fx.sql(&format!(
         "INSERT INTO marks SELECT {n}, g FROM generate_series(1, 100) g"
     ));
@@ -48,16 +48,16 @@ fn batch(w: &WalFixture, daemon: &Daemon, n: u32) -> DateTime<Utc> {
 }
 
 /// Waits until the clock is past `t` by `by`: the recorded times are then well apart.
-fn wait_past(t: DateTime<Utc>, by: Duration) {
+pub(crate) fn wait_past(t: DateTime<Utc>, by: Duration) {
     let until = t + chrono::Duration::from_std(by).expect("duration");
     assert!(harness::wait_until(Duration::from_secs(10), || Utc::now() > until));
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn pitr(daemon: &Daemon, time: &str, dir: &Path, more: &[&str]) -> CtlOutput {
+pub(crate) fn pitr(daemon: &Daemon, time: &str, dir: &Path, more: &[&str]) -> CtlOutput {
     let mut args = vec!["restore", "--pitr", "--time", time, "--to-dir"];
     let dir = dir.to_str().expect("UTF-8");
     args.push(dir);
@@ -66,7 +66,7 @@ fn pitr(daemon: &Daemon, time: &str, dir: &Path, more: &[&str]) -> CtlOutput {
 }
 
 /// Stops the restored server, whatever the test's end.
-struct Restored(PathBuf);
+pub(crate) struct Restored(pub(crate) PathBuf);
 
 impl Drop for Restored {
     fn drop(&mut self) {
@@ -80,7 +80,7 @@ impl Drop for Restored {
     }
 }
 
-fn pg_bin(name: &str) -> PathBuf {
+pub(crate) fn pg_bin(name: &str) -> PathBuf {
     PathBuf::from("/usr/lib/postgresql/15/bin").join(name)
 }
 

@@ -7,8 +7,8 @@
 use std::path::Path;
 
 use futures::TryStreamExt;
-use object_store::ObjectStore;
 use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 
 use crate::backup_support::{backup_ok, ctl, manifest, run_job, wait_past_second_of};
@@ -20,7 +20,7 @@ const PREFIX: &str = "atp-re";
 /// A physical backup job `base` encrypted to the fixture's key, plus `extra` lines.
 fn base_job(wf: &WalFixture, name: &str, extra: &str) -> String {
     format!(
-        "[jobs.{name}]\nkind = \"backup\"\nmethod = \"physical\"\nverify = \"checksum\"\nencrypt-to = [\"{}\"]\n{extra}\n",
+        "[jobs.{name}]\nkind = \"backup\"\nmethod = \"physical\"\nverify = \"checksum\"\nencrypt-to = [\"{}\"]\npitr-drill = false\n{extra}\n",
         wf.public
     )
 }
@@ -250,6 +250,8 @@ fn remote_wal(garage: &Garage) -> Vec<String> {
     .expect("list the target")
     .into_iter()
     .filter_map(|o| o.location.filename().map(str::to_owned))
+    // The segments; index.jsonl and pruned.json beside them describe them.
+    .filter(|n| n.ends_with(".age") || n.ends_with(".zst"))
     .collect();
     names.sort();
     names
@@ -313,6 +315,12 @@ fn wal_retention_offsite_prunes_the_same_segments_and_writes_the_mark() {
     assert_eq!(mark["target"], "s3");
     assert_eq!(mark["below"], bases[1].1.as_str(), "{mark:#}");
     assert!(mark["below_lsn"].as_str().is_some_and(|l| l.contains('/')));
+    // The target carries the same mark, for a restore from it alone.
+    let key = Key::from(format!("{PREFIX}/wal/{JOB}/pruned.json"));
+    let there = block_on(async { garage.store().get(&key).await?.bytes().await })
+        .expect("pruned.json at the target");
+    let there: Value = serde_json::from_slice(&there).expect("pruned.json is JSON");
+    assert_eq!(there, mark, "the uploaded mark is the local one");
 }
 
 #[test]

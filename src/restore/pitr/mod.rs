@@ -11,6 +11,7 @@
 
 pub mod drill;
 pub mod fetch;
+pub mod offsite;
 pub mod plan;
 pub mod server;
 pub mod stage;
@@ -42,6 +43,9 @@ pub struct PitrOptions {
     /// An age identity file instead of the base backup job's verify-identity-file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<PathBuf>,
+    /// Take the base backup and the WAL from this `[offsite.NAME]` target ([`offsite`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// Why a point-in-time restore was refused or failed; each refusal has its own exit code.
@@ -131,22 +135,27 @@ pub fn bases(backup_dir: &Path) -> Vec<(Base, PathBuf, Manifest)> {
         .filter(|e| e.state == State::Verified)
         .filter_map(|e| {
             let m = e.manifest?;
-            let p = m.physical.clone()?;
-            if m.method != BackupMethod::Physical || !m.verified() {
-                return None;
-            }
+            let base = base_of(&m)?;
             let folder = catalog::path_of(backup_dir, &m.id)?;
-            let base = Base {
-                id: m.id.clone(),
-                finished: m.finished,
-                timeline: p.timeline,
-                start_wal_file: p.start_wal_file,
-                stop_lsn: p.stop_lsn,
-                tar_bytes: p.tar_bytes,
-            };
             Some((base, folder, m))
         })
         .collect()
+}
+
+/// `m` as the planner takes a base backup, when it is a verified physical one.
+pub fn base_of(m: &Manifest) -> Option<Base> {
+    let p = m.physical.clone()?;
+    if m.method != BackupMethod::Physical || !m.verified() {
+        return None;
+    }
+    Some(Base {
+        id: m.id.clone(),
+        finished: m.finished,
+        timeline: p.timeline,
+        start_wal_file: p.start_wal_file,
+        stop_lsn: p.stop_lsn,
+        tar_bytes: p.tar_bytes,
+    })
 }
 
 /// The archive's segments as the planner takes them.
