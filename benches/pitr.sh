@@ -63,8 +63,12 @@ TOML
     local from
     from=$("${su_psql[@]}" -Atc "SELECT pg_current_wal_lsn()")
     "$pg_bin/pgbench" -n -c 2 -j 2 -T "$secs" -h "$work/pg" -U atp_user atp_re >/dev/null
-    local target replayed
+    # One instant, as each tool reads it: RFC 3339 for atprectl, "YYYY-MM-DD HH:MM:SS.US+00"
+    # for pgBackRest.
+    local target target_pg replayed
     target=$("${su_psql[@]}" -Atc "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+    target_pg="${target/T/ }"
+    target_pg="${target_pg%Z}+00"
     replayed=$("${su_psql[@]}" -Atc "SELECT pg_size_pretty(pg_current_wal_lsn() - '$from')")
     sleep 1
     "$pg_bin/pgbench" -n -c 2 -j 2 -T "$secs" -h "$work/pg" -U atp_user atp_re >/dev/null
@@ -93,12 +97,12 @@ TOML
             t0=$(now)
             case $tool in
                 atpred)
-                    ctl restore --pitr --time "$target" --to-dir "$dir" --owner postgres --yes \
+                    ctl restore --pitr --time "$target" --to-dir "$dir" --owner postgres \
                         --start --port "$port" >"$r/out" 2>&1 || { cat "$r/out" "$a/atpred.log" >&2; return 1; }
                     t1=$(now)
                     ;;
                 pgbackrest)
-                    pgbr restore --type=time "--target=$target" --target-action=promote \
+                    pgbr restore --type=time "--target=$target_pg" --target-action=promote \
                         --pg1-path="$dir" >/dev/null
                     "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$dir" -l "$r/$tool.log" -w -o \
                         "-c listen_addresses='' -c unix_socket_directories='$r' -p $port" start >/dev/null
