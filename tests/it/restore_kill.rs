@@ -42,7 +42,7 @@ fn pg_restore_killed_mid_way_leaves_no_database_and_no_scratch() {
         .spawn()
         .expect("start atprectl");
     // Once atpred has copied the rows and pg_restore builds the indexes: kill it.
-    let victims = wait_post_pass("killed_atpred_restoring");
+    let victims = wait_post_pass(&fx, "killed_atpred_restoring");
     // Read every process first: killing the leader ends its -j workers.
     let mut scanned = 0;
     for (pid, cmdline) in &victims {

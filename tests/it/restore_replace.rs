@@ -166,7 +166,7 @@ fn a_killed_replace_leaves_the_database_and_its_sessions_alone() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start atprectl");
-    let victims = wait_post_pass(&format!("{SOURCE}_atpred_restoring"));
+    let victims = wait_post_pass(&fx, &format!("{SOURCE}_atpred_restoring"));
     kill_pg_restore(&victims, child);
     assert_eq!(
         fingerprint(&fx, SOURCE, "bulk"),

@@ -157,13 +157,21 @@ pub fn slow_post_pass(fx: &Fixture) {
 
 /// Waits until pg_restore builds what follows the rows in `db` (its `-j 2` pass over the
 /// indexes and constraints, once atpred has copied the rows) and returns its processes.
-pub fn wait_post_pass(db: &str) -> Vec<(Pid, String)> {
+pub fn wait_post_pass(fx: &Fixture, db: &str) -> Vec<(Pid, String)> {
+    // The database name alone is not enough: tests running beside this one restore into
+    // databases of the same name on their own servers (and a kill of theirs fails both). The
+    // server's socket folder, pg_restore's --host, is this test's own.
     let marker = format!("--dbname={db}");
+    let host = fx.pg.socket_dir().to_string_lossy().into_owned();
     let mut found = Vec::new();
     let seen = wait_until(Duration::from_secs(60), || {
         found = pg_tools_naming(&[Path::new(&marker)])
             .into_iter()
-            .filter(|(_, cmdline)| cmdline.contains("--jobs=2") && cmdline.contains("--use-list"))
+            .filter(|(_, cmdline)| {
+                cmdline.contains("--jobs=2")
+                    && cmdline.contains("--use-list")
+                    && cmdline.split(' ').any(|arg| arg == host)
+            })
             .collect();
         !found.is_empty()
     });
