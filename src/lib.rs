@@ -52,6 +52,7 @@ pub mod redis_login;
 pub mod restore;
 pub mod runner;
 pub mod scheduler;
+pub mod scratch;
 pub mod secret;
 pub mod timefmt;
 pub mod trust;

@@ -24,7 +24,6 @@ pub const EXIT_START_FAILED: u8 = 24;
 
 /// How long `--start` waits for the end of recovery.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(600);
-const PG_BIN: &str = "/usr/lib/postgresql";
 
 /// The request of `restore --pitr`.
 pub fn request(args: &RestoreArgs) -> Option<Request> {
@@ -183,21 +182,7 @@ fn as_owner(owner: Option<&str>, program: &Path) -> Command {
 
 /// A PostgreSQL server program: the newest /usr/lib/postgresql/*/bin, else PATH.
 fn tool(name: &str) -> Result<std::path::PathBuf, String> {
-    let mut found: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir(PG_BIN)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let v = e.file_name().to_str()?.parse::<u32>().ok()?;
-            let p = e.path().join("bin").join(name);
-            p.is_file().then_some((v, p))
-        })
-        .collect();
-    found.sort();
-    if let Some((_, p)) = found.pop() {
-        return Ok(p);
-    }
-    Ok(std::path::PathBuf::from(name))
+    Ok(crate::pg::newest_installed(name).unwrap_or_else(|| std::path::PathBuf::from(name)))
 }
 
 fn tail(log: &Path) -> String {

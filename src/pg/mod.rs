@@ -46,6 +46,21 @@ pub fn tool(config: &PostgresConfig, name: &str) -> Result<PathBuf, PgError> {
             })
         };
     }
+    if let Some(p) = newest_installed(name) {
+        return Ok(p);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| PgError::ToolMissing {
+            tool: name.to_owned(),
+        })
+}
+
+/// `name` in the newest `/usr/lib/postgresql/*/bin` that has it (Debian's layout).
+pub fn newest_installed(name: &str) -> Option<PathBuf> {
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
         .flatten()
@@ -57,17 +72,7 @@ pub fn tool(config: &PostgresConfig, name: &str) -> Result<PathBuf, PgError> {
         })
         .collect();
     versions.sort();
-    if let Some((_, p)) = versions.pop() {
-        return Ok(p);
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| PgError::ToolMissing {
-            tool: name.to_owned(),
-        })
+    versions.pop().map(|(_, p)| p)
 }
 
 /// A spec for a libpq program reaching `config`'s server: connection on argv (no password),

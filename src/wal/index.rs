@@ -136,26 +136,14 @@ impl Index {
 
     /// Missing ranges between archived segments of each timeline, as `(first, last)` names.
     pub fn gaps(&self) -> Vec<(String, String)> {
-        let mut segments: Vec<SegmentName> = self
+        let segments: Vec<SegmentName> = self
             .entries
             .values()
             .filter_map(|e| SegmentName::parse(&e.name, e.wal_bytes))
             .collect();
-        segments.sort_by_key(|s| (s.timeline, s.number));
-        segments
-            .windows(2)
-            .filter(|w| w[0].timeline == w[1].timeline && w[1].number > w[0].number + 1)
-            .map(|w| {
-                let first = SegmentName {
-                    number: w[0].number + 1,
-                    ..w[0]
-                };
-                let last = SegmentName {
-                    number: w[1].number - 1,
-                    ..w[0]
-                };
-                (first.name(), last.name())
-            })
+        super::segment::gaps(&segments)
+            .into_iter()
+            .map(|(_, first, last)| (first.name(), last.name()))
             .collect()
     }
 }

@@ -95,24 +95,11 @@ pub fn plan(archived: &[SegmentName], bases: &[Base], owed: Option<SegmentName>)
 /// The first gap between two archived segments of one timeline whose lower side is below
 /// `cutoff`: the segment before it and the missing range's first and last names.
 fn first_gap_below(sorted: &[SegmentName], cutoff: u64) -> Option<(SegmentName, String, String)> {
-    let mut by_timeline = sorted.to_vec();
-    by_timeline.sort_by_key(|s| (s.timeline, s.number));
-    by_timeline
-        .windows(2)
-        .filter(|w| w[0].timeline == w[1].timeline && w[1].number > w[0].number + 1)
-        .filter(|w| w[0].number < cutoff)
-        .map(|w| {
-            let first = SegmentName {
-                number: w[0].number + 1,
-                ..w[0]
-            };
-            let last = SegmentName {
-                number: w[1].number - 1,
-                ..w[0]
-            };
-            (w[0], first.name(), last.name())
-        })
+    super::segment::gaps(sorted)
+        .into_iter()
+        .filter(|(before, _, _)| before.number < cutoff)
         .min_by_key(|(before, _, _)| before.number)
+        .map(|(before, first, last)| (before, first.name(), last.name()))
 }
 
 /// The plan as lines for a prune's dry run and report: `wal JOB: keep from …; remove …`.

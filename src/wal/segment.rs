@@ -45,6 +45,28 @@ impl SegmentName {
 
 /// Whether pg_receivewal is done with the file `name` in its folder: a segment or a timeline
 /// history file (never the in-flight `.partial`).
+/// The missing ranges between `segments` of each timeline, in (timeline, number) order: the
+/// segment before each gap and the first and last missing segments.
+pub fn gaps(segments: &[SegmentName]) -> Vec<(SegmentName, SegmentName, SegmentName)> {
+    let mut sorted = segments.to_vec();
+    sorted.sort_by_key(|s| (s.timeline, s.number));
+    sorted
+        .windows(2)
+        .filter(|w| w[0].timeline == w[1].timeline && w[1].number > w[0].number + 1)
+        .map(|w| {
+            let first = SegmentName {
+                number: w[0].number + 1,
+                ..w[0]
+            };
+            let last = SegmentName {
+                number: w[1].number - 1,
+                ..w[0]
+            };
+            (w[0], first, last)
+        })
+        .collect()
+}
+
 pub fn is_complete(name: &str) -> bool {
     let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
     (name.len() == 24 && hex(name))

@@ -34,10 +34,20 @@ pub struct Written {
 }
 
 /// A writer that hashes and counts what passes through it.
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
+pub struct Hashing<W> {
+    pub inner: W,
+    pub hasher: Sha256,
+    pub bytes: u64,
+}
+
+impl<W> Hashing<W> {
+    pub fn new(inner: W) -> Hashing<W> {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -88,11 +98,7 @@ pub fn write_with<T>(
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    let mut sink = Hashing {
-        inner: io::BufWriter::with_capacity(BUF, file),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut sink = Hashing::new(io::BufWriter::with_capacity(BUF, file));
     let produced = {
         let mut encrypted: Box<dyn FinishWrite + '_> = if layers.recipients.is_empty() {
             Box::new(Plain(&mut sink))

@@ -215,7 +215,7 @@ fn drill_owner() -> Result<Option<(u32, u32)>, String> {
 
 /// The drill's folder: `data/` (the restored cluster) and `socket/`, removed when dropped.
 struct Work {
-    root: PathBuf,
+    root: crate::scratch::WorkDir,
     data: PathBuf,
     socket: PathBuf,
 }
@@ -223,23 +223,10 @@ struct Work {
 impl Work {
     fn create(scratch: &Path, id: &str, owner: Option<(u32, u32)>) -> Result<Work, String> {
         let err = |e: std::io::Error| format!("restore-scratch-dir {}: {e}", scratch.display());
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(scratch)
-            .map_err(err)?;
-        sweep(scratch);
-        let root = scratch.join(format!("{PREFIX}{id}-{}", std::process::id()));
-        if root.exists() {
-            std::fs::remove_dir_all(&root).map_err(err)?;
-        }
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&root)
-            .map_err(err)?;
+        let root = crate::scratch::WorkDir::create(scratch, PREFIX, id).map_err(err)?;
         let work = Work {
-            data: root.join("data"),
-            socket: root.join("socket"),
+            data: root.path().join("data"),
+            socket: root.path().join("socket"),
             root,
         };
         std::fs::DirBuilder::new()
@@ -247,7 +234,7 @@ impl Work {
             .create(&work.socket)
             .map_err(err)?;
         if let Some((uid, gid)) = owner {
-            for p in [&work.root, &work.socket] {
+            for p in [work.root.path(), &work.socket] {
                 std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(err)?;
             }
             reachable(scratch, uid)?;
@@ -275,30 +262,4 @@ fn reachable(dir: &Path, uid: u32) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-impl Drop for Work {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
-}
-
-/// Removes drill folders of daemons that died mid-drill (the pid in the name is gone).
-fn sweep(scratch: &Path) {
-    let Ok(entries) = std::fs::read_dir(scratch) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.rsplit_once('-'))
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }

@@ -26,6 +26,9 @@ use crate::wal::index;
 use crate::wal::prune::PrunedMark;
 use crate::wal::segment::SegmentName;
 
+/// The download folders in restore-scratch-dir: `.pitr-offsite-NANOS-PID`.
+const DOWNLOAD_PREFIX: &str = ".pitr-offsite-";
+
 /// Where a planned restore downloads from and into.
 pub struct Source {
     remote: Remote,
@@ -88,9 +91,9 @@ pub async fn prepare(
         .ok_or_else(|| PitrError::Failed(format!("base backup {} vanished", plan.base)))?;
     let identity = identity_for(config, &manifest, options.identity.as_deref(), &entries)?;
     let scratch = config.daemon.restore_scratch_dir.join(format!(
-        ".pitr-offsite-{}-{}",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        "{DOWNLOAD_PREFIX}{}-{}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+        std::process::id()
     ));
     let prepared = Prepared {
         folder: scratch.join(&plan.base),
@@ -165,7 +168,12 @@ impl Source {
     ) -> Result<(), String> {
         let target = self.remote.name();
         let scratch = &self.scratch;
-        std::fs::create_dir_all(scratch.parent().unwrap_or(scratch))
+        let parent = scratch.parent().unwrap_or(scratch);
+        // Downloads of a daemon killed mid-way (its pid, the name's last part, is gone).
+        for name in crate::scratch::sweep(parent, DOWNLOAD_PREFIX) {
+            tracing::warn!("removed {name} from restore-scratch-dir: left by a daemon that died");
+        }
+        std::fs::create_dir_all(parent)
             .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(scratch))
             .map_err(|e| format!("creating {}: {e}", scratch.display()))?;
         progress(format!(

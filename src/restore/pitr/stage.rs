@@ -11,7 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use super::plan::PitrPlan;
 use crate::jobs::backup::manifest::Manifest;
@@ -145,14 +145,10 @@ fn segment(
     }
     let zstd = entry.file.contains(".zst");
     let out_path = into.join(name);
-    let mut out = Hashing {
-        inner: io::BufWriter::new(
-            std::fs::File::create(&out_path)
-                .map_err(|e| format!("creating {}: {e}", out_path.display()))?,
-        ),
-        hasher: Sha256::new(),
-        bytes: 0,
-    };
+    let mut out = stream::Hashing::new(io::BufWriter::new(
+        std::fs::File::create(&out_path)
+            .map_err(|e| format!("creating {}: {e}", out_path.display()))?,
+    ));
     let read = stream::read_stream(
         &archive_dir.join(&entry.file),
         zstd,
@@ -182,25 +178,6 @@ fn segment(
         ));
     }
     Ok(stream::hex(&out.hasher.finalize()))
-}
-
-struct Hashing<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// `recovery.signal`, and the recovery settings appended to `postgresql.auto.conf` (which

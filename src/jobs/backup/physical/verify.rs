@@ -6,7 +6,7 @@
 //! backup_manifest, and the manifest's own checksum. The folder is removed whatever happens.
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::super::manifest::{Manifest, Verification};
 use super::super::verify::{Checked, Found, VerifyEnv, check_sums, identity_for, verdict};
@@ -55,14 +55,14 @@ async fn check(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel
     {
         return checksum_only(format!("{note}not unpacked ({why}): ")).await;
     }
-    let work = Work::create(scratch, &m.id).map_err(|e| {
+    let work = crate::scratch::WorkDir::create(scratch, WORK_PREFIX, &m.id).map_err(|e| {
         Found::Problem(
             level,
             format!("creating a folder in {}: {e}", scratch.display()),
         )
     })?;
     let zstd = matches!(m.compression, Compression::Zstd { .. });
-    let (from, into) = (dir.join(&file.path), work.path.clone());
+    let (from, into) = (dir.join(&file.path), work.path().to_owned());
     let unpacked = tokio::task::spawn_blocking(move || unpack(&from, zstd, identity, &into))
         .await
         .map_err(|e| Found::Problem(level, e.to_string()))?
@@ -83,8 +83,8 @@ async fn check(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel
             format!("unpacking {}: {e}", file.path),
         ));
     }
-    let label = same_start(&work.path, m).map_err(|e| Found::Problem(level, e))?;
-    let verified = verify_backup(env, &work.path, level).await?;
+    let label = same_start(work.path(), m).map_err(|e| Found::Problem(level, e))?;
+    let verified = verify_backup(env, work.path(), level).await?;
     Ok((
         level,
         format!(
@@ -139,48 +139,3 @@ async fn verify_backup(
 }
 
 const WORK_PREFIX: &str = ".physical-";
-
-/// Removes the unpacked folders of daemons that died while verifying (their pid, the name's
-/// last part, is gone): a kill -9 runs no destructor.
-fn sweep(scratch: &Path) {
-    let Ok(entries) = std::fs::read_dir(scratch) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(WORK_PREFIX)
-            .and_then(|rest| rest.rsplit_once('-'))
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            tracing::warn!("removed {name} from restore-scratch-dir: left by a daemon that died");
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
-}
-
-/// The private folder a backup is unpacked in, removed when dropped.
-struct Work {
-    path: PathBuf,
-}
-
-impl Work {
-    fn create(scratch: &Path, id: &str) -> std::io::Result<Work> {
-        sweep(scratch);
-        let path = scratch.join(format!("{WORK_PREFIX}{id}-{}", std::process::id()));
-        if path.exists() {
-            std::fs::remove_dir_all(&path)?;
-        }
-        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
-        Ok(Work { path })
-    }
-}
-
-impl Drop for Work {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
