@@ -104,9 +104,9 @@ TOML
                 pgbackrest)
                     pgbr restore --type=time "--target=$target_pg" --target-action=promote \
                         --pg1-path="$dir" >/dev/null
-                    "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$dir" -l "$r/$tool.log" -w -o \
-                        "-c listen_addresses='' -c unix_socket_directories='$r' -p $port" start >/dev/null
-                    until [ "$("$pg_bin/psql" -h "$r" -p "$port" -U postgres -Atc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do
+                    "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$dir" -l "$dir/start.log" -w -o \
+                        "-c listen_addresses='' -c unix_socket_directories='$dir' -p $port" start >/dev/null
+                    until [ "$("$pg_bin/psql" -h "$dir" -p "$port" -U postgres -Atc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]; do
                         sleep 0.05
                     done
                     t1=$(now)
