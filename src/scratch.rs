@@ -1,8 +1,9 @@
 //! Private work folders in `restore-scratch-dir`: `PREFIX ID-PID`, mode 0700, removed when
 //! dropped. A daemon killed mid-way (kill -9 runs no destructor) leaves its folder behind; the
-//! next [`WorkDir::create`] of the same kind removes the folders whose pid is gone. The folder
-//! is the daemon's own (restore-scratch-dir is trust-checked like every folder it writes in),
-//! so the pid in a name is its own record, not a stranger's claim.
+//! next [`WorkDir::create`] of the same kind removes the folders whose pid is gone. Only names
+//! of this kind with a dead pid are removed, and a symlink planted under such a name is removed
+//! itself, never followed (`remove_dir_all`). restore-scratch-dir is not yet trust-checked at
+//! start as backup-dir is (README, "Not yet"): point it at a folder only root and atpred write.
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
