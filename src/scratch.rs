@@ -2,8 +2,9 @@
 //! dropped. A daemon killed mid-way (kill -9 runs no destructor) leaves its folder behind; the
 //! next [`WorkDir::create`] of the same kind removes the folders whose pid is gone. Only names
 //! of this kind with a dead pid are removed, and a symlink planted under such a name is removed
-//! itself, never followed (`remove_dir_all`). restore-scratch-dir is not yet trust-checked at
-//! start as backup-dir is (README, "Not yet"): point it at a folder only root and atpred write.
+//! itself, never followed (`remove_dir_all`). restore-scratch-dir itself is trust-checked when
+//! the configuration is loaded (at start and at each reload): a folder that users other than
+//! root and atpred's own may write to, or that sits under one, is refused with its key named.
 
 use std::io;
 use std::os::unix::fs::DirBuilderExt;

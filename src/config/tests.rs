@@ -686,6 +686,28 @@ fn world_writable_files_are_refused() {
 }
 
 #[test]
+fn a_restore_scratch_dir_others_may_write_to_is_refused_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let text = format!(
+        "[daemon]\nstate-dir = {:?}\nrestore-scratch-dir = {:?}\n",
+        dir.path().join("state"),
+        scratch
+    );
+    let path = write(&dir, &text);
+    let err = Config::load_with_env(&path, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("daemon.restore-scratch-dir") && err.contains("writable by all users"),
+        "{err}"
+    );
+    // Private (a drill's postgres only needs to pass through: o+x), it is accepted.
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o711)).unwrap();
+    Config::load_with_env(&path, &[]).unwrap();
+}
+
+#[test]
 fn secrets_stay_out_of_debug_and_errors() {
     let text = format!("{BASE}\n[redis]\nurl = \"redis://:hunter2@127.0.0.1:6379/0\"\n");
     let c = load(&text, &[]).unwrap();

@@ -240,6 +240,9 @@ fn daemon(check: &Check, raw: RawDaemon) -> Result<DaemonConfig, ConfigError> {
             "/var/lib/atpre/restore",
         )?,
     };
+    // Restores and drills unpack archives, data directories and WAL there: a folder others
+    // may write to would let them plant or swap what a restore reads or a drill's server runs.
+    check.safe_folder("daemon.restore-scratch-dir", &restore_scratch_dir)?;
     let socket = check.absolute("daemon.socket", raw.socket, "/run/atpred/atpred.sock")?;
     let timezone = raw.timezone.as_deref().unwrap_or("UTC");
     let timezone = timezone.parse().map_err(|_| {
