@@ -138,30 +138,22 @@ async fn execute(run: ExternalRun, work: Work, out: mpsc::UnboundedSender<Respon
         run_id: run.run_id().clone(),
         message: format!("restoring {} into {dir}", work.manifest.id),
     });
-    let Work {
-        folder,
-        manifest,
-        identity,
-        target,
-        temp,
-        claim,
-        marker,
-        mut details,
-    } = work;
     let cancel = run.token().clone();
+    // The closure takes only the fields it names; the claim, marker and details stay here.
     let result = tokio::task::spawn_blocking(move || {
         files_dir::restore(
-            &folder,
-            &manifest,
-            identity.as_deref(),
-            &target,
-            &temp,
+            &work.folder,
+            &work.manifest,
+            work.identity.as_deref(),
+            &work.target,
+            &work.temp,
             &cancel,
         )
     })
     .await
     .unwrap_or_else(|e| Err(RestoreError::Failed(e.to_string())));
-    drop(claim);
+    drop(work.claim);
+    let mut details = work.details;
     let (outcome, message) = match &result {
         Ok(r) => (Outcome::Succeeded, describe(r)),
         Err(e) if run.token().is_cancelled() => (Outcome::Cancelled, e.to_string()),
@@ -174,7 +166,7 @@ async fn execute(run: ExternalRun, work: Work, out: mpsc::UnboundedSender<Respon
     }
     run.finish(outcome, message, details).instrument(span).await;
     // The record is in the history: the marker goes.
-    drop(marker);
+    drop(work.marker);
     let answer = match result {
         Ok(restored) => Response::FilesRestored { restored },
         Err(e) => refusal(&e),
