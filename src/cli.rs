@@ -259,12 +259,17 @@ pub struct RestoreArgs {
 #[derive(Debug, clap::Args)]
 pub struct PitrArgs {
     /// Restore the cluster to a point in time into --to-dir (a new data directory): the base
-    /// backup unpacked, the WAL it needs staged, recovery set up to stop at --time.
-    #[arg(long, requires_all = ["time", "to_dir"], conflicts_with_all = ["id", "to", "redis_dir", "replace", "globals", "schema", "table", "jobs", "yes"])]
+    /// backup unpacked, the WAL it needs staged, recovery set up to stop at --time (or to
+    /// replay all there is, with --latest).
+    #[arg(long, requires = "to_dir", conflicts_with_all = ["id", "to", "redis_dir", "replace", "globals", "schema", "table", "jobs", "yes"])]
     pub pitr: bool,
-    /// The time to recover to (RFC 3339, e.g. 2026-12-06T09:30:00Z).
+    /// The time to recover to (RFC 3339, e.g. 2026-12-06T09:30:00Z); or --latest.
     #[arg(long, value_name = "RFC3339", requires = "pitr")]
     pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Recover to the end of the archive instead of a time: every archived segment and then
+    /// the in-flight segment's copy stored when the receiver last stopped (the primary died).
+    #[arg(long, requires = "pitr", conflicts_with = "time")]
+    pub latest: bool,
     /// The wal-archive job whose archive is replayed (default: the only one).
     #[arg(long = "job", value_name = "WAL_JOB", requires = "pitr")]
     pub wal_job: Option<String>,

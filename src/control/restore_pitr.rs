@@ -1,4 +1,4 @@
-//! Handler of `restore_pitr` (`atprectl restore --pitr --time T --to-dir DIR`): the refusals
+//! Handler of `restore_pitr` (`atprectl restore --pitr --time T|--latest --to-dir DIR`): the refusals
 //! (a caller other than root or the daemon's user, a folder that is not empty, what
 //! [`pitr::prepare`] finds missing, space), then — unless a dry run — the data directory
 //! written by [`pitr::stage`] as a restore run ([`RestoreRun`]), its steps streamed as
@@ -44,7 +44,7 @@ pub async fn restore(
     if let Err(e) = start(runner, config, &options, dry_run, &out).await {
         tracing::warn!(
             "point-in-time restore to {} into {}: {e}",
-            options.time,
+            options.goal_text(),
             options.to_dir.display()
         );
         let _ = out.send(refusal(&e));
@@ -61,6 +61,7 @@ async fn start(
     if !dry_run {
         RestoreRun::check_free(runner).map_err(busy)?;
     }
+    options.goal()?;
     pitr::check_dir(&options.to_dir)?;
     let owner = pitr::owner(options.owner.as_deref())?;
     let (prepared, source) = match options.target.as_deref() {
@@ -97,7 +98,7 @@ async fn start(
         .unwrap_or_default();
     let what = format!(
         "the point-in-time restore to {}{from} into {dir}",
-        options.time
+        options.goal_text()
     );
     let run =
         RestoreRun::begin_into(runner, what, &base, &prepared.manifest.job, &dir).map_err(busy)?;
@@ -126,7 +127,7 @@ async fn execute(
             plan.first(),
             plan.last(),
             options.to_dir.display(),
-            options.time
+            options.goal_text()
         )
     });
     let progress_out = out.clone();
@@ -172,7 +173,7 @@ async fn execute(
                 r.plan.first(),
                 r.plan.last(),
                 r.to_dir.display(),
-                options.time
+                options.goal_text()
             ),
             serde_json::to_value(r).unwrap_or_default(),
         )),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::RestoreArgs;
 use crate::protocol::Request;
+use crate::restore::pitr::latest::Goal;
 use crate::restore::pitr::plan::PitrPlan;
 use crate::restore::pitr::{PitrOptions, PitrReport};
 
@@ -27,11 +28,15 @@ const RECOVERY_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The request of `restore --pitr`.
 pub fn request(args: &RestoreArgs) -> Option<Request> {
-    let time = args.pitr.time?;
     let dir = args.to_dir.as_deref()?;
+    if let Err(e) = Goal::of(args.pitr.time, args.pitr.latest) {
+        eprintln!("atprectl: restore --pitr: {e}");
+        return None;
+    }
     Some(Request::RestorePitr {
         options: PitrOptions {
-            time,
+            time: args.pitr.time,
+            latest: args.pitr.latest,
             to_dir: super::absolute(dir),
             job: args.pitr.wal_job.clone(),
             owner: args.pitr.owner.clone(),
@@ -57,7 +62,20 @@ pub fn plan(plan: &PitrPlan) -> String {
         plan.target
             .map_or_else(|| "the end of the WAL".to_owned(), |t| t.to_string()),
         crate::jobs::backup::dump::mib(plan.space_needed),
-    )
+    ) + &in_flight(plan)
+}
+
+/// The dry run's line on the in-flight segment's copy, when the plan ends in one.
+fn in_flight(plan: &PitrPlan) -> String {
+    plan.partial.as_ref().map_or_else(String::new, |t| {
+        format!(
+            "in-flight segment: {} staged from {} ({} bytes of WAL, last written {})\n",
+            plan.last(),
+            t.name,
+            t.holds,
+            t.completed
+        )
+    })
 }
 
 /// The restore's answer.

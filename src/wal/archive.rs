@@ -82,11 +82,37 @@ fn one(
     let input = std::fs::File::open(&source)?;
     let meta = input.metadata()?;
     let completed: DateTime<Utc> = meta.modified().map(DateTime::from).unwrap_or(now);
-    let file = if layers.recipients.is_empty() {
-        format!("{name}.zst")
+    let file = format!("{name}{}", suffix(layers));
+    let (bytes, sha256) = store(spec, layers, input, &file)?;
+    Ok(Entry {
+        name: name.to_owned(),
+        file,
+        bytes,
+        sha256,
+        wal_bytes: meta.len(),
+        completed,
+        archived: now,
+        holds: None,
+    })
+}
+
+/// The archived file's suffix: `.zst.age`, or `.zst` without recipients.
+pub(super) fn suffix(layers: &Layers) -> &'static str {
+    if layers.recipients.is_empty() {
+        ".zst"
     } else {
-        format!("{name}.zst.age")
-    };
+        ".zst.age"
+    }
+}
+
+/// Compresses and encrypts `input` into `archive-dir/file`: a temporary name, fsync, rename,
+/// folder fsync. The stored file's size and SHA-256.
+pub(super) fn store(
+    spec: &WalArchiveSpec,
+    layers: &Layers,
+    input: impl io::Read,
+    file: &str,
+) -> io::Result<(u64, String)> {
     let tmp = spec.archive_dir.join(format!(".{file}.tmp"));
     // A temporary file a crash left behind.
     match std::fs::remove_file(&tmp) {
@@ -103,28 +129,19 @@ fn one(
     };
     let written = stream::write_stream(zstd, &tmp, &encrypt_only, &Arc::new(AtomicU64::new(0)))
         .and_then(|w| {
-            std::fs::rename(&tmp, spec.archive_dir.join(&file))?;
+            std::fs::rename(&tmp, spec.archive_dir.join(file))?;
             fsync_dir(&spec.archive_dir)?;
             Ok(w)
         });
-    let written = match written {
-        Ok(w) => w,
+    match written {
+        Ok(w) => Ok((w.bytes, w.sha256)),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+            Err(e)
         }
-    };
-    Ok(Entry {
-        name: name.to_owned(),
-        file,
-        bytes: written.bytes,
-        sha256: written.sha256,
-        wal_bytes: meta.len(),
-        completed,
-        archived: now,
-    })
+    }
 }
 
-fn fsync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }

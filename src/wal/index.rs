@@ -38,6 +38,12 @@ pub struct Entry {
     /// When pg_receivewal finished the segment (its last write): the archive's recovery point.
     pub completed: DateTime<Utc>,
     pub archived: DateTime<Utc>,
+    /// Set on the line of an in-flight segment archived when its receiver ended
+    /// (`name` = `SEGMENT.partial`, see [`super::partial`]): the bytes of WAL it holds, up to
+    /// its last non-zero byte (the rest of its `wal_bytes` is pg_receivewal's zero padding).
+    /// A later line of the same name replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holds: Option<u64>,
 }
 
 /// The index as read at start, kept in memory, appended to as segments are archived.
@@ -84,6 +90,16 @@ impl Index {
 
     pub fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
+    }
+
+    /// The line of `name`, if listed.
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
+    /// Every line, by name.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
     }
 
     /// Appends `entry` durably, under the lock a [`rewrite`] takes.
@@ -267,6 +283,7 @@ mod tests {
             wal_bytes: 16 << 20,
             completed: DateTime::UNIX_EPOCH,
             archived: DateTime::UNIX_EPOCH,
+            holds: None,
         }
     }
 

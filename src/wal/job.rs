@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::index::{self, Index};
 use super::state::JobState;
 use super::{ARCHIVE_EVERY, ARCHIVE_RETRY, CHECK_EVERY, OFFSITE_EVERY};
-use super::{archive, check_name, monitor, offsite, receiver, slot};
+use super::{archive, check_name, monitor, offsite, partial, receiver, slot};
 use crate::alerts::Notifier;
 use crate::config::{OffsiteTarget, WalArchiveSpec};
 use crate::ids::JobName;
@@ -87,9 +87,16 @@ impl JobCtx {
                 return;
             }
         };
+        let mut ended = 0;
         loop {
             let last = receiver_done.is_cancelled();
-            index = self.archive_once(index, &layers).await;
+            // Read before the pass: a life that ends during it is taken by the next one.
+            let now_ended = self.state.receivers_ended();
+            index = self.archive_once(index, &layers, now_ended != ended).await;
+            // A failed pass stores the in-flight segment again at the next.
+            if self.state.lock().archive_error.is_none() {
+                ended = now_ended;
+            }
             if last {
                 return;
             }
@@ -118,7 +125,13 @@ impl JobCtx {
         })
     }
 
-    async fn archive_once(&self, index: Option<Index>, layers: &Layers) -> Option<Index> {
+    /// One pass over the spool; with `in_flight`, the in-flight segment is stored too.
+    async fn archive_once(
+        &self,
+        index: Option<Index>,
+        layers: &Layers,
+        in_flight: bool,
+    ) -> Option<Index> {
         let spec = self.spec.clone();
         let layers = layers.clone();
         let job = self.job.clone();
@@ -138,7 +151,16 @@ impl JobCtx {
                     }
                 },
             };
-            let pass = archive::pass(&spec, &layers, &mut index, Utc::now());
+            let mut pass = archive::pass(&spec, &layers, &mut index, Utc::now());
+            if pass.error.is_none() {
+                pass.error = partial::drop_superseded(&spec, &mut index).err();
+            }
+            if pass.error.is_none() && in_flight {
+                match partial::pass(&spec, &layers, &mut index, Utc::now()) {
+                    Ok(stored) => pass.archived.extend(stored),
+                    Err(e) => pass.error = Some(e),
+                }
+            }
             (Some(index), pass)
         })
         .await;

@@ -7,7 +7,8 @@
 //! - [`receiver`]: `pg_receivewal` on the job's replication slot ([`slot`]), writing into a
 //!   private spool folder (`state-dir/wal-spool/JOB`, 0700), started again with backoff;
 //! - the archiver: every second, each completed file in the spool goes through [`archive`]
-//!   (zstd, age, SHA-256, atomic publish, then the [`index`] line, then the spool file goes);
+//!   (zstd, age, SHA-256, atomic publish, then the [`index`] line, then the spool file goes),
+//!   and after each life of the receiver its in-flight `.partial` as well ([`partial`]);
 //! - the monitor: every 10 s the slot's numbers ([`monitor`]) and the job's health check
 //!   `wal:JOB` on the health board, with an alert on each transition.
 //!
@@ -24,6 +25,7 @@ pub mod index;
 mod job;
 mod monitor;
 mod offsite;
+pub mod partial;
 pub mod prune;
 mod receiver;
 pub mod retention;

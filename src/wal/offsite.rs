@@ -2,7 +2,9 @@
 //! at a target is uploaded to `<prefix>/wal/<job>/<file>` by the offsite module's own transfer
 //! (multipart, retries), read back against the index's size and SHA-256, and only then recorded
 //! in `archive-dir/offsite-<target>.jsonl`. A target that is down delays its copies and loses
-//! none: the next pass takes up what is owed, oldest first.
+//! none: the next pass takes up what is owed, oldest first. An in-flight segment's copy
+//! ([`super::partial`]) goes the same way; a newer one of the same segment is copied again and
+//! its line replaces the older one at the target (whose older object stays there).
 //!
 //! After each batch the target's index, `<prefix>/wal/<job>/index.jsonl`, is written whole
 //! ([`crate::offsite::wal`]): the lines of that record merged with the index already there (so
@@ -45,9 +47,10 @@ pub async fn pass(
     .await
     .map_err(|e| e.to_string())?
     .map_err(|e| format!("offsite {target}: {e}"))?;
+    // By file, not name: a newer in-flight partial has the name of the one copied before.
     let mut owed: Vec<Entry> = all
         .into_iter()
-        .filter(|e| !shipped.contains(&e.name))
+        .filter(|e| shipped.get(&e.name).is_none_or(|s| s.file != e.file))
         .collect();
     let stamp = archive_dir.join(format!("offsite-{target}.indexed"));
     if owed.is_empty() {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::index::{self, Entry as Segment, Index};
+use super::partial;
 use super::retention::{self, Base, WalPlan};
 use super::segment::{self, SegmentName};
 use crate::config::{BackupMethod, Config, JobSpec, WalArchiveSpec};
@@ -190,8 +191,10 @@ fn local_one(
         return Ok((plan, 0, 0));
     }
     let doomed: BTreeSet<&str> = plan.remove.iter().map(String::as_str).collect();
+    let below = |n: &str| SegmentName::parse(n, size).is_some_and(|s| s.number < cutoff.number);
+    // An in-flight copy below the cutoff goes with its segment's range.
     let dropped = index::rewrite(&at.join(index::INDEX_FILE), |e| {
-        !doomed.contains(e.name.as_str())
+        !doomed.contains(e.name.as_str()) && !partial::segment_of(e).is_some_and(below)
     })
     .map_err(shown)?;
     let mut freed = 0;
@@ -208,8 +211,8 @@ fn local_one(
     for name in std::fs::read_dir(&at).map_err(shown)?.flatten() {
         let name = name.file_name().to_string_lossy().into_owned();
         let stem = name.trim_end_matches(".age").trim_end_matches(".zst");
-        let below = SegmentName::parse(stem, size).is_some_and(|s| s.number < cutoff.number);
-        if below && stem != name && !listed.contains(&name) {
+        let segment = stem.split_once(partial::SUFFIX).map_or(stem, |(s, _)| s);
+        if below(segment) && stem != name && !listed.contains(&name) {
             remove_file(&at, &name).map_err(shown)?;
         }
     }
@@ -395,6 +398,7 @@ mod tests {
             wal_bytes: DEFAULT_WAL_BYTES,
             completed: DateTime::UNIX_EPOCH,
             archived: DateTime::UNIX_EPOCH,
+            holds: None,
         }
     }
 

@@ -29,7 +29,9 @@ pub async fn supervise(spec: &WalArchiveSpec, state: &JobState, cancel: &Cancell
     while !cancel.is_cancelled() {
         state.set_receiver("starting", None, None);
         let started = Instant::now();
-        let message = match once(spec, state, cancel).await {
+        let life = once(spec, state, cancel).await;
+        state.receiver_ended();
+        let message = match life {
             Ok(()) => break,
             Err(message) => message,
         };
@@ -81,6 +83,10 @@ async fn once(
     let mut tool = crate::pg::tool_spec(&spec.replication, "pg_receivewal")
         .map_err(|e| e.to_string())?
         .args(args);
+    // The receiver's application_name is the slot's name: what the server's
+    // `synchronous_standby_names` names to wait for it (`synchronous = true`).
+    tool.env.retain(|(k, _)| k != "PGAPPNAME");
+    tool = tool.env("PGAPPNAME", &spec.slot);
     // `spool_dir` is the held folder's `/proc/self/fd/N`: the child changes into it by handle
     // before it execs (the descriptor is still open then).
     tool.cwd = Some(spec.spool_dir.clone());

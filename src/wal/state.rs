@@ -2,6 +2,7 @@
 //! health and the metrics.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -29,6 +30,9 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct JobState {
     inner: Mutex<Snapshot>,
+    /// How many lives of the receiver have ended: the archiver stores the in-flight segment
+    /// after each ([`super::partial`]).
+    ended: AtomicU64,
 }
 
 impl JobState {
@@ -46,6 +50,15 @@ impl JobState {
         s.status.receiver = receiver.to_owned();
         s.status.message = message;
         s.status.pid = pid;
+    }
+
+    /// A life of the receiver ended.
+    pub(super) fn receiver_ended(&self) {
+        self.ended.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(super) fn receivers_ended(&self) -> u64 {
+        self.ended.load(Ordering::SeqCst)
     }
 
     pub(super) fn started(&self, pid: Option<u32>) {
@@ -79,7 +92,8 @@ impl JobState {
         let mut s = self.lock();
         s.archive_error = error;
         s.gaps = index.gaps();
-        s.status.segments = index.count() as u64;
+        // In-flight copies are not segments.
+        s.status.segments = index.entries().filter(|e| e.holds.is_none()).count() as u64;
         if let Some((seg, entry)) = index.newest_segment() {
             s.status.last_segment = Some(entry.name.clone());
             s.status.last_archived = Some(entry.archived);

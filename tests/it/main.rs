@@ -146,5 +146,6 @@ mod wal_offsite;
 mod wal_pitr;
 mod wal_pitr_offsite;
 mod wal_retention;
+mod wal_rpo;
 mod wal_support;
 mod wal_trust;

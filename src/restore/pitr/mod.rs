@@ -1,4 +1,4 @@
-//! Point-in-time restores: `atprectl restore --pitr --time T --to-dir DIR`, and the PITR drill
+//! Point-in-time restores: `atprectl restore --pitr --time T|--latest --to-dir DIR`, and the PITR drill
 //! of a physical backup job ([`drill`]).
 //!
 //! The daemon (it holds the keys) finds what a restore needs ([`prepare`]: the wal-archive
@@ -11,6 +11,7 @@
 
 pub mod drill;
 pub mod fetch;
+pub mod latest;
 pub mod offsite;
 pub mod plan;
 pub mod server;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use self::latest::Goal;
 use self::plan::{Base, PitrPlan, PlanError, Segment};
 use crate::config::{BackupMethod, Config, JobSpec, WalArchiveSpec};
 use crate::jobs::backup::manifest::Manifest;
@@ -30,8 +32,13 @@ use crate::wal::index::{Entry, Index};
 /// What the operator asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PitrOptions {
-    /// `recovery_target_time`.
-    pub time: DateTime<Utc>,
+    /// `recovery_target_time`; none with `latest`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    /// No target time: recover to the end of the archive, the in-flight segment's archived copy
+    /// included ([`latest`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub latest: bool,
     /// The new data directory (absolute; missing or empty).
     pub to_dir: PathBuf,
     /// The wal-archive job (default: the only one).
@@ -46,6 +53,19 @@ pub struct PitrOptions {
     /// Take the base backup and the WAL from this `[offsite.NAME]` target ([`offsite`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+}
+
+impl PitrOptions {
+    /// Where recovery stops: `--time T` or `--latest`, exactly one.
+    pub fn goal(&self) -> Result<Goal, PitrError> {
+        Goal::of(self.time, self.latest).map_err(PitrError::BadRequest)
+    }
+
+    /// The goal in words, for logs and run records.
+    pub fn goal_text(&self) -> String {
+        self.goal()
+            .map_or_else(|_| "no target".to_owned(), |g| g.to_string())
+    }
 }
 
 /// Why a point-in-time restore was refused or failed; each refusal has its own exit code.
@@ -158,17 +178,9 @@ pub fn base_of(m: &Manifest) -> Option<Base> {
     })
 }
 
-/// The archive's segments as the planner takes them.
+/// The archive's completed segments as the planner takes them (in-flight copies left out).
 pub fn segments(entries: &[Entry]) -> Vec<Segment> {
-    entries
-        .iter()
-        .map(|e| Segment {
-            name: e.name.clone(),
-            wal_bytes: e.wal_bytes,
-            completed: e.completed,
-            archived: e.archived,
-        })
-        .collect()
+    latest::segments(entries)
 }
 
 /// The archive's index lines.
@@ -187,7 +199,7 @@ pub fn prepare(config: &Config, options: &PitrOptions) -> Result<Prepared, PitrE
     let entries = read_index(&spec.archive_dir)?;
     let found = bases(&config.daemon.backup_dir);
     let list: Vec<Base> = found.iter().map(|(b, _, _)| b.clone()).collect();
-    let plan = plan::to_time(&list, &segments(&entries), options.time)?;
+    let plan = latest::plan(&list, &entries, options.goal()?)?;
     let (_, folder, manifest) = found
         .into_iter()
         .find(|(b, _, _)| b.id == plan.base)

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, PlanError};
-use super::{PitrError, PitrOptions, Prepared, archive_job, base_of, identity_for, segments};
+use super::{PitrError, PitrOptions, Prepared, archive_job, base_of, identity_for};
 use crate::config::Config;
 use crate::jobs::backup::manifest::FileSum;
 use crate::jobs::catalog::State;
@@ -79,7 +79,7 @@ pub async fn prepare(
         .filter_map(|m| base_of(&m).map(|b| (b, m)))
         .collect();
     let list: Vec<plan::Base> = found.iter().map(|(b, _)| b.clone()).collect();
-    let plan = plan::to_time(&list, &segments(&entries), options.time)
+    let plan = super::latest::plan(&list, &entries, options.goal()?)
         .map_err(|e| PitrError::Plan(at_target(e, name)))?;
     if let Some(m) = &mark {
         refuse_pruned(&plan, &entries, m, name, options)?;
@@ -146,7 +146,7 @@ fn refuse_pruned(
             "the WAL of a restore to {} is gone at offsite target {name}: it needs {} onwards \
              (base backup {}), and the target was pruned below {} ({}) at {}; restore to a \
              later time, or from the local archive (without --target)",
-            options.time,
+            options.goal_text(),
             plan.first(),
             plan.base,
             mark.below,
@@ -189,10 +189,11 @@ impl Source {
             .map_err(|e| format!("creating {}: {e}", prepared.archive_dir.display()))?;
         let count = prepared.plan.segments.len();
         for (i, name) in prepared.plan.segments.iter().enumerate() {
+            let listed = prepared.plan.index_name(i);
             let entry = prepared
                 .entries
                 .iter()
-                .find(|e| &e.name == name)
+                .find(|e| e.name == listed)
                 .ok_or_else(|| format!("segment {name} is not in the index at {target}"))?;
             if i % 16 == 0 {
                 progress(format!(
@@ -249,9 +250,11 @@ mod tests {
             reaches: at,
             space_needed: 0,
             target: Some(at),
+            partial: None,
         };
         let options = PitrOptions {
-            time: at,
+            time: Some(at),
+            latest: false,
             to_dir: "/x".into(),
             job: None,
             owner: None,

@@ -53,9 +53,31 @@ pub struct PitrPlan {
     /// `recovery_target_time`; none for a drill (it replays all it staged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<DateTime<Utc>>,
+    /// The last segment is staged from this in-flight copy ([`super::latest`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<Tail>,
+}
+
+/// An in-flight segment's archived copy, staged as the plan's last segment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tail {
+    /// Its index line's name (`SEGMENT.partial`).
+    pub name: String,
+    /// Bytes of WAL it holds (the rest is zeros: replay ends there).
+    pub holds: u64,
+    /// Its last write: the newest point it reaches.
+    pub completed: DateTime<Utc>,
 }
 
 impl PitrPlan {
+    /// The index line the `i`th segment is staged from: its own, or the in-flight copy's.
+    pub fn index_name(&self, i: usize) -> &str {
+        match &self.partial {
+            Some(t) if i + 1 == self.segments.len() => &t.name,
+            _ => self.segments.get(i).map_or("", String::as_str),
+        }
+    }
+
     pub fn first(&self) -> &str {
         self.segments.first().map_or("", String::as_str)
     }
@@ -133,17 +155,20 @@ pub fn drill(
 }
 
 /// A segment on the base's timeline.
-struct OnLine {
-    name: String,
-    number: u64,
-    wal_bytes: u64,
-    completed: DateTime<Utc>,
-    archived: DateTime<Utc>,
+pub(super) struct OnLine {
+    pub(super) name: String,
+    pub(super) number: u64,
+    pub(super) wal_bytes: u64,
+    pub(super) completed: DateTime<Utc>,
+    pub(super) archived: DateTime<Utc>,
 }
 
 /// The base's start segment, its stop segment's number, and the archive's segments of its
 /// timeline in WAL order.
-fn positions(base: &Base, segments: &[Segment]) -> Result<(OnLine, u64, Vec<OnLine>), PlanError> {
+pub(super) fn positions(
+    base: &Base,
+    segments: &[Segment],
+) -> Result<(OnLine, u64, Vec<OnLine>), PlanError> {
     // A timeline history file's line carries its own size: the first segment's says it.
     let wal_bytes = segments
         .iter()
@@ -188,7 +213,12 @@ fn positions(base: &Base, segments: &[Segment]) -> Result<(OnLine, u64, Vec<OnLi
 }
 
 /// The plan staging segments `start..=end` of `line`, or the first hole in them.
-fn contiguous(base: &Base, line: &[OnLine], start: u64, end: u64) -> Result<PitrPlan, PlanError> {
+pub(super) fn contiguous(
+    base: &Base,
+    line: &[OnLine],
+    start: u64,
+    end: u64,
+) -> Result<PitrPlan, PlanError> {
     let wal_bytes = line.first().map_or(16 << 20, |s| s.wal_bytes);
     let name = |number| {
         SegmentName {
@@ -222,6 +252,7 @@ fn contiguous(base: &Base, line: &[OnLine], start: u64, end: u64) -> Result<Pitr
         reaches,
         space_needed: base.tar_bytes + 2 * staged,
         target: None,
+        partial: None,
     })
 }
 
@@ -237,7 +268,7 @@ fn gap(base: &Base, first: &str, last: &str) -> PlanError {
     ))
 }
 
-fn no_base_before(bases: &[Base], target: DateTime<Utc>) -> PlanError {
+pub(super) fn no_base_before(bases: &[Base], target: DateTime<Utc>) -> PlanError {
     let oldest = bases.iter().map(|b| b.finished).min().map_or_else(
         || "there is no verified physical base backup".to_owned(),
         |t| format!("the oldest verified one finished at {t}"),

@@ -103,11 +103,13 @@ fn write(
         if cancelled() {
             return Err("cancelled".into());
         }
+        // The last may come from the in-flight segment's copy: staged under the full name.
+        let listed = plan.index_name(i);
         let entry = inputs
             .entries
             .iter()
-            .find(|e| &e.name == name)
-            .ok_or_else(|| format!("segment {name} is not in the archive's index"))?;
+            .find(|e| e.name == listed)
+            .ok_or_else(|| format!("segment {listed} is not in the archive's index"))?;
         if i % 16 == 0 {
             progress(format!(
                 "staging WAL: {name} ({} of {})",
@@ -115,7 +117,12 @@ fn write(
                 plan.segments.len()
             ));
         }
-        let sha = segment(inputs.archive_dir, entry, ids.as_deref(), &staged_dir)?;
+        let sha = segment(
+            inputs.archive_dir,
+            entry,
+            ids.as_deref(),
+            &staged_dir.join(name),
+        )?;
         sums.push_str(&format!("{sha}  {name}\n"));
         staged.segments += 1;
         staged.wal_bytes += entry.wal_bytes;
@@ -128,12 +135,12 @@ fn write(
     Ok(staged)
 }
 
-/// Decrypts and decodes one archived segment into `into/NAME`; its plain SHA-256.
+/// Decrypts and decodes one archived segment into `out_path`; its plain SHA-256.
 fn segment(
     archive_dir: &Path,
     entry: &Entry,
     ids: Option<&[Box<dyn age::Identity>]>,
-    into: &Path,
+    out_path: &Path,
 ) -> Result<String, String> {
     let name = &entry.name;
     let encrypted = entry.file.ends_with(".age");
@@ -144,9 +151,8 @@ fn segment(
         ));
     }
     let zstd = entry.file.contains(".zst");
-    let out_path = into.join(name);
     let mut out = stream::Hashing::new(io::BufWriter::new(
-        std::fs::File::create(&out_path)
+        std::fs::File::create(out_path)
             .map_err(|e| format!("creating {}: {e}", out_path.display()))?,
     ));
     let read = stream::read_stream(
@@ -194,10 +200,14 @@ fn recovery_settings(
         shell_quote(&staged.to_string_lossy())
     );
     let mut conf = format!(
-        "\n# atpred restore --pitr: base backup {}, WAL {} to {}\nrestore_command = {}\n",
+        "\n# atpred restore --pitr: base backup {}, WAL {} to {}{}\nrestore_command = {}\n",
         plan.base,
         plan.first(),
         plan.last(),
+        plan.partial.as_ref().map_or_else(String::new, |t| format!(
+            " (the last from {}, {} bytes of WAL)",
+            t.name, t.holds
+        )),
         guc_quote(&command)
     );
     if let Some(t) = plan.target {
