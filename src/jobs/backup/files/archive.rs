@@ -320,3 +320,7 @@ impl Names {
             .clone()
     }
 }
+
+#[cfg(test)]
+#[path = "archive_tests.rs"]
+mod tests;
