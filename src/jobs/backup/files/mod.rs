@@ -14,6 +14,7 @@ pub mod archive;
 pub mod check;
 pub mod drill;
 pub mod pax;
+pub mod stages;
 pub mod tree;
 pub mod walk;
 

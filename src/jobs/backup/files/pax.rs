@@ -14,6 +14,16 @@ pub fn append(
     entry: &Entry,
     data: impl Read,
 ) -> io::Result<()> {
+    let header = extensions(builder, entry)?;
+    builder.append(&header, data)
+}
+
+/// Appends `entry`'s pax extended header to `builder` and returns its ustar header, for a
+/// caller that writes that header and the content (padded to 512 bytes) itself.
+pub fn extensions(
+    builder: &mut tar::Builder<impl Write>,
+    entry: &Entry,
+) -> io::Result<tar::Header> {
     let mtime = format!("{}.{:09}", entry.mtime, entry.mtime_nsec);
     let mut pax: Vec<(&str, &[u8])> = vec![
         ("path", entry.path.as_bytes()),
@@ -46,7 +56,7 @@ pub fn append(
     header.set_mtime(u64::try_from(entry.mtime).unwrap_or(0));
     header.set_size(entry.size);
     header.set_cksum();
-    builder.append(&header, data)
+    Ok(header)
 }
 
 /// The entry a tar entry describes (no `sha256`: the caller hashes the content it reads).
