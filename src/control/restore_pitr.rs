@@ -208,6 +208,7 @@ async fn stage_from(
             identity: prepared.identity.as_deref(),
             atpred: &atpred,
             owner,
+            durable: true,
         };
         let progress = |message: String| {
             let _ = progress_out.send(Response::Progress {

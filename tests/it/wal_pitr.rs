@@ -143,6 +143,17 @@ fn wal_pitr_restore_to_a_time_between_two_batches_has_the_first_two_and_not_the_
         quote(w.fx.pg.socket_dir())
     ));
     assert_eq!(batches.stdout.trim(), "{1,2}", "batches 1 and 2, not 3");
+    // The daemon synced the staged folder, so the first start needs one syncfs, not an fsync
+    // of every file (a setting of that start only: not in the folder's configuration).
+    let sync = shell(&format!(
+        "runuser -u postgres -- {} -X -A -t -h {} -p {PORT} -d atp_app -c \
+         'SHOW recovery_init_sync_method'",
+        quote(&pg_bin("psql")),
+        quote(w.fx.pg.socket_dir())
+    ));
+    assert_eq!(sync.stdout.trim(), "syncfs", "{}", sync.stderr);
+    let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
+    assert!(!auto.contains("recovery_init_sync_method"), "{auto}");
 
     let history = ctl(&daemon, &["--json", "history", "restore"]);
     assert!(

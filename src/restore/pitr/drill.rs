@@ -96,6 +96,7 @@ pub async fn run(env: &DrillEnv<'_>, base: Option<&str>) -> Result<DrillReport, 
             identity: identity.as_deref(),
             atpred: &atpred,
             owner,
+            durable: false,
         };
         stage::stage(
             &inputs,

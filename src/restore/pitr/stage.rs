@@ -35,6 +35,9 @@ pub struct Inputs<'a> {
     pub atpred: &'a Path,
     /// uid and gid every file is given.
     pub owner: Option<(u32, u32)>,
+    /// Whether the folder must survive a crash once staged: one `syncfs` of its file system
+    /// at the end (a restore); a drill's throw-away copy is not synced.
+    pub durable: bool,
 }
 
 /// What was written.
@@ -132,7 +135,21 @@ fn write(
     if let Some((uid, gid)) = inputs.owner {
         chown_tree(dir, uid, gid).map_err(at("chown", dir))?;
     }
+    if inputs.durable {
+        progress("syncing the data directory to disk".into());
+        sync_filesystem(dir).map_err(at("syncing", dir))?;
+    }
     Ok(staged)
+}
+
+/// One `syncfs(2)` of the file system holding `dir`: every file written above (nothing was
+/// fsynced one by one) is on disk before the restore reports success, so a crash afterwards
+/// cannot leave a data directory with holes that PostgreSQL would start on. It is also why
+/// `--start` may ask the server for `recovery_init_sync_method = syncfs`.
+fn sync_filesystem(dir: &Path) -> io::Result<()> {
+    let handle = std::fs::File::open(dir)?;
+    rustix::fs::syncfs(&handle)?;
+    Ok(())
 }
 
 /// Decrypts and decodes one archived segment into `out_path`; its plain SHA-256.
