@@ -10,10 +10,12 @@
 //! Tablespaces other than pg_default and pg_global are refused (pg_basebackup cannot write
 //! them to one stream). Verification: [`verify`].
 
+mod chunks;
 pub mod facts;
 mod pitr;
 pub mod tar_watch;
 pub mod unpack;
+mod untar;
 mod verify;
 
 use std::sync::{Arc, Mutex};

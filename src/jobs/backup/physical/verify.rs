@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::super::manifest::{Manifest, Verification};
 use super::super::verify::{Checked, Found, VerifyEnv, check_sums, identity_for, verdict};
-use super::unpack::unpack;
+use super::unpack::{Writeback, unpack};
 use crate::config::{Compression, FreeSpace, VerifyLevel};
 use crate::jobs::JobError;
 use crate::pg;
@@ -63,10 +63,12 @@ async fn check(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel
     })?;
     let zstd = matches!(m.compression, Compression::Zstd { .. });
     let (from, into) = (dir.join(&file.path), work.path().to_owned());
-    let unpacked = tokio::task::spawn_blocking(move || unpack(&from, zstd, identity, &into))
-        .await
-        .map_err(|e| Found::Problem(level, e.to_string()))?
-        .map_err(|e| Found::Problem(level, format!("unpacking {}: {e}", file.path)))?;
+    // A scratch copy, read once by pg_verifybackup and removed: no writeback to wait for.
+    let unpacked =
+        tokio::task::spawn_blocking(move || unpack(&from, zstd, identity, &into, Writeback::Leave))
+            .await
+            .map_err(|e| Found::Problem(level, e.to_string()))?
+            .map_err(|e| Found::Problem(level, format!("unpacking {}: {e}", file.path)))?;
     let w = &unpacked.read.written;
     if w.sha256 != file.sha256 || w.bytes != file.bytes {
         return Err(Found::Problem(
@@ -77,7 +79,7 @@ async fn check(env: &VerifyEnv<'_>, dir: &Path, m: &Manifest, level: VerifyLevel
             ),
         ));
     }
-    if let Some(e) = unpacked.read.decode_error.or(unpacked.untar_error) {
+    if let Some(e) = unpacked.failure() {
         return Err(Found::Problem(
             level,
             format!("unpacking {}: {e}", file.path),
