@@ -9,8 +9,9 @@ use super::backup::{BackupMethod, BackupSource};
 use super::raw::RawJob;
 use super::validate::Check;
 
-/// Keys of pg_dump backups that a physical backup cannot honour.
-const LOGICAL_ONLY: &[&str] = &["format", "parallel", "globals-passwords", "verify-every"];
+/// Keys of pg_dump backups that a physical backup cannot honour. (`verify-every` it honours
+/// differently: it schedules the PITR drill, [`pitr_drill`].)
+const LOGICAL_ONLY: &[&str] = &["format", "parallel", "globals-passwords"];
 
 /// Keys of physical backups only.
 const PHYSICAL_ONLY: &[&str] = &["pitr-drill", "pitr-drill-lag"];
@@ -58,6 +59,13 @@ pub(super) fn pitr_drill(
         raw.pitr_drill_lag.as_deref(),
         Duration::from_secs(60),
     )?;
+    if raw.pitr_drill == Some(false) && raw.verify_every.is_some() {
+        return Err(check.err(
+            &format!("{key}.verify-every"),
+            "on a physical job it says how often the PITR drill runs, and pitr-drill = false \
+             turns the drill off",
+        ));
+    }
     Ok(PitrDrill {
         enabled: raw.pitr_drill,
         lag,

@@ -478,6 +478,12 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         4,
     ),
     (
+        "verify-every on a physical backup whose drill is off",
+        "[jobs.b]\nkind = \"backup\"\nmethod = \"physical\"\npitr-drill = false\nverify-every = \"7d\"\n",
+        "jobs.b.verify-every",
+        5,
+    ),
+    (
         "gzip on a physical backup",
         "[jobs.b]\nkind = \"backup\"\nmethod = \"physical\"\ncompress = \"gzip\"\n",
         "jobs.b.compress",
@@ -580,6 +586,26 @@ const BAD: &[(&str, &str, &str, usize)] = &[
         6,
     ),
 ];
+
+#[test]
+fn verify_every_on_a_physical_backup_schedules_its_pitr_drill() {
+    let c = load(
+        &format!(
+            "{BASE}\n[jobs.base]\nkind = \"backup\"\nmethod = \"physical\"\nverify-every = \"7d\"\n"
+        ),
+        &[],
+    )
+    .unwrap();
+    let job = &c.jobs[&"base".parse().unwrap()];
+    let JobSpec::Backup(b) = &job.spec else {
+        panic!("{job:?}")
+    };
+    assert_eq!(
+        b.verify_every,
+        Some(std::time::Duration::from_secs(7 * 86_400))
+    );
+    assert_eq!(b.pitr_drill.enabled, None, "on unless pitr-drill = false");
+}
 
 #[test]
 fn wal_archive_jobs_have_defaults() {

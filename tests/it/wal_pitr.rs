@@ -335,3 +335,55 @@ fn wal_pitr_drill_passes_on_a_healthy_archive_and_fails_naming_a_damaged_segment
         "a failed drill leaves nothing behind: {left:?}"
     );
 }
+
+/// `verify-every` on a physical job: the first backup drills (no drill passed yet), the next
+/// within the interval does not and says when the last passed; with the record of that drill
+/// gone, the next backup drills again.
+#[test]
+fn wal_pitr_drill_runs_when_verify_every_says_it_is_due() {
+    let w = WalFixture::new();
+    w.fx.sql("CREATE TABLE marks (batch int, n int); INSERT INTO marks VALUES (1, 1)");
+    let scratch = w.fx.dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    harness::set_mode(&scratch, 0o711);
+    let daemon = w
+        .daemon(&base_job(
+            &w,
+            "pitr-drill-lag = \"1s\"\nverify-every = \"1h\"",
+        ))
+        .set("daemon", "restore-scratch-dir", toml_path(&scratch))
+        .spawn();
+    wait_receiving(&daemon, 1);
+    let drilled = |run: &serde_json::Value| {
+        assert_eq!(
+            run["outcome"],
+            "succeeded",
+            "{run:#}\n{}",
+            harness::tail(&daemon.log(), 30)
+        );
+        run["details"]["pitr_drill"]["reached_lsn"].is_string()
+    };
+
+    let first = run_job(&daemon, "base");
+    assert!(drilled(&first), "none passed yet: {first:#}");
+    let record = w
+        .spool_dir(&daemon)
+        .parent()
+        .and_then(Path::parent)
+        .expect("state-dir")
+        .join("pitr-drill")
+        .join("base");
+    assert!(record.is_file(), "{}", record.display());
+
+    crate::backup_support::wait_past_second_of(first["details"]["id"].as_str().expect("id"));
+    let second = run_job(&daemon, "base");
+    assert!(!drilled(&second), "not due within the hour: {second:#}");
+    assert_eq!(second["details"]["pitr_drill"]["due"], false, "{second:#}");
+    let message = second["message"].as_str().unwrap_or_default();
+    assert!(message.contains("PITR drill not due"), "{message}");
+
+    std::fs::remove_file(&record).unwrap();
+    crate::backup_support::wait_past_second_of(second["details"]["id"].as_str().expect("id"));
+    let third = run_job(&daemon, "base");
+    assert!(drilled(&third), "no record of a passed drill: {third:#}");
+}

@@ -31,7 +31,7 @@ use super::manifest::{
     Encryption, FileSum, Manifest, Server, VERSION, Verification, VerifyOutcome,
 };
 use super::stream::Layers;
-use super::{cancellable, catalog, dump, effective_level, open_partial};
+use super::{cancellable, catalog, dump, open_partial};
 use crate::config::{BackupMethod, BackupSource, BackupSpec, Compression, DumpFormat};
 use crate::jobs::{JobContext, JobError, JobReport};
 use crate::pg;
@@ -55,7 +55,8 @@ struct Cluster {
 pub async fn take(ctx: &JobContext, spec: &BackupSpec) -> Result<JobReport, JobError> {
     let backup_dir = &ctx.config.daemon.backup_dir;
     let id = format!("{}-{}", ctx.now.format("%Y%m%dT%H%M%SZ"), ctx.job.name);
-    let level = effective_level(ctx, spec);
+    // `verify-every` schedules the PITR drill here (`pitr::after_backup`), not a restore level.
+    let level = spec.verify;
     let mut source = ctx.config.postgres.clone();
     source.dbname = spec.dbname.clone();
     if ctx.dry_run {
