@@ -80,6 +80,32 @@ impl Drop for Restored {
     }
 }
 
+/// Asserts that a restore succeeded; otherwise shows its output and the daemon log's end.
+pub(crate) fn assert_restored(out: &CtlOutput, daemon: &Daemon) {
+    assert_eq!(
+        out.status,
+        0,
+        "{}{}\n{}",
+        out.stdout,
+        out.stderr,
+        harness::tail(&daemon.log(), 30)
+    );
+}
+
+/// What `sql` gives in database `db` of the server that `--start --port port` brought up
+/// (its socket in the primary's folder), asked as postgres.
+pub(crate) fn restored_sql(w: &WalFixture, port: &str, db: &str, sql: &str) -> String {
+    shell(&format!(
+        "runuser -u postgres -- {} -X -A -t -h {} -p {port} -d {db} -c {}",
+        quote(&pg_bin("psql")),
+        quote(w.fx.pg.socket_dir()),
+        quote(Path::new(sql))
+    ))
+    .stdout
+    .trim()
+    .to_owned()
+}
+
 pub(crate) fn pg_bin(name: &str) -> PathBuf {
     PathBuf::from("/usr/lib/postgresql/15/bin").join(name)
 }
@@ -115,14 +141,7 @@ fn wal_pitr_restore_to_a_time_between_two_batches_has_the_first_two_and_not_the_
         &dir,
         &["--start", "--port", PORT],
     );
-    assert_eq!(
-        out.status,
-        0,
-        "{}{}\n{}",
-        out.stdout,
-        out.stderr,
-        harness::tail(&daemon.log(), 30)
-    );
+    assert_restored(&out, &daemon);
     assert!(out.stdout.contains("out of recovery"), "{}", out.stdout);
     let meta = std::fs::metadata(&dir).expect("the data directory");
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -136,22 +155,17 @@ fn wal_pitr_restore_to_a_time_between_two_batches_has_the_first_two_and_not_the_
         .expect("the staged segments' sums");
     assert!(staged.lines().count() >= 3, "{staged}");
 
-    let batches = shell(&format!(
-        "runuser -u postgres -- {} -X -A -t -h {} -p {PORT} -d atp_app -c \
-         'SELECT array_agg(DISTINCT batch ORDER BY batch) FROM marks'",
-        quote(&pg_bin("psql")),
-        quote(w.fx.pg.socket_dir())
-    ));
-    assert_eq!(batches.stdout.trim(), "{1,2}", "batches 1 and 2, not 3");
+    let batches = restored_sql(
+        &w,
+        PORT,
+        "atp_app",
+        "SELECT array_agg(DISTINCT batch ORDER BY batch) FROM marks",
+    );
+    assert_eq!(batches, "{1,2}", "batches 1 and 2, not 3");
     // The daemon synced the staged folder, so the first start needs one syncfs, not an fsync
     // of every file (a setting of that start only: not in the folder's configuration).
-    let sync = shell(&format!(
-        "runuser -u postgres -- {} -X -A -t -h {} -p {PORT} -d atp_app -c \
-         'SHOW recovery_init_sync_method'",
-        quote(&pg_bin("psql")),
-        quote(w.fx.pg.socket_dir())
-    ));
-    assert_eq!(sync.stdout.trim(), "syncfs", "{}", sync.stderr);
+    let sync = restored_sql(&w, PORT, "atp_app", "SHOW recovery_init_sync_method");
+    assert_eq!(sync, "syncfs");
     let auto = std::fs::read_to_string(dir.join("postgresql.auto.conf")).unwrap();
     assert!(!auto.contains("recovery_init_sync_method"), "{auto}");
 

@@ -11,9 +11,10 @@ use nix::sys::signal::Signal;
 use object_store::ObjectStoreExt;
 use object_store::path::Path as Key;
 
-use crate::backup_support::{quote, shell};
 use crate::harness::{self, Garage, block_on};
-use crate::wal_pitr::{Restored, base_backup, base_job, batch, pg_bin, pitr, rfc3339, wait_past};
+use crate::wal_pitr::{
+    Restored, assert_restored, base_backup, base_job, batch, pitr, restored_sql, rfc3339, wait_past,
+};
 use crate::wal_support::{ARCHIVE_TIMEOUT, JOB, WalFixture, wait_receiving};
 
 const PREFIX: &str = "atp-po";
@@ -195,21 +196,14 @@ fn wal_pitr_restore_from_garage_with_the_local_archive_deleted() {
         &dir,
         &["--target", "s3", "--start", "--port", PORT],
     );
-    assert_eq!(
-        out.status,
-        0,
-        "{}{}\n{}",
-        out.stdout,
-        out.stderr,
-        harness::tail(&daemon.log(), 30)
+    assert_restored(&out, &daemon);
+    let batches = restored_sql(
+        &w,
+        PORT,
+        "atp_app",
+        "SELECT array_agg(DISTINCT batch ORDER BY batch) FROM marks",
     );
-    let batches = shell(&format!(
-        "runuser -u postgres -- {} -X -A -t -h {} -p {PORT} -d atp_app -c \
-         'SELECT array_agg(DISTINCT batch ORDER BY batch) FROM marks'",
-        quote(&pg_bin("psql")),
-        quote(w.fx.pg.socket_dir())
-    ));
-    assert_eq!(batches.stdout.trim(), "{1,2}", "batches 1 and 2, not 3");
+    assert_eq!(batches, "{1,2}", "batches 1 and 2, not 3");
     let spool = w.spool_dir(&daemon);
     let state = spool.parent().and_then(|p| p.parent()).expect("state-dir");
     let scratch: Vec<_> = std::fs::read_dir(state.join("restore"))

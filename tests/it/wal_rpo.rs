@@ -14,9 +14,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::backup_support::{DB, ctl, quote, run_job, shell, shell_status};
+use crate::backup_support::{DB, ctl, run_job, shell_status};
 use crate::harness::{self, CtlOutput, Daemon};
-use crate::wal_pitr::{Restored, base_backup, base_job, pg_bin};
+use crate::wal_pitr::{Restored, assert_restored, base_backup, base_job, restored_sql};
 use crate::wal_support::{
     ARCHIVE_TIMEOUT, SLOT, WalFixture, wait_check, wait_receiving, wal_status,
 };
@@ -174,22 +174,15 @@ fn wal_rpo_every_acknowledged_commit_survives_kill_9_of_a_synchronous_primary() 
     );
     let _restored = Restored(dir.clone());
     let out = latest(&daemon, &dir, &["--start", "--port", PORT]);
-    assert_eq!(
-        out.status,
-        0,
-        "{}{}\n{}",
-        out.stdout,
-        out.stderr,
-        harness::tail(&daemon.log(), 30)
+    assert_restored(&out, &daemon);
+    let have = restored_sql(
+        &w,
+        PORT,
+        DB,
+        &format!("SELECT count(*) FROM acks WHERE n <= {last}"),
     );
-    let have = shell(&format!(
-        "runuser -u postgres -- {} -X -A -t -h {} -p {PORT} -d {DB} -c \
-         'SELECT count(*) FROM acks WHERE n <= {last}'",
-        quote(&pg_bin("psql")),
-        quote(w.fx.pg.socket_dir())
-    ));
     assert_eq!(
-        have.stdout.trim(),
+        have,
         last.to_string(),
         "every acknowledged commit (1..={last}) is restored"
     );

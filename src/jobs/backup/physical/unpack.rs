@@ -176,6 +176,11 @@ mod tests {
         }
     }
 
+    /// The error of unpacking `sum` of backup `b` in `dir` into a new folder there.
+    fn refused(dir: &Path, sum: &FileSum) -> String {
+        unpack_file(dir, "b", sum, true, None, &into(dir, "x"), Writeback::Start).unwrap_err()
+    }
+
     #[test]
     fn a_damaged_byte_is_a_checksum_mismatch_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -185,16 +190,7 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0x55;
         std::fs::write(&path, bytes).unwrap();
-        let err = unpack_file(
-            dir.path(),
-            "b",
-            &sum,
-            true,
-            None,
-            &into(dir.path(), "x"),
-            Writeback::Start,
-        )
-        .unwrap_err();
+        let err = refused(dir.path(), &sum);
         assert!(err.contains("b/base.tar.zst: checksum mismatch"), "{err}");
     }
 
@@ -205,16 +201,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut sum, _) = stored(dir.path());
         sum.sha256 = "0".repeat(64);
-        let err = unpack_file(
-            dir.path(),
-            "b",
-            &sum,
-            true,
-            None,
-            &into(dir.path(), "x"),
-            Writeback::Start,
-        )
-        .unwrap_err();
+        let err = refused(dir.path(), &sum);
         assert!(err.contains("checksum mismatch"), "{err}");
     }
 
@@ -232,16 +219,7 @@ mod tests {
             sha256: cut.sha256,
             ..sum
         };
-        let err = unpack_file(
-            dir.path(),
-            "b",
-            &sum,
-            true,
-            None,
-            &into(dir.path(), "x"),
-            Writeback::Start,
-        )
-        .unwrap_err();
+        let err = refused(dir.path(), &sum);
         assert!(err.starts_with("unpacking b/base.tar.zst: "), "{err}");
     }
 
