@@ -57,20 +57,8 @@ physical_bench() {
     pgbackrest_setup
     local p="$work/physical" a="$work/atpred-physical"
     mkdir -p "$a"
-    cat >"$a/atpred.toml" <<TOML
-[daemon]
-state-dir = "$a/state"
-backup-dir = "$a/backups"
-socket = "$a/atpred.sock"
-socket-group = ""
-
-[postgres]
-host = "$work/pg"
-port = 5432
-user = "atp_user"
-dbname = "atp_re"
-passfile = "$work/pgpass"
-
+    local daemon
+    start_bench_daemon "$a" "$a/atpred.sock" <<TOML
 [jobs.base]
 kind = "backup"
 method = "physical"
@@ -81,9 +69,6 @@ kind = "backup"
 method = "physical"
 verify = "full"
 TOML
-    "$work/bin/atpred" --config "$a/atpred.toml" >"$a/atpred.log" 2>&1 &
-    local daemon=$!
-    for _ in $(seq 100); do [ -S "$a/atpred.sock" ] && break; sleep 0.1; done
     ctl() { "$work/bin/atprectl" --socket "$a/atpred.sock" "$@"; }
     now() { date +%s.%N; }
     local cluster

@@ -24,21 +24,8 @@ pitr_bench() {
     local opts="-c listen_addresses='' -c unix_socket_directories='$work/pg' -c fsync=on"
     opts+=" -c archive_mode=on -c archive_command='pgbackrest --config=$p/pgbackrest.conf --stanza=bench archive-push %p'"
     "${as_pg[@]}" "$pg_bin/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -o "$opts" restart >/dev/null
-    cat >"$a/atpred.toml" <<TOML
-[daemon]
-state-dir = "$a/state"
-backup-dir = "$a/backups"
-restore-scratch-dir = "$a/scratch"
-socket = "$a/atpred.sock"
-socket-group = ""
-
-[postgres]
-host = "$work/pg"
-port = 5432
-user = "atp_user"
-dbname = "atp_re"
-passfile = "$work/pgpass"
-
+    local daemon
+    start_bench_daemon "$a" "$a/atpred.sock" <<TOML
 [jobs.wal]
 kind = "wal-archive"
 archive-dir = "$a/wal"
@@ -49,10 +36,6 @@ method = "physical"
 verify = "checksum"
 pitr-drill = false
 TOML
-    mkdir -p "$a/scratch"
-    "$work/bin/atpred" --config "$a/atpred.toml" >"$a/atpred.log" 2>&1 &
-    local daemon=$!
-    for _ in $(seq 100); do [ -S "$a/atpred.sock" ] && break; sleep 0.1; done
     ctl() { "$work/bin/atprectl" --socket "$a/atpred.sock" "$@"; }
     now() { date +%s.%N; }
     # Both base backups, then the WAL both replay.

@@ -68,21 +68,8 @@ rpo_round() {
     [ "$mode" = true ] && names="atpred_wal"
     "${su_psql[@]}" -c "ALTER SYSTEM SET synchronous_standby_names = '$names'" \
         -c "SELECT pg_reload_conf()" >/dev/null
-    cat >"$d/atpred.toml" <<TOML
-[daemon]
-state-dir = "$d/state"
-backup-dir = "$d/backups"
-restore-scratch-dir = "$d/scratch"
-socket = "$a/atpred.sock"
-socket-group = ""
-
-[postgres]
-host = "$work/pg"
-port = 5432
-user = "atp_user"
-dbname = "atp_re"
-passfile = "$work/pgpass"
-
+    local daemon
+    start_bench_daemon "$d" "$a/atpred.sock" <<TOML
 [jobs.wal]
 kind = "wal-archive"
 archive-dir = "$d/wal"
@@ -94,10 +81,6 @@ method = "physical"
 verify = "checksum"
 pitr-drill = false
 TOML
-    mkdir -p "$d/scratch"
-    "$work/bin/atpred" --config "$d/atpred.toml" >"$d/atpred.log" 2>&1 &
-    local daemon=$!
-    for _ in $(seq 100); do [ -S "$a/atpred.sock" ] && break; sleep 0.1; done
     phase "rpo synchronous=$mode round $round: base backup"
     ctl run base --wait >/dev/null || { cat "$d/atpred.log" >&2; return 1; }
     if [ "$mode" = true ]; then
