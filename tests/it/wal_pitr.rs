@@ -106,6 +106,16 @@ pub(crate) fn restored_sql(w: &WalFixture, port: &str, db: &str, sql: &str) -> S
     .to_owned()
 }
 
+/// The batches in `marks` of the server restored on `port`, as `{1,2}`.
+pub(crate) fn restored_batches(w: &WalFixture, port: &str) -> String {
+    restored_sql(
+        w,
+        port,
+        "atp_app",
+        "SELECT array_agg(DISTINCT batch ORDER BY batch) FROM marks",
+    )
+}
+
 pub(crate) fn pg_bin(name: &str) -> PathBuf {
     PathBuf::from("/usr/lib/postgresql/15/bin").join(name)
 }
@@ -155,13 +165,11 @@ fn wal_pitr_restore_to_a_time_between_two_batches_has_the_first_two_and_not_the_
         .expect("the staged segments' sums");
     assert!(staged.lines().count() >= 3, "{staged}");
 
-    let batches = restored_sql(
-        &w,
-        PORT,
-        "atp_app",
-        "SELECT array_agg(DISTINCT batch ORDER BY batch) FROM marks",
+    assert_eq!(
+        restored_batches(&w, PORT),
+        "{1,2}",
+        "batches 1 and 2, not 3"
     );
-    assert_eq!(batches, "{1,2}", "batches 1 and 2, not 3");
     // The daemon synced the staged folder, so the first start needs one syncfs, not an fsync
     // of every file (a setting of that start only: not in the folder's configuration).
     let sync = restored_sql(&w, PORT, "atp_app", "SHOW recovery_init_sync_method");
