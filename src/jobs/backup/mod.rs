@@ -21,6 +21,7 @@ mod scratch_db;
 pub(crate) mod snapshot;
 pub(crate) mod stream;
 pub mod verify;
+pub(crate) mod writeback;
 
 use std::time::Instant;
 

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
+use super::writeback::{Kicking, Syncer};
+
 const BUF: usize = 1 << 20;
 const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
@@ -86,8 +88,9 @@ pub fn write_stream(
 }
 
 /// Has `produce` write the plain stream (a tar, say) through `layers` into a new file at
-/// `path` (mode 0600, must not exist), hashing what reaches the disk. The file is fsynced
-/// before this returns.
+/// `path` (mode 0600, must not exist), hashing what reaches the disk. Writeback starts every
+/// 32 MiB ([`super::writeback`]), so the disk writes while the CPU compresses; the file is
+/// fsynced before this returns.
 pub fn write_with<T>(
     path: &Path,
     layers: &Layers,
@@ -98,7 +101,23 @@ pub fn write_with<T>(
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    let mut sink = Hashing::new(io::BufWriter::with_capacity(BUF, file));
+    let syncer = Syncer::start();
+    let encoded = encode(Kicking::new(file, Some(&syncer)), layers, produce)
+        .map(|(out, written, produced)| (out.into_file(), written, produced));
+    let synced = syncer.finish();
+    let (file, written, produced) = encoded?;
+    synced?;
+    file.sync_all()?;
+    Ok((written, produced))
+}
+
+/// The layers of [`write_with`] over `out`: what `produce` wrote, hashed as it reached `out`.
+fn encode<W: Write, T>(
+    out: W,
+    layers: &Layers,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<T>,
+) -> io::Result<(W, Written, T)> {
+    let mut sink = Hashing::new(io::BufWriter::with_capacity(BUF, out));
     let produced = {
         let mut encrypted: Box<dyn FinishWrite + '_> = if layers.recipients.is_empty() {
             Box::new(Plain(&mut sink))
@@ -133,13 +152,12 @@ pub fn write_with<T>(
         hasher,
         bytes,
     } = sink;
-    let file = inner.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    let out = inner.into_inner().map_err(|e| e.into_error())?;
     let written = Written {
         bytes,
         sha256: hex(&hasher.finalize()),
     };
-    Ok((written, produced))
+    Ok((out, written, produced))
 }
 
 /// What reading a backup back found.

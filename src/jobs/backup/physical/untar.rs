@@ -5,8 +5,7 @@
 //! (folders, links) goes through the tar crate's own checked `unpack_in`.
 //!
 //! For a restore that must be durable ([`Writeback::Start`]), writeback of big files is started
-//! while the rest is still being decoded: every 32 MiB written, a handle to the file goes to
-//! a thread that fdatasyncs it, so the disk writes while the CPU decodes, and the final
+//! while the rest is still being decoded ([`crate::jobs::backup::writeback`]), so the final
 //! `syncfs` of the restore ([`crate::restore::pitr::stage`]) has little left to write. A
 //! writeback error fails the unpack.
 
@@ -14,9 +13,10 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use rustix::fs::{Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+
+use crate::jobs::backup::writeback::{Kicking, Syncer};
 
 /// Whether to start writing unpacked data to disk while unpacking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +27,6 @@ pub enum Writeback {
     Leave,
 }
 
-/// Written since a file's last writeback start, before the next one.
-const KICK: u64 = 32 << 20;
 const BUF: usize = 1 << 20;
 
 /// Untars `from` beneath `into` (an existing folder).
@@ -108,8 +106,7 @@ fn write_file(
         Mode::from_raw_mode(mode),
         ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
     )?;
-    let mut out = File::from(fd);
-    let mut unsynced = 0u64;
+    let mut out = Kicking::new(File::from(fd), syncer);
     loop {
         let n = match data.read(buf) {
             Ok(0) => break,
@@ -118,19 +115,9 @@ fn write_file(
             Err(e) => return Err(e),
         };
         out.write_all(&buf[..n])?;
-        unsynced += n as u64;
-        if unsynced >= KICK {
-            if let Some(s) = syncer {
-                s.kick(&out);
-            }
-            unsynced = 0;
-        }
     }
-    if unsynced >= BUF as u64
-        && let Some(s) = syncer
-    {
-        s.kick(&out);
-    }
+    out.kick_rest(BUF as u64);
+    let out = out.into_file();
     let t = Timespec {
         tv_sec: i64::try_from(mtime).unwrap_or(0),
         tv_nsec: 0,
@@ -171,42 +158,4 @@ fn parents(root: &OwnedFd, rel: &Path) -> io::Result<()> {
         held = Some(next);
     }
     Ok(())
-}
-
-/// The thread that fdatasyncs the files it is handed; it never holds the untar up (a handle
-/// it has no room for is dropped: the restore's final syncfs writes that data instead).
-struct Syncer {
-    files: SyncSender<File>,
-    thread: std::thread::JoinHandle<io::Result<()>>,
-}
-
-impl Syncer {
-    fn start() -> Syncer {
-        let (files, rx): (SyncSender<File>, Receiver<File>) = sync_channel(4);
-        let thread = std::thread::spawn(move || {
-            let mut first_error = Ok(());
-            for f in rx {
-                if let Err(e) = f.sync_data()
-                    && first_error.is_ok()
-                {
-                    first_error = Err(io::Error::new(e.kind(), format!("writing to disk: {e}")));
-                }
-            }
-            first_error
-        });
-        Syncer { files, thread }
-    }
-
-    fn kick(&self, f: &File) {
-        if let Ok(dup) = f.try_clone() {
-            let _ = self.files.try_send(dup);
-        }
-    }
-
-    fn finish(self) -> io::Result<()> {
-        drop(self.files);
-        self.thread
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the writeback thread panicked")))
-    }
 }
