@@ -101,7 +101,7 @@ pub fn write_with<T>(
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    let syncer = Syncer::start();
+    let syncer = Syncer::new();
     let encoded = encode(Kicking::new(file, Some(&syncer)), layers, produce)
         .map(|(out, written, produced)| (out.into_file(), written, produced));
     let synced = syncer.finish();

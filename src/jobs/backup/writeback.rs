@@ -10,50 +10,60 @@
 //! that data goes at the next kick or the final fsync instead. A writeback error is kept and
 //! returned by [`Syncer::finish`].
 
+use std::cell::OnceCell;
 use std::fs::File;
 use std::io::{self, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 /// Written to a file since its last writeback start, before the next one.
 pub const KICK: u64 = 32 << 20;
 
-/// The thread that fdatasyncs the files it is handed.
+/// The thread that fdatasyncs the files it is handed, started at the first kick (a WAL
+/// segment or a small dump never needs it).
+#[derive(Default)]
 pub struct Syncer {
-    files: SyncSender<File>,
-    thread: std::thread::JoinHandle<io::Result<()>>,
+    thread: OnceCell<(SyncSender<File>, JoinHandle<io::Result<()>>)>,
 }
 
 impl Syncer {
-    pub fn start() -> Syncer {
-        let (files, rx): (SyncSender<File>, Receiver<File>) = sync_channel(4);
-        let thread = std::thread::spawn(move || {
-            let mut first_error = Ok(());
-            for f in rx {
-                if let Err(e) = f.sync_data()
-                    && first_error.is_ok()
-                {
-                    first_error = Err(io::Error::new(e.kind(), format!("writing to disk: {e}")));
-                }
-            }
-            first_error
-        });
-        Syncer { files, thread }
+    pub fn new() -> Syncer {
+        Syncer::default()
     }
 
     /// Starts writing `f`'s dirty data to disk, unless the thread is already busy enough.
     pub fn kick(&self, f: &File) {
+        let (files, _) = self.thread.get_or_init(|| {
+            let (files, rx): (SyncSender<File>, Receiver<File>) = sync_channel(4);
+            (files, std::thread::spawn(move || sync_each(rx)))
+        });
         if let Ok(dup) = f.try_clone() {
-            let _ = self.files.try_send(dup);
+            let _ = files.try_send(dup);
         }
     }
 
     /// Waits for the handles already sent; the first writeback error, if any.
     pub fn finish(self) -> io::Result<()> {
-        drop(self.files);
-        self.thread
+        let Some((files, thread)) = self.thread.into_inner() else {
+            return Ok(());
+        };
+        drop(files);
+        thread
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the writeback thread panicked")))
     }
+}
+
+fn sync_each(files: Receiver<File>) -> io::Result<()> {
+    let mut first_error = Ok(());
+    for f in files {
+        if let Err(e) = f.sync_data()
+            && first_error.is_ok()
+        {
+            first_error = Err(io::Error::new(e.kind(), format!("writing to disk: {e}")));
+        }
+    }
+    first_error
 }
 
 /// A file being written that kicks `syncer` (when there is one) every [`KICK`] bytes.
@@ -129,7 +139,7 @@ mod tests {
     fn the_data_written_through_kicking_is_on_disk_once_the_syncer_finishes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
-        let syncer = Syncer::start();
+        let syncer = Syncer::new();
         let mut out = Kicking::new(File::create(&path).unwrap(), Some(&syncer));
         let chunk = vec![7u8; 1 << 20];
         for _ in 0..3 * (KICK >> 20) {

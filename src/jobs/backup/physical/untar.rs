@@ -32,7 +32,7 @@ const BUF: usize = 1 << 20;
 /// Untars `from` beneath `into` (an existing folder).
 pub fn untar(from: impl Read, into: &Path, writeback: Writeback) -> io::Result<()> {
     let root: OwnedFd = File::open(into)?.into();
-    let syncer = (writeback == Writeback::Start).then(Syncer::start);
+    let syncer = (writeback == Writeback::Start).then(Syncer::new);
     let mut archive = tar::Archive::new(from);
     archive.set_preserve_permissions(false);
     let result = entries(&mut archive, &root, into, syncer.as_ref()).and_then(|()| {
